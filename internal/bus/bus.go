@@ -1,0 +1,496 @@
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DLQSubjectPrefix is where dead letters go: relay.dlq.<sink>.
+const DLQSubjectPrefix = "relay.dlq"
+
+// Dead-letter headers.
+const (
+	HdrDLQSink     = "Relay-Sink"
+	HdrDLQError    = "Relay-Error"
+	HdrDLQAttempts = "Relay-Attempts"
+	HdrDLQEventID  = "Relay-Event-Id"
+	HdrDLQSubject  = "Relay-Subject"
+	HdrDLQTime     = "Relay-Failed-At"
+)
+
+// Options configure Open.
+type Options struct {
+	// URL of an external NATS; empty runs the embedded server.
+	URL       string
+	CredsFile string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
+
+	// EmbeddedListen is host:port for the embedded server; empty means
+	// in-process connections only.
+	EmbeddedListen string
+	EmbeddedToken  string
+	// StoreDir holds the embedded JetStream store (data_dir/jetstream).
+	StoreDir string
+
+	SubjectPrefix   string
+	Stream          string
+	DuplicateWindow time.Duration
+	MaxAge          time.Duration
+
+	// ReadyTimeout bounds the embedded server start and the first stream
+	// creation. Default 10s.
+	ReadyTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Bus is a connection to JetStream with the relay's streams.
+type Bus struct {
+	opts Options
+	log  *slog.Logger
+	srv  *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+
+	streamsReady atomic.Bool
+	streamErr    atomic.Pointer[string]
+	stopEnsure   chan struct{}
+	ensureDone   chan struct{}
+	closeOnce    sync.Once
+	closeErr     error
+}
+
+// Open starts the embedded server or connects to the external one, and
+// creates or updates the streams.
+func Open(ctx context.Context, opts Options) (*Bus, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 10 * time.Second
+	}
+	if opts.SubjectPrefix == "" {
+		opts.SubjectPrefix = "cakework"
+	}
+	if opts.Stream == "" {
+		opts.Stream = "CAKEWORK"
+	}
+	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{})}
+	var err error
+	if opts.URL == "" {
+		err = b.startEmbedded()
+	} else {
+		err = b.connectExternal()
+	}
+	if err != nil {
+		b.shutdown()
+		return nil, err
+	}
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.shutdown()
+		return nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	b.js = js
+	ectx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
+	err = b.ensureStreams(ectx)
+	cancel()
+	switch {
+	case err == nil:
+		close(b.ensureDone)
+	case opts.URL != "" && ctx.Err() == nil:
+		// An external NATS that is down must not stop ingest: events wait in
+		// the outbox. Keep trying in the background.
+		b.setStreamErr(err)
+		b.log.Warn("bus: streams not created yet; retrying in the background", "err", err)
+		go b.ensureLoop()
+	default:
+		b.shutdown()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bus) startEmbedded() error {
+	o := &server.Options{
+		ServerName: "cakework-relay",
+		JetStream:  true,
+		StoreDir:   b.opts.StoreDir,
+		NoSigs:     true,
+		NoLog:      false,
+		// The relay's own server holds at most a few sinks' consumers; keep
+		// its footprint small.
+		MaxPayload: 8 << 20,
+	}
+	if b.opts.StoreDir == "" {
+		return errors.New("bus: embedded server needs a store directory (data_dir)")
+	}
+	if b.opts.EmbeddedListen == "" {
+		o.DontListen = true
+	} else {
+		host, portStr, err := net.SplitHostPort(b.opts.EmbeddedListen)
+		if err != nil {
+			return fmt.Errorf("bus.embedded.listen %q: %w (use host:port, or \"\" for in-process only)", b.opts.EmbeddedListen, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return fmt.Errorf("bus.embedded.listen %q: bad port", b.opts.EmbeddedListen)
+		}
+		o.Host, o.Port = host, port
+		if port == 0 {
+			o.Port = server.RANDOM_PORT
+		}
+		o.Authorization = b.opts.EmbeddedToken
+	}
+	srv, err := server.NewServer(o)
+	if err != nil {
+		return fmt.Errorf("bus: embedded NATS: %w", err)
+	}
+	srv.SetLoggerV2(&natsLogger{log: b.log}, false, false, false)
+	b.srv = srv
+	go srv.Start()
+	if !srv.ReadyForConnections(b.opts.ReadyTimeout) {
+		if b.opts.EmbeddedListen != "" {
+			return fmt.Errorf("bus: embedded NATS did not start on %s (is the port in use? set bus.embedded.listen to a free address, or \"\" for in-process only)", b.opts.EmbeddedListen)
+		}
+		return errors.New("bus: embedded NATS did not start; check the data_dir's jetstream directory is writable")
+	}
+	copts := []nats.Option{nats.InProcessServer(srv), nats.Name("cakework-relay"), nats.MaxReconnects(-1)}
+	if b.opts.EmbeddedToken != "" {
+		copts = append(copts, nats.Token(b.opts.EmbeddedToken))
+	}
+	nc, err := nats.Connect("", copts...)
+	if err != nil {
+		return fmt.Errorf("bus: connect to embedded NATS: %w", err)
+	}
+	b.nc = nc
+	return nil
+}
+
+func (b *Bus) connectExternal() error {
+	copts := []nats.Option{
+		nats.Name("cakework-relay"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := time.Duration(1<<min(attempts, 5)) * 250 * time.Millisecond
+			return min(d, 10*time.Second)
+		}),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.log.Warn("bus: disconnected from NATS; events wait in the outbox", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.log.Info("bus: reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			b.log.Warn("bus: NATS error", "err", err)
+		}),
+	}
+	if b.opts.CredsFile != "" {
+		copts = append(copts, nats.UserCredentials(b.opts.CredsFile))
+	}
+	if b.opts.CAFile != "" {
+		copts = append(copts, nats.RootCAs(b.opts.CAFile))
+	}
+	if b.opts.CertFile != "" || b.opts.KeyFile != "" {
+		copts = append(copts, nats.ClientCert(b.opts.CertFile, b.opts.KeyFile))
+	}
+	if b.opts.CAFile != "" || b.opts.CertFile != "" {
+		copts = append(copts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	nc, err := nats.Connect(b.opts.URL, copts...)
+	if err != nil {
+		return fmt.Errorf("bus: connect to %s: %w (check bus.url, bus.creds_file and bus.tls)", redactURL(b.opts.URL), err)
+	}
+	b.nc = nc
+	return nil
+}
+
+func (b *Bus) streamConfigs() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        b.opts.Stream,
+			Description: "cakework-relay events",
+			Subjects:    []string{b.opts.SubjectPrefix + ".>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Duplicates:  b.opts.DuplicateWindow,
+			MaxAge:      b.opts.MaxAge,
+		},
+		{
+			Name:        b.DLQStream(),
+			Description: "cakework-relay dead letters",
+			Subjects:    []string{DLQSubjectPrefix + ".>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Duplicates:  b.opts.DuplicateWindow,
+			MaxAge:      b.opts.MaxAge,
+		},
+	}
+}
+
+func (b *Bus) ensureStreams(ctx context.Context) error {
+	for _, cfg := range b.streamConfigs() {
+		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("bus: create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	b.streamsReady.Store(true)
+	b.streamErr.Store(nil)
+	return nil
+}
+
+func (b *Bus) setStreamErr(err error) {
+	s := err.Error()
+	b.streamErr.Store(&s)
+}
+
+func (b *Bus) ensureLoop() {
+	defer close(b.ensureDone)
+	wait := time.Second
+	for {
+		select {
+		case <-b.stopEnsure:
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := b.ensureStreams(ctx)
+		cancel()
+		if err == nil {
+			b.log.Info("bus: streams ready")
+			return
+		}
+		b.setStreamErr(err)
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+// Ready returns nil when the connection is up and the streams exist, or
+// an error saying what is missing.
+func (b *Bus) Ready() error {
+	if b.nc == nil || b.nc.IsClosed() {
+		return errors.New("bus: connection closed")
+	}
+	if st := b.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("bus: not connected to NATS (%s)", st)
+	}
+	if !b.streamsReady.Load() {
+		if p := b.streamErr.Load(); p != nil {
+			return errors.New(*p)
+		}
+		return errors.New("bus: streams not created yet")
+	}
+	return nil
+}
+
+// Conn is the core NATS connection (request-reply, plain subscriptions).
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the JetStream context.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// SubjectPrefix is the events' subject prefix.
+func (b *Bus) SubjectPrefix() string { return b.opts.SubjectPrefix }
+
+// Stream is the event stream's name.
+func (b *Bus) Stream() string { return b.opts.Stream }
+
+// DLQStream is the dead-letter stream's name.
+func (b *Bus) DLQStream() string { return b.opts.Stream + "_DLQ" }
+
+// DLQSubject is the dead-letter subject of a sink.
+func DLQSubject(sink string) string { return DLQSubjectPrefix + "." + sink }
+
+// ClientURL is the address other processes use to reach the bus: the
+// embedded server's listen address, or the external URL. Empty when the
+// embedded server is in-process only.
+func (b *Bus) ClientURL() string {
+	if b.srv != nil {
+		if b.opts.EmbeddedListen == "" {
+			return ""
+		}
+		return b.srv.ClientURL()
+	}
+	return b.opts.URL
+}
+
+// Publish stores data on subject with Nats-Msg-Id msgID and waits for the
+// acknowledgement. A duplicate inside the window is acknowledged with
+// Duplicate set and not stored again.
+func (b *Bus) Publish(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	return b.js.PublishMsg(ctx, b.msg(subject, msgID, data, hdr))
+}
+
+// PublishAsync sends without waiting; the future resolves with the ack.
+// Callers bound the number in flight (jetstream's default is 4000).
+func (b *Bus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
+	return b.js.PublishMsgAsync(b.msg(subject, msgID, data, hdr))
+}
+
+func (b *Bus) msg(subject, msgID string, data []byte, hdr nats.Header) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	if hdr != nil {
+		m.Header = hdr
+	}
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	return m
+}
+
+// ConsumerOptions describe a sink's durable consumer.
+type ConsumerOptions struct {
+	Durable        string
+	FilterSubjects []string
+	AckWait        time.Duration
+	MaxAckPending  int
+	// DeliverAll starts a new consumer at the beginning of the stream;
+	// otherwise it starts with the next event.
+	DeliverAll bool
+	Stream     string // default: the event stream
+}
+
+// EnsureConsumer creates or updates a durable pull consumer. An existing
+// consumer keeps its position; only its filters and limits change.
+func (b *Bus) EnsureConsumer(ctx context.Context, o ConsumerOptions) (jetstream.Consumer, error) {
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.MaxAckPending <= 0 {
+		o.MaxAckPending = 1000
+	}
+	stream := o.Stream
+	if stream == "" {
+		stream = b.opts.Stream
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxAckPending: o.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	}
+	if o.DeliverAll {
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	if len(o.FilterSubjects) == 1 {
+		cfg.FilterSubject = o.FilterSubjects[0]
+	} else {
+		cfg.FilterSubjects = o.FilterSubjects
+	}
+	if c, err := b.js.Consumer(ctx, stream, o.Durable); err == nil {
+		// Keep the original deliver policy: it cannot change once created.
+		cfg.DeliverPolicy = c.CachedInfo().Config.DeliverPolicy
+		cfg.OptStartSeq = c.CachedInfo().Config.OptStartSeq
+		cfg.OptStartTime = c.CachedInfo().Config.OptStartTime
+	}
+	c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s on %s: %w", o.Durable, stream, err)
+	}
+	return c, nil
+}
+
+// Close drains the connection and stops the embedded server. Safe to call
+// twice; bounded by ctx.
+func (b *Bus) Close(ctx context.Context) error {
+	b.closeOnce.Do(func() { b.closeErr = b.close(ctx) })
+	return b.closeErr
+}
+
+func (b *Bus) close(ctx context.Context) error {
+	close(b.stopEnsure)
+	<-b.ensureDone
+	var errs []error
+	if b.nc != nil && !b.nc.IsClosed() {
+		done := make(chan struct{})
+		b.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := b.nc.Drain(); err != nil {
+			b.nc.Close()
+		} else {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				b.nc.Close()
+				errs = append(errs, fmt.Errorf("bus: drain: %w", ctx.Err()))
+			}
+		}
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		waitCtx(ctx, b.srv.WaitForShutdown)
+	}
+	return errors.Join(errs...)
+}
+
+// shutdown undoes a partial Open.
+func (b *Bus) shutdown() {
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+}
+
+func waitCtx(ctx context.Context, f func()) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// StoreDir is where the embedded server keeps JetStream under data_dir.
+func StoreDir(dataDir string) string { return filepath.Join(dataDir, "jetstream") }
+
+// natsLogger sends the embedded server's log to slog. Fatalf must not exit
+// the process: the relay reports the failure itself.
+type natsLogger struct{ log *slog.Logger }
+
+func (l *natsLogger) Noticef(f string, v ...any) { l.log.Debug("nats: " + fmt.Sprintf(f, v...)) }
+func (l *natsLogger) Warnf(f string, v ...any)   { l.log.Warn("nats: " + fmt.Sprintf(f, v...)) }
+func (l *natsLogger) Fatalf(f string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l *natsLogger) Errorf(f string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l *natsLogger) Debugf(f string, v ...any)  {}
+func (l *natsLogger) Tracef(f string, v ...any)  {}
+
+func redactURL(u string) string {
+	// nats URLs may carry user:pass@; never echo them.
+	for i := 0; i < len(u); i++ {
+		if u[i] == '@' {
+			if j := indexScheme(u); j > 0 {
+				return u[:j] + "REDACTED" + u[i:]
+			}
+			return "REDACTED" + u[i:]
+		}
+	}
+	return u
+}
+
+func indexScheme(u string) int {
+	for i := 0; i+2 < len(u); i++ {
+		if u[i:i+3] == "://" {
+			return i + 3
+		}
+	}
+	return -1
+}

@@ -1,0 +1,213 @@
+// Package event defines the one CloudEvents 1.0 envelope the relay emits, the
+// rules that make event ids deterministic, and the mapping from event types to
+// NATS subjects. Every producer (ingest, poller, auto-stop) builds events here
+// so that the same change seen twice gets the same id, and JetStream's
+// Nats-Msg-Id dedup drops the repeat.
+package event
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// TypePrefix is dropped from types to make the short form used in filters.
+const TypePrefix = "com.cakework."
+
+// Source is the CloudEvents source of every event the relay emits.
+const Source = "cakework-relay"
+
+// Resource kinds, the second token of a subject.
+const (
+	KindBuild         = "build"
+	KindVM            = "vm"
+	KindFunctionBuild = "function_build"
+	KindWebhook       = "webhook"
+)
+
+// Event is a CloudEvents 1.0 event in structured JSON mode.
+type Event struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject"`
+	Time            time.Time       `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	Data            json.RawMessage `json:"data"`
+}
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidToken reports whether s is safe as a resource id or state: it can sit
+// in a NATS subject as one token.
+func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+
+// ErrBadToken is wrapped by errors about ids or states that fail ValidToken.
+var ErrBadToken = errors.New("must be 1-128 characters of A-Z, a-z, 0-9, _ or -")
+
+// CheckToken returns a descriptive error when s is not a valid token.
+func CheckToken(what, s string) error {
+	if ValidToken(s) {
+		return nil
+	}
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return fmt.Errorf("%s %q: %w", what, s, ErrBadToken)
+}
+
+// New builds an event about a resource. kind is one of the Kind constants,
+// action the last part of the type (a state, "log", "idle"...). id is the
+// deterministic event id (see ID). The data value is marshalled as JSON.
+func New(kind, resourceID, action, id string, at time.Time, data any) (Event, error) {
+	if err := CheckToken(kind+" id", resourceID); err != nil {
+		return Event{}, err
+	}
+	if err := CheckToken(kind+" "+"event action", action); err != nil {
+		return Event{}, err
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s.%s data: %w", kind, action, err)
+	}
+	return Event{
+		SpecVersion:     "1.0",
+		ID:              id,
+		Source:          Source,
+		Type:            TypePrefix + kind + "." + action,
+		Subject:         resourceID,
+		Time:            at.UTC(),
+		DataContentType: "application/json",
+		Data:            raw,
+	}, nil
+}
+
+// NewWebhook builds the event for a generic webhook receiver.
+func NewWebhook(name, id string, at time.Time, body json.RawMessage) (Event, error) {
+	if err := CheckToken("webhook receiver name", name); err != nil {
+		return Event{}, err
+	}
+	return Event{
+		SpecVersion:     "1.0",
+		ID:              id,
+		Source:          Source,
+		Type:            TypePrefix + KindWebhook + "." + name,
+		Subject:         name,
+		Time:            at.UTC(),
+		DataContentType: "application/json",
+		Data:            body,
+	}, nil
+}
+
+// ShortType drops the com.cakework. prefix: "build.failed".
+func (e Event) ShortType() string { return strings.TrimPrefix(e.Type, TypePrefix) }
+
+// Kind is the resource kind of the event ("build", "vm", ...).
+func (e Event) Kind() string {
+	k, _, _ := strings.Cut(e.ShortType(), ".")
+	return k
+}
+
+// Action is the last part of the type ("succeeded", "log", ...).
+func (e Event) Action() string {
+	_, a, _ := strings.Cut(e.ShortType(), ".")
+	return a
+}
+
+// NATSSubject maps the event to its subject under prefix:
+// <prefix>.<kind>.<id>.<action>, or <prefix>.webhook.<name> for webhooks.
+func (e Event) NATSSubject(prefix string) string {
+	kind, action := e.Kind(), e.Action()
+	if kind == KindWebhook {
+		return prefix + "." + KindWebhook + "." + action
+	}
+	return prefix + "." + kind + "." + e.Subject + "." + action
+}
+
+// OrderKey names the resource an event is about. Sinks deliver events with
+// the same key in order.
+func (e Event) OrderKey() string { return e.Kind() + "/" + e.Subject }
+
+// Validate checks an event decoded from outside (the bus, a replay).
+func (e Event) Validate() error {
+	var errs []error
+	if e.SpecVersion != "1.0" {
+		errs = append(errs, fmt.Errorf("specversion %q: want 1.0", e.SpecVersion))
+	}
+	if e.ID == "" {
+		errs = append(errs, errors.New("id is empty"))
+	}
+	if !strings.HasPrefix(e.Type, TypePrefix) {
+		errs = append(errs, fmt.Errorf("type %q: want prefix %s", e.Type, TypePrefix))
+	}
+	if !ValidToken(e.Subject) {
+		errs = append(errs, CheckToken("subject", e.Subject))
+	}
+	return errors.Join(errs...)
+}
+
+// Decode parses and validates a JSON event.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	return e, nil
+}
+
+// ID derives a deterministic event id from the parts that identify one
+// change. The same parts always give the same id; parts are length-prefixed
+// so ("ab","c") and ("a","bc") differ.
+func ID(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// The id rules. Each names the facts that make a change the same change,
+// whoever observed it.
+
+// BuildStatusID: a build reaches each status once, so the build id and the
+// status identify the change. A webhook and a poll of the same success give
+// the same id.
+func BuildStatusID(buildID, status string) string { return ID(KindBuild, buildID, status) }
+
+// VMStateID: a VM can return to a state (cached VMs start and stop again), so
+// the upstream updatedAt tells the visits apart.
+func VMStateID(vmID, state string, updatedAt time.Time) string {
+	return ID(KindVM, vmID, state, updatedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// LogBatchID: a log batch is identified by where it starts in the stream:
+// the timestamp of its first line and how many lines at that millisecond came
+// before it.
+func LogBatchID(kind, resourceID string, firstTimestampMs int64, skipAtFirst int) string {
+	return ID(kind, resourceID, "log", fmt.Sprint(firstTimestampMs), fmt.Sprint(skipAtFirst))
+}
+
+// WebhookID: a generic webhook is identified by the sender's delivery id
+// (webhook-id or the like) when there is one, else by its body.
+func WebhookID(receiver, deliveryID string, body []byte) string {
+	if deliveryID != "" {
+		return ID(KindWebhook, receiver, "delivery", deliveryID)
+	}
+	sum := sha256.Sum256(body)
+	return ID(KindWebhook, receiver, "body", hex.EncodeToString(sum[:]))
+}
+
+// AutostopID: one warning and one stop per idle period, which starts at the
+// VM's last activity.
+func AutostopID(vmID, action string, idleSince time.Time) string {
+	return ID(KindVM, vmID, action, idleSince.UTC().Format(time.RFC3339Nano))
+}

@@ -1,0 +1,218 @@
+// Package outbox moves events from the state store's outbox to JetStream.
+//
+// Events are read in commit order, published with their Nats-Msg-Id, and
+// deleted from the outbox only after JetStream acknowledged them. A crash
+// between the acknowledgement and the delete republishes the event on the
+// next start; the duplicate window drops it. Publishes are pipelined (async,
+// one batch at a time); when any acknowledgement in a batch fails, only the
+// acknowledged prefix is deleted and the rest is retried after a backoff, so
+// per-resource order holds unless a single message fails while the ones
+// after it succeed (then the retried one lands after them).
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// Publisher is the part of the bus the outbox needs.
+type Publisher interface {
+	PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error)
+}
+
+// Options configure a Relay.
+type Options struct {
+	Store  *state.Store
+	Bus    Publisher
+	Clock  clock.Clock
+	Logger *slog.Logger
+	// Batch is how many events are in flight at once. Default 1000.
+	Batch int
+	// AckTimeout bounds the wait for one batch's acks. Default 10s.
+	AckTimeout time.Duration
+	// Poll is how often the outbox is checked without a notification.
+	// Default 1s.
+	Poll       time.Duration
+	Registerer prometheus.Registerer
+}
+
+// Relay drains the outbox to the bus.
+type Relay struct {
+	o         Options
+	log       *slog.Logger
+	published prometheus.Counter
+	failures  prometheus.Counter
+
+	mu      sync.Mutex
+	lastErr error
+	running sync.Mutex
+}
+
+// New builds a Relay. Metrics are registered on o.Registerer when set.
+func New(o Options) *Relay {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Batch <= 0 {
+		o.Batch = 1000
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 10 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	r := &Relay{
+		o:   o,
+		log: o.Logger.With("component", "outbox"),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_outbox_published_total", Help: "Events published from the outbox to JetStream.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_outbox_publish_errors_total", Help: "Outbox batches that failed to publish and will be retried.",
+		}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(r.published, r.failures,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "relay_outbox_depth", Help: "Events committed but not yet acknowledged by JetStream.",
+			}, func() float64 { return float64(o.Store.OutboxDepth()) }))
+	}
+	return r
+}
+
+// LastError is the last publish failure, nil after a success.
+func (r *Relay) LastError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+func (r *Relay) setErr(err error) {
+	r.mu.Lock()
+	r.lastErr = err
+	r.mu.Unlock()
+}
+
+// Run publishes until ctx ends. Failures are retried with backoff forever:
+// nothing leaves the outbox unacknowledged.
+func (r *Relay) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	poll := time.NewTicker(r.o.Poll)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		n, err := r.PublishOnce(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := backoff/2 + rand.N(backoff/2+1)
+			r.log.Warn("publish failed; events stay in the outbox", "err", err, "retry_in", wait, "depth", r.o.Store.OutboxDepth())
+			_ = clock.Sleep(ctx, r.o.Clock, wait)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.o.Store.OutboxNotify():
+		case <-poll.C:
+		}
+	}
+}
+
+// Drain publishes until the outbox is empty or ctx ends.
+func (r *Relay) Drain(ctx context.Context) error {
+	for {
+		if r.o.Store.OutboxDepth() == 0 {
+			return nil
+		}
+		if _, err := r.PublishOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("outbox: %d events left unpublished: %w", r.o.Store.OutboxDepth(), err)
+			}
+			if err := clock.Sleep(ctx, r.o.Clock, 200*time.Millisecond); err != nil {
+				return fmt.Errorf("outbox: %d events left unpublished: %w", r.o.Store.OutboxDepth(), err)
+			}
+		}
+	}
+}
+
+// PublishOnce publishes one batch and reports how many events left the
+// outbox.
+func (r *Relay) PublishOnce(ctx context.Context) (int, error) {
+	// Run and Drain may overlap at shutdown; one batch at a time keeps order.
+	r.running.Lock()
+	defer r.running.Unlock()
+	entries, err := r.o.Store.PeekOutbox(r.o.Batch)
+	if err != nil || len(entries) == 0 {
+		return 0, err
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(entries))
+	var sendErr error
+	for _, e := range entries {
+		f, err := r.o.Bus.PublishAsync(e.Subject, e.MsgID, e.Payload, nil)
+		if err != nil {
+			sendErr = err
+			break
+		}
+		futures = append(futures, f)
+	}
+	timeout := r.o.Clock.After(r.o.AckTimeout)
+	acked := 0
+	var ackErr error
+wait:
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			acked++
+		case err := <-f.Err():
+			ackErr = err
+			break wait
+		case <-timeout:
+			ackErr = errors.New("timed out waiting for JetStream acknowledgements")
+			break wait
+		case <-ctx.Done():
+			ackErr = ctx.Err()
+			break wait
+		}
+	}
+	if acked > 0 {
+		seqs := make([]uint64, acked)
+		for i := range seqs {
+			seqs[i] = entries[i].Seq
+		}
+		// Use a fresh context: what JetStream has acknowledged must leave the
+		// outbox even when we are shutting down.
+		if err := r.o.Store.DeleteOutbox(context.WithoutCancel(ctx), seqs); err != nil {
+			return 0, fmt.Errorf("outbox: delete published entries: %w", err)
+		}
+		r.published.Add(float64(acked))
+	}
+	if err := errors.Join(sendErr, ackErr); err != nil {
+		r.failures.Inc()
+		err = fmt.Errorf("outbox: publish: %w", err)
+		r.setErr(err)
+		return acked, err
+	}
+	r.setErr(nil)
+	return acked, nil
+}

@@ -1,0 +1,22 @@
+// Package state is the relay's memory: one bbolt file, data_dir/relay.db.
+//
+// Guarantees:
+//   - Exclusive: a second process opening the same file fails within the open
+//     timeout with an error that names the lock, instead of waiting forever.
+//   - Atomic: everything a caller writes in one Update (a resource's new
+//     state, a log cursor, and the events that announce them in the outbox)
+//     commits together or not at all.
+//   - Durable: Update returns nil only after bbolt's commit, which fsyncs.
+//   - Group commit: concurrent Updates are gathered by one commit loop. While
+//     a commit runs, the next batch gathers, and it commits the moment the
+//     previous one ends, so fsync cost is shared without a fixed delay. A
+//     function that fails is rolled back alone: the batch is retried without
+//     it. Functions may therefore run more than once and must only touch the
+//     Tx they are given.
+//   - Ordered outbox: outbox entries get increasing sequence numbers in commit
+//     order. Entries leave the outbox only through DeleteOutbox, which the
+//     publisher calls after JetStream acknowledged them.
+//   - Versioned: a meta bucket holds the schema version; Open runs the
+//     migrations that are newer than the file, and refuses a file written by
+//     a newer relay.
+package state

@@ -1,0 +1,336 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the bbolt file inside data_dir.
+const FileName = "relay.db"
+
+// ErrClosed is returned by calls on a closed Store.
+var ErrClosed = errors.New("state store is closed")
+
+// Options configure Open.
+type Options struct {
+	// Dir is the data directory; the file is Dir/relay.db.
+	Dir string
+	// LockTimeout bounds the wait for the file lock. Default 1s.
+	LockTimeout time.Duration
+	// MaxBatch caps how many Updates share one commit. Default 1024.
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// Store is the bbolt-backed state. It is safe for concurrent use.
+type Store struct {
+	db       *bolt.DB
+	path     string
+	log      *slog.Logger
+	maxBatch int
+
+	reqs    chan *request
+	stop    chan struct{}
+	stopped chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+
+	outboxDepth atomic.Int64
+	notify      chan struct{}
+}
+
+type request struct {
+	fn   func(*Tx) error
+	done chan error
+}
+
+// Open opens or creates Dir/relay.db, migrates it, and starts the commit
+// loop.
+func Open(opts Options) (*Store, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data_dir %s: %w (set data_dir to a writable directory)", opts.Dir, err)
+	}
+	path := filepath.Join(opts.Dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.LockTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: the file is locked by another process (is another relay using data_dir %s?); stop it or set a different data_dir", path, opts.Dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w (check that data_dir is writable)", path, err)
+	}
+	s := &Store{
+		db:       db,
+		path:     path,
+		log:      opts.Logger,
+		maxBatch: opts.MaxBatch,
+		reqs:     make(chan *request, opts.MaxBatch),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+	}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		s.outboxDepth.Store(int64(tx.Bucket(bOutbox).Stats().KeyN))
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read outbox of %s: %w", path, err)
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// Path is the bbolt file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close stops the commit loop after the Updates already queued, then closes
+// the file. It is safe to call twice.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.stop)
+	<-s.stopped
+	return s.db.Close()
+}
+
+// Ready reports whether the store can take writes.
+func (s *Store) Ready() error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Update runs fn in a read-write transaction shared with other concurrent
+// callers, and returns once the transaction is durably committed (or fn's
+// error). fn may run more than once; see the package doc.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	r := &request{fn: fn, done: make(chan error, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.reqs <- r:
+		s.closeMu.RUnlock()
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued the commit happens whatever the caller does; wait for it so
+	// the caller never reports failure for something that was committed.
+	return <-r.done
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	if err := s.Ready(); err != nil {
+		return err
+	}
+	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.stopped)
+	batch := make([]*request, 0, s.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+		case <-s.stop:
+			// Commit what was queued before Close.
+			for {
+				select {
+				case r := <-s.reqs:
+					batch = append(batch, r)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				s.commit(batch)
+			}
+			return
+		}
+	gather:
+		for len(batch) < s.maxBatch {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs the batch in one transaction. A function that fails is
+// answered with its error and the rest are retried without it.
+func (s *Store) commit(batch []*request) {
+	for len(batch) > 0 {
+		failed := -1
+		var added int64
+		err := s.db.Update(func(btx *bolt.Tx) error {
+			tx := &Tx{tx: btx}
+			for i, r := range batch {
+				if err := r.fn(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			added = tx.outboxAdded
+			return nil
+		})
+		if failed >= 0 {
+			batch[failed].done <- err
+			batch = append(batch[:failed:failed], batch[failed+1:]...)
+			continue
+		}
+		if err == nil && added != 0 {
+			s.outboxDepth.Add(added)
+			if added > 0 {
+				select {
+				case s.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("commit %s: %w", s.path, err)
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
+}
+
+// OutboxDepth is the number of events waiting to be published.
+func (s *Store) OutboxDepth() int { return int(s.outboxDepth.Load()) }
+
+// OutboxNotify receives a value after a commit added outbox entries.
+func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
+
+// OutboxEntry is one event waiting for the bus.
+type OutboxEntry struct {
+	Seq     uint64 `json:"-"`
+	Subject string `json:"subject"`
+	MsgID   string `json:"msgId"`
+	Payload []byte `json:"payload"`
+}
+
+// PeekOutbox returns up to max of the oldest outbox entries, in order.
+func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
+	var out []OutboxEntry
+	err := s.View(func(tx *Tx) error {
+		c := tx.tx.Bucket(bOutbox).Cursor()
+		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
+			var e OutboxEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("outbox entry %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			e.Seq = binary.BigEndian.Uint64(k)
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteOutbox removes published entries.
+func (s *Store) DeleteOutbox(ctx context.Context, seqs []uint64) error {
+	return s.Update(ctx, func(tx *Tx) error {
+		b := tx.tx.Bucket(bOutbox)
+		for _, seq := range seqs {
+			k := u64(seq)
+			if b.Get(k) == nil {
+				continue
+			}
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+			tx.outboxAdded--
+		}
+		return nil
+	})
+}
+
+// ExpireWebhookIDs deletes remembered webhook ids whose expiry is before
+// now, at most max per call, and reports how many went.
+func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (int, error) {
+	n := 0
+	err := s.Update(ctx, func(tx *Tx) error {
+		n = 0
+		idx := tx.tx.Bucket(bWebhookExpiry)
+		ids := tx.tx.Bucket(bWebhookIDs)
+		c := idx.Cursor()
+		limit := u64(uint64(now.UnixNano()))
+		var keys [][]byte
+		for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
+			if string(k[:8]) >= string(limit) {
+				break
+			}
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, k := range keys {
+			id := k[8:]
+			// Only drop the id if this index entry is its current expiry.
+			if v := ids.Get(id); v != nil && string(v) == string(k[:8]) {
+				if err := ids.Delete(id); err != nil {
+					return err
+				}
+			}
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
