@@ -155,6 +155,15 @@ func (b *Bus) startEmbedded() error {
 			o.Port = server.RANDOM_PORT
 		}
 		o.Authorization = b.opts.EmbeddedToken
+		// The server only reports a busy port by timing out; probe first so
+		// the error is immediate and says what to change.
+		if port != 0 {
+			ln, err := net.Listen("tcp", b.opts.EmbeddedListen)
+			if err != nil {
+				return fmt.Errorf("bus: embedded NATS cannot listen on %s: %w (is the port in use? set bus.embedded.listen to a free address, or \"\" for in-process only)", b.opts.EmbeddedListen, err)
+			}
+			ln.Close()
+		}
 	}
 	srv, err := server.NewServer(o)
 	if err != nil {

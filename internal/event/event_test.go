@@ -53,7 +53,8 @@ func TestBadTokensNeverReachASubject(t *testing.T) {
 }
 
 func TestIDsAreDeterministic(t *testing.T) {
-	if BuildStatusID("b", "succeeded") != BuildStatusID("b", "succeeded") {
+	a, b := BuildStatusID("b", "succeeded"), BuildStatusID("b", "succeeded")
+	if a != b {
 		t.Fatal("same build change, different id")
 	}
 	if BuildStatusID("b", "succeeded") == BuildStatusID("b", "failed") {

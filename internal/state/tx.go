@@ -156,7 +156,7 @@ func (t *Tx) Watches(kind string) (map[string]Watch, error) {
 func (t *Tx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, error) {
 	ids := t.tx.Bucket(bWebhookIDs)
 	k := key(receiver, id)
-	if v := ids.Get(k); v != nil && len(v) == 8 {
+	if v := ids.Get(k); len(v) == 8 {
 		exp := int64(bin64(v))
 		if exp > now.UnixNano() {
 			return true, nil
@@ -175,7 +175,7 @@ func (t *Tx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, err
 // HasWebhook reports whether a delivery id is remembered and not expired.
 func (t *Tx) HasWebhook(receiver, id string, now time.Time) bool {
 	v := t.tx.Bucket(bWebhookIDs).Get(key(receiver, id))
-	return v != nil && len(v) == 8 && int64(bin64(v)) > now.UnixNano()
+	return len(v) == 8 && int64(bin64(v)) > now.UnixNano()
 }
 
 // Sink bookkeeping: small per-sink records (Slack thread ts, idle clocks...).

@@ -1,0 +1,310 @@
+// Package app wires the relay together: state, bus, outbox publisher, HTTP
+// server, and the components (ingest, poller, sinks) built on them. Start
+// undoes what it did when a step fails, and Stop tears down in reverse
+// order, bounded by its context, safe to call twice.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/httpapi"
+	"github.com/cakework-relay/cakework-relay/internal/outbox"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// Options configure an App.
+type Options struct {
+	Config  *config.Config
+	Logger  *slog.Logger
+	Clock   clock.Clock
+	Version string
+	// HTTPClient is used for upstream and sink calls; tests may inject one.
+	HTTPClient *http.Client
+	// Components are extra parts started after the core (tests, the demo's
+	// console sink). They are stopped before the core, in reverse order.
+	Components []ComponentFactory
+}
+
+// Component is a part of the relay with a lifecycle.
+type Component interface {
+	Name() string
+	// Start begins work; long-running work goes in goroutines bound to ctx.
+	Start(ctx context.Context) error
+	// Stop finishes in-flight work, bounded by ctx.
+	Stop(ctx context.Context) error
+}
+
+// ComponentFactory builds a component once the core is up.
+type ComponentFactory func(d *Deps) (Component, error)
+
+// Deps is what components are built from.
+type Deps struct {
+	Config     *config.Config
+	Logger     *slog.Logger
+	Clock      clock.Clock
+	Registry   *prometheus.Registry
+	Store      *state.Store
+	Bus        *bus.Bus
+	HTTP       *httpapi.Server
+	HTTPClient *http.Client
+	Version    string
+}
+
+// App is a running relay.
+type App struct {
+	o    Options
+	log  *slog.Logger
+	deps *Deps
+
+	store  *state.Store
+	bus    *bus.Bus
+	http   *httpapi.Server
+	outbox *outbox.Relay
+
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	components []Component
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+// New checks options. Nothing is opened until Start.
+func New(o Options) (*App, error) {
+	if o.Config == nil {
+		return nil, errors.New("app: no config")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	return &App{o: o, log: o.Logger}, nil
+}
+
+// Run starts the relay, waits for ctx to end, and stops it within
+// shutdownTimeout.
+func Run(ctx context.Context, o Options, shutdownTimeout time.Duration) error {
+	a, err := New(o)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return a.Stop(sctx)
+}
+
+// Start opens everything. On error, whatever was opened is closed again.
+func (a *App) Start(ctx context.Context) (err error) {
+	cfg := a.o.Config
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a.stop(sctx)
+		}
+	}()
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	a.store, err = state.Open(state.Options{Dir: cfg.DataDir, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.http = httpapi.New(httpapi.Options{
+		Listen:       cfg.HTTP.Listen,
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		AdminToken:   cfg.HTTP.AdminToken,
+		ReadTimeout:  cfg.HTTP.ReadTimeout,
+		WriteTimeout: cfg.HTTP.WriteTimeout,
+		Gatherer:     reg,
+		Logger:       a.log,
+	})
+	if err := a.http.Listen(); err != nil {
+		return err
+	}
+	a.bus, err = bus.Open(ctx, bus.Options{
+		URL:             cfg.Bus.URL,
+		CredsFile:       cfg.Bus.CredsFile,
+		CAFile:          cfg.Bus.TLS.CAFile,
+		CertFile:        cfg.Bus.TLS.CertFile,
+		KeyFile:         cfg.Bus.TLS.KeyFile,
+		EmbeddedListen:  cfg.Bus.Embedded.Listen,
+		EmbeddedToken:   cfg.Bus.Embedded.Token,
+		StoreDir:        bus.StoreDir(cfg.DataDir),
+		SubjectPrefix:   cfg.Bus.SubjectPrefix,
+		Stream:          cfg.Bus.Stream,
+		DuplicateWindow: cfg.Bus.DuplicateWindow,
+		MaxAge:          cfg.Bus.MaxAge,
+		Logger:          a.log,
+	})
+	if err != nil {
+		return err
+	}
+	a.outbox = outbox.New(outbox.Options{Store: a.store, Bus: a.bus, Clock: a.o.Clock, Logger: a.log, Registerer: reg})
+	a.http.AddReadyCheck("state", a.store.Ready)
+	a.http.AddReadyCheck("bus", a.bus.Ready)
+	a.http.AddStatus("outbox", func() any {
+		st := map[string]any{"depth": a.store.OutboxDepth()}
+		if err := a.outbox.LastError(); err != nil {
+			st["lastError"] = err.Error()
+		}
+		return st
+	})
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); a.outbox.Run(runCtx) }()
+	go func() { defer a.wg.Done(); a.expireWebhookIDs(runCtx) }()
+
+	a.deps = &Deps{
+		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
+		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
+	}
+	for _, f := range a.o.Components {
+		c, err := f(a.deps)
+		if err != nil {
+			return err
+		}
+		if err := c.Start(runCtx); err != nil {
+			return fmt.Errorf("start %s: %w", c.Name(), err)
+		}
+		a.components = append(a.components, c)
+	}
+	a.http.Start()
+	a.log.Info("relay started", "http", a.http.Addr(), "bus", busDesc(cfg, a.bus), "data_dir", cfg.DataDir)
+	return nil
+}
+
+// Deps is available after Start.
+func (a *App) Deps() *Deps { return a.deps }
+
+// HTTPAddr is the bound HTTP address.
+func (a *App) HTTPAddr() string { return a.http.Addr() }
+
+// Stop shuts down in reverse order: HTTP (finishing in-flight requests),
+// components, the outbox (drained to the bus while there is time), the bus,
+// then the state file. Safe to call twice.
+func (a *App) Stop(ctx context.Context) error {
+	a.stopOnce.Do(func() { a.stopErr = a.stop(ctx) })
+	return a.stopErr
+}
+
+func (a *App) stop(ctx context.Context) error {
+	var errs []error
+	if a.http != nil {
+		if err := a.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	for i := len(a.components) - 1; i >= 0; i-- {
+		if err := a.components[i].Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", a.components[i].Name(), err))
+		}
+	}
+	if a.cancel != nil {
+		a.cancel()
+		a.wg.Wait()
+	}
+	if a.outbox != nil && a.bus.Ready() == nil {
+		if err := a.outbox.Drain(ctx); err != nil {
+			// Not lost: the events stay in the outbox for the next start.
+			a.log.Warn("outbox not fully drained; the rest is published on next start", "err", err)
+		}
+	}
+	if a.bus != nil {
+		if err := a.bus.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close state: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// expireWebhookIDs keeps the seen-id index bounded.
+func (a *App) expireWebhookIDs(ctx context.Context) {
+	for {
+		for {
+			n, err := a.store.ExpireWebhookIDs(ctx, a.o.Clock.Now(), 10000)
+			if err != nil || n < 10000 {
+				break
+			}
+		}
+		if clock.Sleep(ctx, a.o.Clock, time.Minute) != nil {
+			return
+		}
+	}
+}
+
+func checkWritable(dir string) error {
+	if dir == "" {
+		return errors.New("data_dir is empty; set it to a writable directory")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("data_dir %s: %w (set data_dir to a writable directory)", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data_dir %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func busDesc(cfg *config.Config, b *bus.Bus) string {
+	if cfg.Bus.URL != "" {
+		return "external"
+	}
+	if u := b.ClientURL(); u != "" {
+		return "embedded " + u
+	}
+	return "embedded (in-process only)"
+}
+
+// NewLogger builds the relay's logger from the log config.
+func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToUpper(c.Level))); err != nil && c.Level != "" {
+		return nil, fmt.Errorf("log.level %q: use debug, info, warn or error", c.Level)
+	}
+	ho := &slog.HandlerOptions{Level: lvl}
+	switch c.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("log.format %q: use text or json", c.Format)
+}
+

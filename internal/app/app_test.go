@@ -1,0 +1,145 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/config"
+)
+
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg := config.Default(func(string) (string, bool) { return "", false })
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Bus.Embedded.Listen = "127.0.0.1:0"
+	cfg.HTTP.AdminToken = "admintoken"
+	return cfg
+}
+
+func TestStartReadyStop(t *testing.T) {
+	cfg := testConfig(t)
+	a, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + a.HTTPAddr()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := resp.Body.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	resp.Body.Close()
+	if !strings.Contains(sb.String(), "relay_outbox_depth") {
+		t.Fatal("/metrics has no relay_outbox_depth")
+	}
+	req, _ := http.NewRequest("GET", base+"/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer admintoken")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || st["outbox"] == nil {
+		t.Fatalf("status %d %v", resp.StatusCode, st)
+	}
+	req.Header.Set("Authorization", "Bearer wrong")
+	resp, _ = http.DefaultClient.Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("wrong admin token: %d", resp.StatusCode)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal("second stop:", err)
+	}
+	// Everything was released: the same data dir opens again.
+	b, _ := New(Options{Config: cfg})
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal("restart on the same data dir:", err)
+	}
+	b.Stop(ctx)
+}
+
+func TestStartFailuresLeaveNothingBehind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	t.Run("http port in use", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.HTTP.Listen = busy.Addr().String()
+		a, _ := New(Options{Config: cfg})
+		err := a.Start(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "http.listen") {
+			t.Fatalf("got %v", err)
+		}
+		// The bbolt lock was released.
+		cfg.HTTP.Listen = "127.0.0.1:0"
+		b, _ := New(Options{Config: cfg})
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal("state left locked after failed start:", err)
+		}
+		b.Stop(context.Background())
+	})
+	t.Run("nats port in use", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Bus.Embedded.Listen = busy.Addr().String()
+		a, _ := New(Options{Config: cfg})
+		err := a.Start(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "bus.embedded.listen") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("data dir not writable", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			// root ignores permissions; a file where the dir should be fails for everyone.
+		}
+		cfg := testConfig(t)
+		f := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(f, nil, 0o600)
+		cfg.DataDir = filepath.Join(f, "sub")
+		a, _ := New(Options{Config: cfg})
+		err := a.Start(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "data_dir") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}

@@ -1,0 +1,235 @@
+// Package httpapi is the relay's HTTP server: health, readiness, metrics,
+// the admin API behind a bearer token, and the routes other packages mount
+// (webhook receivers). It owns limits and timeouts so handlers don't have to.
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure the server.
+type Options struct {
+	Listen       string
+	MaxBodyBytes int64
+	AdminToken   string
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	Gatherer     prometheus.Gatherer
+	Logger       *slog.Logger
+}
+
+// Check returns nil when a component is ready, or why it is not.
+type Check func() error
+
+// Server is the relay's HTTP server.
+type Server struct {
+	o      Options
+	log    *slog.Logger
+	root   *mux.Router
+	admin  *mux.Router
+	srv    *http.Server
+	ln     net.Listener
+	served chan error
+
+	mu     sync.RWMutex
+	checks []namedCheck
+	status map[string]func() any
+}
+
+type namedCheck struct {
+	name string
+	fn   Check
+}
+
+// New builds the server and its fixed routes.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{o: o, log: o.Logger.With("component", "http"), root: mux.NewRouter(), status: map[string]func() any{}}
+	s.root.Use(s.limitBody)
+	s.root.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		WriteJSON(w, http.StatusOK, map[string]any{"ok": true})
+	}).Methods(http.MethodGet)
+	s.root.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
+	if o.Gatherer != nil {
+		s.root.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	}
+	s.admin = s.root.PathPrefix("/v1").Subrouter()
+	s.admin.Use(s.adminAuth)
+	s.admin.HandleFunc("/status", s.statusHandler).Methods(http.MethodGet)
+	s.root.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	s.root.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// Router is where public routes (webhook receivers) are mounted.
+func (s *Server) Router() *mux.Router { return s.root }
+
+// Admin is the /v1 subrouter; every route on it needs the admin token.
+func (s *Server) Admin() *mux.Router { return s.admin }
+
+// AddReadyCheck adds a readiness condition shown by /readyz.
+func (s *Server) AddReadyCheck(name string, fn Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, namedCheck{name, fn})
+}
+
+// AddStatus adds a section to GET /v1/status.
+func (s *Server) AddStatus(name string, fn func() any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status[name] = fn
+}
+
+// Ready runs the readiness checks and returns every failure.
+func (s *Server) Ready() error {
+	s.mu.RLock()
+	checks := append([]namedCheck(nil), s.checks...)
+	s.mu.RUnlock()
+	var errs []error
+	for _, c := range checks {
+		if err := c.fn(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.Ready(); err != nil {
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": strings.ReplaceAll(err.Error(), "\n", "; ")})
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
+	s.mu.RLock()
+	names := make([]string, 0, len(s.status))
+	for n := range s.status {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := map[string]any{}
+	for _, n := range names {
+		out[n] = s.status[n]()
+	}
+	s.mu.RUnlock()
+	if err := s.Ready(); err != nil {
+		out["ready"] = false
+		out["notReady"] = strings.Split(err.Error(), "\n")
+	} else {
+		out["ready"] = true
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) adminAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.o.AdminToken == "" {
+			WriteError(w, http.StatusForbidden, "the admin API is off; set http.admin_token (or RELAY_ADMIN_TOKEN) to turn it on")
+			return
+		}
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.AdminToken)) != 1 {
+			WriteError(w, http.StatusUnauthorized, "missing or wrong admin token; send Authorization: Bearer <http.admin_token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Listen binds the address now, so a port in use fails at start with one
+// clear error.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.o.Listen)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w (set http.listen to a free address)", s.o.Listen, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.o.Listen
+	}
+	return s.ln.Addr().String()
+}
+
+// Start serves in the background. Call Listen first.
+func (s *Server) Start() {
+	s.srv = &http.Server{
+		Handler:           s.root,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       s.o.ReadTimeout,
+		WriteTimeout:      s.o.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.srv.Serve(s.ln) }()
+	s.log.Info("http listening", "addr", s.Addr())
+}
+
+// Shutdown stops accepting and waits for in-flight requests, bounded by ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		if s.ln != nil {
+			return s.ln.Close()
+		}
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	return err
+}
+
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError answers {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]string{"error": msg})
+}
