@@ -54,8 +54,8 @@ func TestCheckConfigNamesEveryBadKey(t *testing.T) {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr.String())
 	}
 	for _, want := range []string{"http.lisen", "sinks.http[0].url"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("output does not name %s:\n%s", want, stderr.String())
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output does not name %s:\n%s", want, stdout.String())
 		}
 	}
 	if code := run([]string{"check-config", filepath.Join(t.TempDir(), "missing.yaml")}, &stdout, &stderr); code != 1 {

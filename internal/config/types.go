@@ -163,7 +163,7 @@ type HTTPCB struct {
 	URL         string            `yaml:"url"`
 	Secret      string            `yaml:"secret" secret:"true"`
 	Events      []string          `yaml:"events"`
-	Headers     map[string]string `yaml:"headers"`
+	Headers     map[string]string `yaml:"headers" secret:"true"` // values may carry credentials
 	Timeout     time.Duration     `yaml:"timeout"`
 	Concurrency int               `yaml:"concurrency"`
 	Retry       Retry             `yaml:"retry"`
