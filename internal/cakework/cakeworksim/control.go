@@ -1,0 +1,271 @@
+package cakeworksim
+
+import (
+	"sort"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/cakework"
+)
+
+// These methods let tests set the scene directly, without the API. None of
+// them counts as a call.
+
+// BuildSpec describes a build created with CreateBuild.
+type BuildSpec struct {
+	// ID defaults to a fresh UUID.
+	ID string
+	// Fail makes the build end failed instead of succeeded.
+	Fail bool
+	// Duration overrides Options.BuildDuration.
+	Duration time.Duration
+	// Manual keeps the build in created until SetBuildStatus moves it.
+	Manual bool
+}
+
+// CreateBuild adds a build in state created, as buildImageFromFiles would.
+func (s *Sim) CreateBuild(spec BuildSpec) cakework.Build {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.createBuild(spec)
+}
+
+// createBuild is CreateBuild with s.mu held.
+func (s *Sim) createBuild(spec BuildSpec) cakework.Build {
+	now := s.clk.Now().UTC()
+	if spec.ID == "" {
+		spec.ID = s.uuid()
+	}
+	d := spec.Duration
+	if d <= 0 {
+		d = s.opts.BuildDuration
+	}
+	b := &simBuild{
+		b:        cakework.Build{BuildID: spec.ID, Status: cakework.BuildCreated, CreatedAt: now, UpdatedAt: now},
+		fail:     spec.Fail,
+		pinned:   spec.Manual,
+		finishAt: now.Add(d),
+		nextLog:  now,
+	}
+	s.builds[spec.ID] = b
+	if !spec.Manual {
+		s.active[spec.ID] = struct{}{}
+	}
+	return b.b
+}
+
+// SetBuildStatus sets a build's status by hand and stops the state machine
+// from moving it. A succeeded build without imageID gets a fresh one. A
+// final status queues the build webhook, as a real finish would. It reports
+// whether the build exists.
+func (s *Sim) SetBuildStatus(id, status, imageID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.builds[id]
+	if !ok {
+		return false
+	}
+	b.pinned = true
+	delete(s.active, id)
+	if status == cakework.BuildSucceeded && imageID == "" {
+		imageID = s.ulid()
+	}
+	s.finishBuild(b, status, imageID, s.clk.Now())
+	return true
+}
+
+// Build returns a build as the API would.
+func (s *Sim) Build(id string) (cakework.Build, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.clk.Now())
+	b, ok := s.builds[id]
+	if !ok {
+		return cakework.Build{}, false
+	}
+	return b.b, true
+}
+
+// Builds returns every build, oldest first.
+func (s *Sim) Builds() []cakework.Build {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.clk.Now())
+	out := make([]cakework.Build, 0, len(s.builds))
+	for _, b := range s.builds {
+		out = append(out, b.b)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return vmLess(out[i].CreatedAt.UnixNano(), out[i].BuildID, out[j].CreatedAt.UnixNano(), out[j].BuildID)
+	})
+	return out
+}
+
+// AddVM adds a one-shot VM. Defaults: a fresh id and hostname, cpu 1,
+// memory 256, state started, times now. Unlike startVM it writes no boot
+// lines, but a started VM logs every VMLogEvery like any other; call
+// SetVMQuiet to keep its log exactly what the test appends.
+func (s *Sim) AddVM(v cakework.VM) cakework.VM {
+	return s.addVM(v, false, cakework.VMStarted)
+}
+
+// AddCachedVM adds a cached VM (default state stopped).
+func (s *Sim) AddCachedVM(v cakework.VM) cakework.VM {
+	return s.addVM(v, true, cakework.VMStopped)
+}
+
+func (s *Sim) addVM(v cakework.VM, cached bool, state string) cakework.VM {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clk.Now().UTC()
+	if v.ID == "" {
+		v.ID = s.hex(14)
+	}
+	if v.Hostname == "" {
+		v.Hostname = v.ID + ".fly.dev"
+	}
+	if v.CPU == 0 {
+		v.CPU = 1
+	}
+	if v.Memory == 0 {
+		v.Memory = 256
+	}
+	if v.State == "" {
+		v.State = state
+	}
+	if v.ImageID == "" {
+		v.ImageID = s.ulid()
+	}
+	if v.CreatedAt.IsZero() {
+		v.CreatedAt = now
+	}
+	if v.UpdatedAt.IsZero() {
+		v.UpdatedAt = v.CreatedAt
+	}
+	v.CreatedAt, v.UpdatedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC()
+	s.putVM(v, cached, false)
+	return v
+}
+
+// SetVMState moves a VM to any state, known or not (Fly's transient states
+// included), updating updatedAt. It reports whether the VM exists.
+func (s *Sim) SetVMState(id, state string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.vms[id]
+	if ok {
+		s.setState(v, state)
+	}
+	return ok
+}
+
+// SetVMQuiet makes a started VM stop (or resume) logging: an idle VM.
+func (s *Sim) SetVMQuiet(id string, quiet bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.vms[id]
+	if ok {
+		s.advance(s.clk.Now())
+		v.quiet = quiet
+		v.quietAt = time.Time{}
+		if !quiet {
+			v.nextLog = s.clk.Now().Add(s.opts.VMLogEvery)
+		}
+	}
+	return ok
+}
+
+// RemoveVM deletes a VM outright (getVM then answers 404). Its logs stay.
+func (s *Sim) RemoveVM(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.vms[id]
+	delete(s.vms, id)
+	return ok
+}
+
+// VM returns a VM as the API would.
+func (s *Sim) VM(id string) (cakework.VM, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.clk.Now())
+	v, ok := s.vms[id]
+	if !ok {
+		return cakework.VM{}, false
+	}
+	return v.v, true
+}
+
+// VMs returns every VM, oldest first.
+func (s *Sim) VMs() []cakework.VM {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.clk.Now())
+	out := make([]cakework.VM, 0, len(s.vms))
+	for _, v := range s.vms {
+		out = append(out, v.v)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return vmLess(out[i].CreatedAt.UnixNano(), out[i].ID, out[j].CreatedAt.UnixNano(), out[j].ID)
+	})
+	return out
+}
+
+// AppendVMLogs adds lines to a VM's log (also served as its cached-VM log).
+// A zero Timestamp means now.
+func (s *Sim) AppendVMLogs(id string, lines ...cakework.LogLine) {
+	s.appendLines(logKey{cakework.LogVM, id}, lines)
+}
+
+// AppendBuildLogs adds lines to a build's log.
+func (s *Sim) AppendBuildLogs(id string, lines ...cakework.LogLine) {
+	s.appendLines(logKey{cakework.LogBuild, id}, lines)
+}
+
+// AppendFunctionBuildLogs adds lines to a function build's log. There is no
+// API to create function builds; the first append makes its log exist.
+func (s *Sim) AppendFunctionBuildLogs(id string, lines ...cakework.LogLine) {
+	s.appendLines(logKey{cakework.LogFunctionBuild, id}, lines)
+}
+
+func (s *Sim) appendLines(k logKey, lines []cakework.LogLine) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clk.Now()
+	if s.logs[k] == nil {
+		s.logs[k] = &stream{}
+	}
+	for _, l := range lines {
+		at := now
+		if l.Timestamp != 0 {
+			at = l.Time()
+		}
+		level := l.Level
+		if level == "" {
+			level = "info"
+		}
+		s.appendLog(k, at, level, l.Message)
+	}
+}
+
+// LogCount is the number of lines in a stream (cached VM logs are the VM's).
+func (s *Sim) LogCount(kind cakework.LogKind, id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.clk.Now())
+	if kind == cakework.LogCachedVM {
+		kind = cakework.LogVM
+	}
+	if st := s.logs[logKey{kind, id}]; st != nil {
+		return len(st.lines)
+	}
+	return 0
+}
+
+// SetListPageSize changes the listVMs page size (tests force many pages).
+func (s *Sim) SetListPageSize(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n > 0 {
+		s.listPageSize = n
+	}
+}
