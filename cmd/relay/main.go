@@ -48,7 +48,7 @@ func commands() map[string]command {
 		"version":      runVersion,
 		"simulate":     runSimulate,
 		"demo":         notYet("demo"),
-		"tail":         notYet("tail"),
+		"tail":         runTail,
 		"watch":        notYet("watch"),
 		"unwatch":      notYet("unwatch"),
 		"dlq":          notYet("dlq"),
