@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
 var (
@@ -200,4 +202,14 @@ func (t *Tx) GetMeta(k string, v any) (bool, error) {
 }
 func (t *Tx) PutMeta(k string, v any) error {
 	return putJSON(t.tx.Bucket(bMeta), []byte(k), v)
+}
+
+// EnqueueEvent adds a CloudEvent to the outbox under its subject, with its
+// id as the Nats-Msg-Id.
+func (t *Tx) EnqueueEvent(prefix string, e event.Event) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	return t.Enqueue(e.NATSSubject(prefix), e.ID, payload)
 }
