@@ -1,0 +1,397 @@
+package autostop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cakework-relay/cakework-relay/internal/cakework"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// SinkName keys this package's records in the state store.
+const SinkName = "autostop"
+
+// VM is what the poller knows of one VM.
+type VM struct {
+	ID      string
+	State   string
+	ImageID string
+	// StartedAt is when the VM entered its current started state.
+	StartedAt time.Time
+	// WatchedSince is when the relay began to watch it (the baseline sweep
+	// for a VM already running then). Activity before it is unknown, so the
+	// idle clock never starts earlier.
+	WatchedSince time.Time
+	// LastLogLine is the time of the newest log line the relay has read.
+	LastLogLine time.Time
+	// Knowledge freshness: the last successful and failed VM sweep, and log
+	// poll of this VM. Zero means never (since this process started).
+	LastSweepOK, LastSweepFailed time.Time
+	LastLogOK, LastLogFailed     time.Time
+}
+
+// Source is the poller, seen from here.
+type Source interface {
+	// StartedVMs lists the VMs the latest complete sweep saw as started.
+	StartedVMs() []VM
+}
+
+// Stopper is the part of the Cakework client used here.
+type Stopper interface {
+	StopVM(ctx context.Context, id string) error
+	StopCachedVM(ctx context.Context, id string) error
+}
+
+// Options configure the auto-stopper.
+type Options struct {
+	Config config.Autostop
+	// LogsWatched is poller.logs.vms: when set, a successful log poll is
+	// part of fresh knowledge.
+	LogsWatched   bool
+	Source        Source
+	Stopper       Stopper
+	Store         *state.Store
+	SubjectPrefix string
+	Clock         clock.Clock
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// record is kept per VM in bbolt.
+type record struct {
+	LastSignal time.Time `json:"lastSignal,omitzero"`
+	// WarnedFor/WarnedAt: the idle period (idleSince) warned about, and when.
+	WarnedFor time.Time `json:"warnedFor,omitzero"`
+	WarnedAt  time.Time `json:"warnedAt,omitzero"`
+	// StoppedStart is the StartedAt of the start that was stopped: a VM is
+	// stopped at most once per start.
+	StoppedStart time.Time `json:"stoppedStart,omitzero"`
+	StoppedAt    time.Time `json:"stoppedAt,omitzero"`
+}
+
+// Stopper is the component.
+type AutoStop struct {
+	o   Options
+	log *slog.Logger
+
+	mu    sync.Mutex // one evaluation at a time; guards stops
+	stops []time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	warned, stopped, capped, failed prometheus.Counter
+}
+
+// New checks options.
+func New(o Options) (*AutoStop, error) {
+	c := o.Config
+	if c.IdleAfter <= 0 || c.WarnBefore < 0 || c.WarnBefore >= c.IdleAfter {
+		return nil, fmt.Errorf("sinks.autostop: need 0 <= warn_before < idle_after (got %v, %v)", c.WarnBefore, c.IdleAfter)
+	}
+	if c.MaxStopsPerMinute < 1 {
+		return nil, errors.New("sinks.autostop.max_stops_per_minute: must be at least 1")
+	}
+	if o.Source == nil || o.Stopper == nil || o.Store == nil {
+		return nil, errors.New("autostop: needs the poller, the Cakework client and the state store")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Config.Check <= 0 {
+		o.Config.Check = 15 * time.Second
+	}
+	a := &AutoStop{
+		o:   o,
+		log: o.Logger.With("component", "autostop", "dry_run", o.Config.DryRun),
+		warned: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_autostop_warnings_total",
+			Help: "vm.idle warnings emitted."}),
+		stopped: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_autostop_stops_total",
+			Help: "VMs stopped (or, in dry run, that would have been)."}),
+		capped: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_autostop_capped_total",
+			Help: "Stops withheld by max_stops_per_minute."}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_autostop_stop_errors_total",
+			Help: "stopVM/stopCachedVM calls that failed (retried next check)."}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(a.warned, a.stopped, a.capped, a.failed)
+	}
+	return a, nil
+}
+
+// Name is the component name.
+func (a *AutoStop) Name() string { return "autostop" }
+
+// Start runs the check loop every Config.Check on the injected clock.
+func (a *AutoStop) Start(ctx context.Context) error {
+	ctx, a.cancel = context.WithCancel(ctx)
+	a.done = make(chan struct{})
+	go func() {
+		defer close(a.done)
+		for {
+			if err := clock.Sleep(ctx, a.o.Clock, a.o.Config.Check); err != nil {
+				return
+			}
+			if err := a.Check(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("auto-stop check failed", "err", err)
+			}
+		}
+	}()
+	a.log.Info("auto-stop on", "idle_after", a.o.Config.IdleAfter, "warn_before", a.o.Config.WarnBefore,
+		"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
+	return nil
+}
+
+// Stop ends the loop and waits for a running check, bounded by ctx.
+func (a *AutoStop) Stop(ctx context.Context) error {
+	if a.cancel == nil {
+		return nil
+	}
+	a.cancel()
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Activity records an activity signal for a VM now: its idle clock restarts.
+func (a *AutoStop) Activity(ctx context.Context, id string) error {
+	_, err := Signals{Store: a.o.Store, Clock: a.o.Clock}.Record(ctx, id)
+	return err
+}
+
+// plan is what Check decided for one VM.
+type plan struct {
+	vm        VM
+	rec       record
+	idleSince time.Time
+	stopAt    time.Time
+	warn      bool
+	stop      bool
+}
+
+// Check evaluates every started VM once: warnings, then stops.
+func (a *AutoStop) Check(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.o.Clock.Now()
+	vms := a.o.Source.StartedVMs()
+	sort.Slice(vms, func(i, j int) bool { return vms[i].ID < vms[j].ID })
+	recs := map[string]record{}
+	if err := a.o.Store.View(func(tx *state.Tx) error {
+		for _, vm := range vms {
+			var r record
+			if _, err := tx.GetSink(SinkName, "vm/"+vm.ID, &r); err != nil {
+				return err
+			}
+			recs[vm.ID] = r
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, vm := range vms {
+		p := a.plan(vm, recs[vm.ID], now)
+		if p.warn {
+			if err := a.emitWarning(ctx, p, now); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if p.stop {
+			if err := a.stopVM(ctx, p, now); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *AutoStop) excluded(image string) bool {
+	for _, x := range a.o.Config.ExcludeImages {
+		if x == image {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *AutoStop) cached(id string) bool {
+	for _, x := range a.o.Config.CachedVMs {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+func latest(ts ...time.Time) time.Time {
+	var m time.Time
+	for _, t := range ts {
+		if t.After(m) {
+			m = t
+		}
+	}
+	return m
+}
+
+func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
+	p := plan{vm: vm, rec: r}
+	if vm.State != "started" || a.excluded(vm.ImageID) || vm.StartedAt.IsZero() {
+		return p
+	}
+	if !r.StoppedStart.IsZero() && r.StoppedStart.Equal(vm.StartedAt) {
+		return p // never twice
+	}
+	failed := vm.LastSweepFailed
+	if a.o.LogsWatched {
+		failed = latest(failed, vm.LastLogFailed)
+	}
+	p.idleSince = latest(vm.StartedAt, vm.WatchedSince, vm.LastLogLine, r.LastSignal, failed)
+	warnAt := p.idleSince.Add(a.o.Config.IdleAfter - a.o.Config.WarnBefore)
+	if now.Before(warnAt) {
+		return p
+	}
+	warnedThisPeriod := r.WarnedFor.Equal(p.idleSince)
+	warnedAt := r.WarnedAt
+	if !warnedThisPeriod {
+		p.warn = true
+		warnedAt = now
+	}
+	p.stopAt = latest(p.idleSince.Add(a.o.Config.IdleAfter), warnedAt.Add(a.o.Config.WarnBefore))
+	if now.Before(p.stopAt) || p.warn {
+		return p
+	}
+	// Fresh knowledge: a sweep and a log poll succeeded since the warning.
+	if !vm.LastSweepOK.After(warnedAt) || (a.o.LogsWatched && !vm.LastLogOK.After(warnedAt)) {
+		a.log.Info("idle VM kept: no fresh poll since the warning", "vm", vm.ID)
+		return p
+	}
+	p.stop = true
+	return p
+}
+
+func (a *AutoStop) emitWarning(ctx context.Context, p plan, now time.Time) error {
+	stopAt := latest(p.idleSince.Add(a.o.Config.IdleAfter), now.Add(a.o.Config.WarnBefore))
+	ev, err := event.New(event.KindVM, p.vm.ID, "idle", event.AutostopID(p.vm.ID, "idle", p.idleSince), now, map[string]any{
+		"vmId":       p.vm.ID,
+		"imageId":    p.vm.ImageID,
+		"idleSince":  p.idleSince.UTC(),
+		"stopAt":     stopAt.UTC(),
+		"idleAfter":  a.o.Config.IdleAfter.String(),
+		"dryRun":     a.o.Config.DryRun,
+		"reason":     fmt.Sprintf("no log lines or activity signals since %s", p.idleSince.UTC().Format(time.RFC3339)),
+		"observedBy": "autostop",
+	})
+	if err != nil {
+		return err
+	}
+	err = a.o.Store.Update(ctx, func(tx *state.Tx) error {
+		r := p.rec
+		r.WarnedFor, r.WarnedAt = p.idleSince, now
+		if err := tx.PutSink(SinkName, "vm/"+p.vm.ID, r); err != nil {
+			return err
+		}
+		return tx.EnqueueEvent(a.o.SubjectPrefix, ev)
+	})
+	if err == nil {
+		a.warned.Inc()
+		a.log.Info("VM idle: warned", "vm", p.vm.ID, "idle_since", p.idleSince, "stop_at", stopAt)
+	}
+	return err
+}
+
+// underCap reports whether one more stop fits in the last minute's budget.
+func (a *AutoStop) underCap(now time.Time) bool {
+	keep := a.stops[:0]
+	for _, t := range a.stops {
+		if now.Sub(t) < time.Minute {
+			keep = append(keep, t)
+		}
+	}
+	a.stops = keep
+	return len(a.stops) < a.o.Config.MaxStopsPerMinute
+}
+
+func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
+	if !a.underCap(now) {
+		a.capped.Inc()
+		a.log.Warn("auto-stop cap reached: VM not stopped this minute", "vm", p.vm.ID,
+			"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
+		return nil
+	}
+	a.stops = append(a.stops, now)
+	call := "stopVM"
+	if a.cached(p.vm.ID) {
+		call = "stopCachedVM"
+	}
+	already := false
+	if !a.o.Config.DryRun {
+		var err error
+		if call == "stopCachedVM" {
+			err = a.o.Stopper.StopCachedVM(ctx, p.vm.ID)
+		} else {
+			err = a.o.Stopper.StopVM(ctx, p.vm.ID)
+		}
+		switch {
+		case cakework.IsAlreadyStopped(err) || cakework.IsConflict(err):
+			already = true
+		case err != nil:
+			a.failed.Inc()
+			return fmt.Errorf("auto-stop %s %s: %w (retried at the next check)", call, p.vm.ID, err)
+		}
+	}
+	idle := now.Sub(p.idleSince)
+	ev, err := event.New(event.KindVM, p.vm.ID, "autostopped", event.AutostopID(p.vm.ID, "autostopped", p.idleSince), now, map[string]any{
+		"vmId":           p.vm.ID,
+		"imageId":        p.vm.ImageID,
+		"idleSince":      p.idleSince.UTC(),
+		"idleSeconds":    int64(idle.Seconds()),
+		"idleFor":        idle.Round(time.Second).String(),
+		"dryRun":         a.o.Config.DryRun,
+		"call":           call,
+		"alreadyStopped": already,
+		"reason":         fmt.Sprintf("idle for %s (idle_after %s)", idle.Round(time.Second), a.o.Config.IdleAfter),
+		"observedBy":     "autostop",
+	})
+	if err != nil {
+		return err
+	}
+	err = a.o.Store.Update(ctx, func(tx *state.Tx) error {
+		r := p.rec
+		r.StoppedStart, r.StoppedAt = p.vm.StartedAt, now
+		if err := tx.PutSink(SinkName, "vm/"+p.vm.ID, r); err != nil {
+			return err
+		}
+		return tx.EnqueueEvent(a.o.SubjectPrefix, ev)
+	})
+	if err != nil {
+		// The VM is stopped but not recorded: the next check calls again and
+		// gets 409, which counts as stopped. Never a second real stop.
+		return fmt.Errorf("auto-stop: record stop of %s: %w", p.vm.ID, err)
+	}
+	a.stopped.Inc()
+	a.log.Warn("VM auto-stopped", "vm", p.vm.ID, "call", call, "idle", idle.Round(time.Second), "already_stopped", already)
+	return nil
+}
+
+// HandleActivity answers a relay.vm.activity request body.
+func (a *AutoStop) HandleActivity(ctx context.Context, body []byte) []byte {
+	return Signals{Store: a.o.Store, Clock: a.o.Clock}.handle(ctx, body)
+}

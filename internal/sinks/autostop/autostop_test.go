@@ -1,0 +1,402 @@
+package autostop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/cakework"
+	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// fakePoller is the poller's knowledge, set by the test. Every check, the
+// "poller" has just swept and read logs successfully unless told otherwise.
+type fakePoller struct {
+	mu  sync.Mutex
+	clk *clock.Fake
+	vms map[string]*VM
+	// logFails marks VMs whose log endpoint is failing.
+	logFails map[string]bool
+}
+
+func (f *fakePoller) StartedVMs() []VM {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.clk.Now()
+	var out []VM
+	for id, v := range f.vms {
+		v.LastSweepOK = now
+		if f.logFails[id] {
+			v.LastLogFailed = now
+		} else {
+			v.LastLogOK = now
+		}
+		if v.State == "started" {
+			out = append(out, *v)
+		}
+	}
+	return out
+}
+
+func (f *fakePoller) log(id string, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vms[id].LastLogLine = at
+}
+
+type env struct {
+	t     *testing.T
+	clk   *clock.Fake
+	sim   *cakeworksim.Sim
+	src   *fakePoller
+	store *state.Store
+	dir   string
+	as    *AutoStop
+	cfg   config.Autostop
+}
+
+func newEnv(t *testing.T, cfg config.Autostop) *env {
+	t.Helper()
+	clk := clock.NewFake(t0)
+	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	e := &env{t: t, clk: clk, sim: sim, dir: t.TempDir(), cfg: cfg,
+		src: &fakePoller{clk: clk, vms: map[string]*VM{}, logFails: map[string]bool{}}}
+	e.open(srv.URL)
+	return e
+}
+
+func (e *env) open(url string) {
+	e.t.Helper()
+	st, err := state.Open(state.Options{Dir: e.dir})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { st.Close() })
+	cl, err := cakework.New(cakework.Options{BaseURL: url, APIKey: "k", Clock: e.clk})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	as, err := New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: cl, Store: st, SubjectPrefix: "cakework", Clock: e.clk})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.store, e.as = st, as
+}
+
+// restart is a crash and restart: a new store and auto-stopper on the same
+// data dir; nothing in memory survives.
+func (e *env) restart(url string) {
+	e.store.Close()
+	e.open(url)
+}
+
+func (e *env) startVM(id, image string) {
+	e.sim.AddVM(cakework.VM{ID: id, ImageID: image})
+	e.src.mu.Lock()
+	e.src.vms[id] = &VM{ID: id, State: "started", ImageID: image, StartedAt: e.clk.Now(), WatchedSince: e.clk.Now()}
+	e.src.mu.Unlock()
+}
+
+// run advances the clock in check-sized steps up to d, checking each time.
+func (e *env) run(d time.Duration, each func()) {
+	e.t.Helper()
+	step := 15 * time.Second
+	for el := time.Duration(0); el < d; el += step {
+		e.clk.Advance(step)
+		if each != nil {
+			each()
+		}
+		if err := e.as.Check(context.Background()); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// events returns the outbox's events of type vm.<action> per VM.
+func (e *env) events(action string) map[string]int {
+	e.t.Helper()
+	entries, err := e.store.PeekOutbox(100000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, en := range entries {
+		ev, err := event.Decode(en.Payload)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if ev.ShortType() == "vm."+action {
+			out[ev.Subject]++
+		}
+	}
+	return out
+}
+
+func (e *env) simState(id string) string {
+	v, ok := e.sim.VM(id)
+	if !ok {
+		return "gone"
+	}
+	return v.State
+}
+
+func defaults() config.Autostop {
+	return config.Autostop{Enabled: true, IdleAfter: 30 * time.Minute, WarnBefore: 5 * time.Minute, MaxStopsPerMinute: 5, Check: 15 * time.Second}
+}
+
+func TestIdleVMWarnedOnceStoppedOnce(t *testing.T) {
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	e.run(24*time.Minute, nil)
+	if n := len(e.events("idle")); n != 0 {
+		t.Fatal("warned before idle_after - warn_before")
+	}
+	e.run(2*time.Minute, nil)
+	if e.events("idle")["vm1"] != 1 {
+		t.Fatalf("warnings: %v", e.events("idle"))
+	}
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("stopped at warning time")
+	}
+	e.run(10*time.Minute, nil)
+	if e.events("idle")["vm1"] != 1 || e.events("autostopped")["vm1"] != 1 {
+		t.Fatalf("idle %v autostopped %v", e.events("idle"), e.events("autostopped"))
+	}
+	if got := e.sim.CallCount(cakeworksim.RouteStopVM); got != 1 {
+		t.Fatalf("stopVM called %d times", got)
+	}
+	if s := e.simState("vm1"); s == "started" {
+		t.Fatalf("VM still %s", s)
+	}
+	// The poller still lists it as started for a while: no second stop.
+	e.run(time.Hour, nil)
+	if got := e.sim.CallCount(cakeworksim.RouteStopVM); got != 1 || e.events("autostopped")["vm1"] != 1 {
+		t.Fatalf("stopped again: %d calls", got)
+	}
+	var data struct {
+		IdleSeconds int64 `json:"idleSeconds"`
+		DryRun      bool  `json:"dryRun"`
+	}
+	entries, _ := e.store.PeekOutbox(1000)
+	for _, en := range entries {
+		ev, _ := event.Decode(en.Payload)
+		if ev.ShortType() == "vm.autostopped" {
+			json.Unmarshal(ev.Data, &data)
+		}
+	}
+	if data.IdleSeconds < int64((30 * time.Minute).Seconds()) || data.DryRun {
+		t.Fatalf("autostopped data: %+v", data)
+	}
+}
+
+func TestSteadyLogsKeepVM(t *testing.T) {
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	e.run(2*time.Hour, func() { e.src.log("vm1", e.clk.Now().Add(-time.Second)) })
+	if len(e.events("idle"))+len(e.events("autostopped")) != 0 || e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("VM with steady logs was warned or stopped")
+	}
+}
+
+func TestActivitySignalsKeepVM(t *testing.T) {
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	i := 0
+	e.run(2*time.Hour, func() {
+		i++
+		if i%40 == 0 { // every 10 minutes
+			if err := e.as.Activity(context.Background(), "vm1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if len(e.events("idle")) != 0 || e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("VM with activity signals was warned or stopped")
+	}
+	// Over NATS, the same signal comes as a request body.
+	if got := string(e.as.HandleActivity(context.Background(), []byte(`{"id":"vm1"}`))); got != `{"ok":true}` {
+		t.Fatalf("reply %s", got)
+	}
+	if got := string(e.as.HandleActivity(context.Background(), []byte(`{"id":"a.b"}`))); got == `{"ok":true}` {
+		t.Fatal("bad id accepted")
+	}
+}
+
+func TestActivityAfterWarningPreventsStop(t *testing.T) {
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	e.run(26*time.Minute, nil)
+	if e.events("idle")["vm1"] != 1 {
+		t.Fatal("no warning")
+	}
+	e.src.log("vm1", e.clk.Now())
+	e.run(10*time.Minute, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("stopped a VM that became active after the warning")
+	}
+}
+
+func TestExcludedImageKept(t *testing.T) {
+	cfg := defaults()
+	cfg.ExcludeImages = []string{"keep-me"}
+	e := newEnv(t, cfg)
+	e.startVM("vm1", "keep-me")
+	e.run(3*time.Hour, nil)
+	if len(e.events("idle")) != 0 || e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("excluded image warned or stopped")
+	}
+}
+
+func TestFailingLogEndpointKeepsVMUntilRecovered(t *testing.T) {
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	e.src.logFails["vm1"] = true
+	e.run(3*time.Hour, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 || len(e.events("idle")) != 0 {
+		t.Fatal("VM whose logs cannot be read was warned or stopped")
+	}
+	e.src.mu.Lock()
+	e.src.logFails["vm1"] = false
+	e.src.mu.Unlock()
+	recovered := e.clk.Now()
+	e.run(29*time.Minute, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("stopped before a full idle_after of fresh knowledge")
+	}
+	e.run(10*time.Minute, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 1 {
+		t.Fatalf("not stopped %v after recovery", e.clk.Now().Sub(recovered))
+	}
+}
+
+func TestCapHonouredWhen20GoIdle(t *testing.T) {
+	cfg := defaults()
+	cfg.MaxStopsPerMinute = 5
+	e := newEnv(t, cfg)
+	for i := 0; i < 20; i++ {
+		e.startVM(fmt.Sprintf("vm%02d", i), "img")
+	}
+	e.run(30*time.Minute+15*time.Second, nil)
+	// Check minute by minute: never more than 5 stops in any minute.
+	prev := e.sim.CallCount(cakeworksim.RouteStopVM)
+	if prev > 5 {
+		t.Fatalf("%d stops in the first minute", prev)
+	}
+	for m := 0; m < 5; m++ {
+		e.run(time.Minute, nil)
+		now := e.sim.CallCount(cakeworksim.RouteStopVM)
+		if now-prev > 5 {
+			t.Fatalf("minute %d: %d stops", m, now-prev)
+		}
+		prev = now
+	}
+	if prev != 20 || len(e.events("autostopped")) != 20 {
+		t.Fatalf("%d stopped in the end, want 20", prev)
+	}
+}
+
+func TestDryRunCallsNothing(t *testing.T) {
+	cfg := defaults()
+	cfg.DryRun = true
+	e := newEnv(t, cfg)
+	e.startVM("vm1", "img")
+	e.run(time.Hour, nil)
+	if e.sim.TotalCalls() != 0 {
+		t.Fatalf("dry run made %d API calls", e.sim.TotalCalls())
+	}
+	if e.events("idle")["vm1"] != 1 || e.events("autostopped")["vm1"] != 1 {
+		t.Fatal("dry run did not emit its events")
+	}
+	if e.simState("vm1") != "started" {
+		t.Fatal("dry run stopped the VM")
+	}
+}
+
+func TestCachedVMStoppedWithStopCachedVM(t *testing.T) {
+	cfg := defaults()
+	cfg.CachedVMs = []string{"cvm1"}
+	e := newEnv(t, cfg)
+	e.sim.AddCachedVM(cakework.VM{ID: "cvm1", ImageID: "img"})
+	e.sim.SetVMState("cvm1", "started")
+	e.src.vms["cvm1"] = &VM{ID: "cvm1", State: "started", ImageID: "img", StartedAt: t0, WatchedSince: t0}
+	e.run(40*time.Minute, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopCachedVM) != 1 || e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatalf("stopCachedVM %d, stopVM %d", e.sim.CallCount(cakeworksim.RouteStopCachedVM), e.sim.CallCount(cakeworksim.RouteStopVM))
+	}
+}
+
+func Test409CountsAsStopped(t *testing.T) {
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	e.sim.SetVMState("vm1", "stopped") // stopped upstream; the poller hasn't seen it yet
+	e.run(40*time.Minute, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 1 || e.events("autostopped")["vm1"] != 1 {
+		t.Fatalf("calls %d, events %v", e.sim.CallCount(cakeworksim.RouteStopVM), e.events("autostopped"))
+	}
+	e.run(time.Hour, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 1 {
+		t.Fatal("retried after a 409")
+	}
+}
+
+func TestRestartKeepsIdleClockAndNeverStopsTwice(t *testing.T) {
+	e := newEnv(t, defaults())
+	srvURL := func() string {
+		srv := httptest.NewServer(e.sim.Handler())
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}()
+	e.startVM("vm1", "img")
+	e.startVM("vm2", "img")
+	e.run(26*time.Minute, nil) // both warned
+	if len(e.events("idle")) != 2 {
+		t.Fatal("not warned")
+	}
+	e.restart(srvURL)
+	// After the restart the warning is not repeated and the clock was not
+	// reset: the stop comes at the original time.
+	e.run(5*time.Minute, nil)
+	if got := e.sim.CallCount(cakeworksim.RouteStopVM); got != 2 {
+		t.Fatalf("after restart: %d stops, want 2", got)
+	}
+	if e.events("idle")["vm1"] != 1 {
+		t.Fatal("warning repeated after restart")
+	}
+	e.restart(srvURL)
+	e.run(time.Hour, nil)
+	if got := e.sim.CallCount(cakeworksim.RouteStopVM); got != 2 || e.events("autostopped")["vm1"] != 1 {
+		t.Fatalf("stopped twice across restarts: %d calls", got)
+	}
+}
+
+func TestWarningAlwaysLeadsTheStop(t *testing.T) {
+	// The relay was down through the warning window: on its first check it
+	// warns, and stops no sooner than warn_before later.
+	e := newEnv(t, defaults())
+	e.startVM("vm1", "img")
+	e.clk.Advance(2 * time.Hour)
+	e.run(15*time.Second, nil)
+	if e.events("idle")["vm1"] != 1 || e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("stopped without warning first")
+	}
+	e.run(4*time.Minute+30*time.Second, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("stopped less than warn_before after the warning")
+	}
+	e.run(time.Minute, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 1 {
+		t.Fatal("not stopped after warn_before")
+	}
+}

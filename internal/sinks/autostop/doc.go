@@ -1,0 +1,34 @@
+// Package autostop stops idle VMs, the most dangerous thing the relay does:
+// stopVM destroys a one-shot VM. Every rule here leans towards keeping a VM.
+//
+// A started VM's last activity is the latest of its start (or, for a VM
+// already running when the relay began watching it, that moment), its
+// newest log line, and an activity signal (POST /v1/vms/{id}/activity, or NATS
+// relay.vm.activity). All three are durable: the start and the newest line
+// are in the poller's bbolt records, signals in this package's.
+//
+// The idle clock only runs while the relay actually knows. It counts from
+// idleSince = the latest of the last activity and any failed VM sweep or
+// failed log poll of that VM. A failure therefore restarts the clock: a VM
+// whose logs cannot be read is never stopped, and once they can be read
+// again it must stay quiet for the whole idle_after before it is stopped.
+//
+// At idleSince + idle_after - warn_before it emits vm.idle once per idle
+// period. It stops at stopAt = the later of idleSince + idle_after and the
+// warning + warn_before, so a warning always comes warn_before ahead, even
+// after the relay was down. It stops only when, at that moment:
+//   - the VM is still started, by the latest sweep;
+//   - a VM sweep and (with poller.logs.vms) a log poll of that VM succeeded
+//     after the warning, and none failed since idleSince;
+//   - its image is not in exclude_images;
+//   - fewer than max_stops_per_minute stops happened in the last minute
+//     (beyond the cap it logs and does nothing destructive);
+//   - it was not stopped already in this start (never twice).
+//
+// stopVM (stopCachedVM for ids in cached_vms) answering 409 counts as
+// stopped. Then vm.autostopped is emitted with the idle time and dryRun. With
+// dry_run it emits both events and calls nothing.
+//
+// The stopper runs in the process that runs the poller and reads the
+// poller's in-process knowledge, never another process's events.
+package autostop
