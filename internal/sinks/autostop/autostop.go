@@ -79,7 +79,7 @@ type record struct {
 	StoppedAt    time.Time `json:"stoppedAt,omitzero"`
 }
 
-// Stopper is the component.
+// AutoStop is the auto-stop component.
 type AutoStop struct {
 	o   Options
 	log *slog.Logger
