@@ -51,7 +51,7 @@ func commands() map[string]command {
 		"tail":         runTail,
 		"watch":        notYet("watch"),
 		"unwatch":      notYet("unwatch"),
-		"dlq":          notYet("dlq"),
+		"dlq":          runDLQ,
 	}
 }
 

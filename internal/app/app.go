@@ -307,4 +307,3 @@ func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log.format %q: use text or json", c.Format)
 }
-

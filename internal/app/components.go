@@ -6,5 +6,6 @@ import "github.com/cakework-relay/cakework-relay/internal/config"
 // order. Each is registered explicitly here, never by init().
 func DefaultComponents(cfg *config.Config) []ComponentFactory {
 	var fs []ComponentFactory
+	fs = append(fs, sinksComponent) // sink runners + DLQ admin API (internal/sinks); first, so consumers exist before anything publishes
 	return fs
 }

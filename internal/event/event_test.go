@@ -9,7 +9,7 @@ import (
 func TestSubjectMapping(t *testing.T) {
 	at := time.Date(2023, 3, 9, 2, 43, 30, 0, time.FixedZone("x", -8*3600))
 	tests := []struct {
-		kind, id, action string
+		kind, id, action   string
 		wantType, wantSubj string
 	}{
 		{KindBuild, "b1", "succeeded", "com.cakework.build.succeeded", "cakework.build.b1.succeeded"},

@@ -196,7 +196,7 @@ func TestIdleVMWarnedOnceStoppedOnce(t *testing.T) {
 			json.Unmarshal(ev.Data, &data)
 		}
 	}
-	if data.IdleSeconds < int64((30 * time.Minute).Seconds()) || data.DryRun {
+	if data.IdleSeconds < int64((30*time.Minute).Seconds()) || data.DryRun {
 		t.Fatalf("autostopped data: %+v", data)
 	}
 }

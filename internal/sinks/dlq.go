@@ -1,0 +1,293 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+)
+
+// Dead-letter headers added by this package, next to the bus.HdrDLQ* ones.
+const (
+	HdrDLQType         = "Relay-Event-Type"
+	HdrDLQEventSubject = "Relay-Event-Subject"
+	HdrDLQStreamSeq    = "Relay-Stream-Seq" // sequence on the event stream
+	HdrDLQReplayOf     = "Relay-Replay-Of"  // DLQ id this one was replayed from
+)
+
+// DeadLetter is one entry of the dead-letter stream, as GET /v1/dlq lists it.
+type DeadLetter struct {
+	// ID is the sequence on the <stream>_DLQ stream; replay takes it.
+	ID      uint64 `json:"id"`
+	Sink    string `json:"sink"`
+	EventID string `json:"eventId"`
+	Type    string `json:"type"`
+	// Subject is the CloudEvent subject (the resource id).
+	Subject     string `json:"subject"`
+	NATSSubject string `json:"natsSubject,omitempty"`
+	Error       string `json:"error"`
+	Attempts    int    `json:"attempts"`
+	// Time is when the event was dead-lettered.
+	Time     time.Time `json:"time"`
+	ReplayOf uint64    `json:"replayOf,omitempty"`
+}
+
+// Errors of Replay, mapped to HTTP statuses by the admin handler.
+var (
+	ErrDLQNotFound   = errors.New("no such dead letter")
+	ErrReplayBusy    = errors.New("this dead letter is already being replayed")
+	ErrSinkDisabled  = errors.New("the sink is disabled")
+	ErrSinkUnknown   = errors.New("the sink is not configured in this relay")
+	ErrNotReplayable = errors.New("the dead letter is not a relay event")
+)
+
+// ReplayResult says what a replay did.
+type ReplayResult struct {
+	ID uint64 `json:"id"`
+	// Outcome: delivered (removed from the DLQ), dead-lettered (failed
+	// again: removed, and stored again as NewID), in-progress (still
+	// retrying; it stays in the DLQ until it ends) or interrupted (the
+	// relay is stopping; it stays in the DLQ).
+	Outcome  string `json:"outcome"`
+	Sink     string `json:"sink"`
+	EventID  string `json:"eventId,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	NewID    uint64 `json:"newId,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Replay outcomes.
+const (
+	ReplayDelivered    = "delivered"
+	ReplayDeadLettered = "dead-lettered"
+	ReplayInProgress   = "in-progress"
+	ReplayInterrupted  = "interrupted"
+)
+
+type deadLetterOut struct {
+	ev          event.Event
+	natsSubject string
+	data        []byte
+	err         error
+	attempts    int
+	streamSeq   uint64
+	replayOf    uint64
+}
+
+func (r *Runner) msgID(d deadLetterOut) string {
+	// Stable for one failure of one message, so a crash between the DLQ
+	// publish and the ack doesn't store it twice; different for a replay
+	// that fails again, so the window never drops it.
+	if d.replayOf != 0 {
+		return fmt.Sprintf("%s:%s:r%d", r.o.Name, d.ev.ID, d.replayOf)
+	}
+	return fmt.Sprintf("%s:%s:s%d", r.o.Name, d.ev.ID, d.streamSeq)
+}
+
+func (r *Runner) publishDLQ(ctx context.Context, d deadLetterOut) (uint64, error) {
+	h := nats.Header{}
+	h.Set(bus.HdrDLQSink, r.o.Name)
+	h.Set(bus.HdrDLQError, headerValue(d.err.Error()))
+	h.Set(bus.HdrDLQAttempts, strconv.Itoa(d.attempts))
+	h.Set(bus.HdrDLQEventID, headerValue(d.ev.ID))
+	h.Set(bus.HdrDLQSubject, d.natsSubject)
+	h.Set(bus.HdrDLQTime, r.o.Clock.Now().UTC().Format(time.RFC3339Nano))
+	h.Set(HdrDLQType, headerValue(d.ev.Type))
+	h.Set(HdrDLQEventSubject, headerValue(d.ev.Subject))
+	if d.streamSeq != 0 {
+		h.Set(HdrDLQStreamSeq, strconv.FormatUint(d.streamSeq, 10))
+	}
+	if d.replayOf != 0 {
+		h.Set(HdrDLQReplayOf, strconv.FormatUint(d.replayOf, 10))
+	}
+	ack, err := r.o.Bus.Publish(ctx, bus.DLQSubject(r.o.Name), r.msgID(d), d.data, h)
+	if err != nil {
+		return 0, fmt.Errorf("publish to %s: %w", bus.DLQSubject(r.o.Name), err)
+	}
+	return ack.Sequence, nil
+}
+
+// deadLetterMsg stores a held message on the DLQ, then acks it. While the
+// bus refuses, it keeps trying; when stopping, it naks instead (the
+// message comes back after restart). Reports whether it was acked.
+func (r *Runner) deadLetterMsg(it *item, cause error, attempts int) bool {
+	d := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		seq, err := r.publishDLQ(ctx, d)
+		cancel()
+		if err == nil {
+			_ = it.msg.Ack()
+			r.deadLettered.Add(1)
+			r.m.dlq.Inc()
+			r.log.Warn("sink: event dead-lettered", "event", it.ev.ID, "type", it.ev.ShortType(), "subject", it.ev.Subject,
+				"attempts", attempts, "dlq_id", seq, "err", cause)
+			return true
+		}
+		r.log.Warn("sink: cannot store dead letter yet; keeping the event", "event", it.ev.ID, "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-r.stopCtx.Done():
+			r.handBack(it.msg)
+			return false
+		}
+	}
+}
+
+// headerValue keeps a header value on one line and bounded.
+func headerValue(s string) string {
+	s = strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", " ", "\x00", "").Replace(s)
+	return truncate(s, 2000)
+}
+
+func deadLetterFrom(m *jetstream.RawStreamMsg) DeadLetter {
+	h := m.Header
+	d := DeadLetter{
+		ID:          m.Sequence,
+		Sink:        h.Get(bus.HdrDLQSink),
+		EventID:     h.Get(bus.HdrDLQEventID),
+		Type:        h.Get(HdrDLQType),
+		Subject:     h.Get(HdrDLQEventSubject),
+		NATSSubject: h.Get(bus.HdrDLQSubject),
+		Error:       h.Get(bus.HdrDLQError),
+		Time:        m.Time.UTC(),
+	}
+	d.Attempts, _ = strconv.Atoi(h.Get(bus.HdrDLQAttempts))
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(bus.HdrDLQTime)); err == nil {
+		d.Time = t.UTC()
+	}
+	d.ReplayOf, _ = strconv.ParseUint(h.Get(HdrDLQReplayOf), 10, 64)
+	if d.Sink == "" {
+		d.Sink = strings.TrimPrefix(m.Subject, bus.DLQSubjectPrefix+".")
+	}
+	return d
+}
+
+// ListDLQ returns up to limit dead letters, oldest first, of one sink (or
+// all when sink is ""), and whether more were left out.
+func ListDLQ(ctx context.Context, b *bus.Bus, sink string, limit int) ([]DeadLetter, bool, error) {
+	stream, err := b.JetStream().Stream(ctx, b.DLQStream())
+	if err != nil {
+		return nil, false, fmt.Errorf("dead-letter stream %s: %w", b.DLQStream(), err)
+	}
+	subj := bus.DLQSubjectPrefix + ".>"
+	if sink != "" {
+		subj = bus.DLQSubject(sink)
+	}
+	out := []DeadLetter{}
+	for seq := uint64(1); ; {
+		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, false, nil
+		}
+		if err != nil {
+			return out, false, fmt.Errorf("read dead letter after %d: %w", seq, err)
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, deadLetterFrom(m))
+		seq = m.Sequence + 1
+	}
+}
+
+// getDLQ loads one dead letter by id.
+func getDLQ(ctx context.Context, b *bus.Bus, id uint64) (jetstream.Stream, *jetstream.RawStreamMsg, error) {
+	stream, err := b.JetStream().Stream(ctx, b.DLQStream())
+	if err != nil {
+		return nil, nil, fmt.Errorf("dead-letter stream %s: %w", b.DLQStream(), err)
+	}
+	m, err := stream.GetMsg(ctx, id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && !strings.HasPrefix(m.Subject, bus.DLQSubjectPrefix+".")) {
+		return nil, nil, fmt.Errorf("dead letter %d: %w", id, ErrDLQNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("dead letter %d: %w", id, err)
+	}
+	return stream, m, nil
+}
+
+// replay re-sends one dead letter through this runner's send-and-retry
+// pipeline, outside the lanes, with a fresh attempt budget. It waits for
+// the end until ctx ends; the replay itself goes on without the caller
+// (bounded by the runner's life) and its outcome is logged.
+func (r *Runner) replay(ctx context.Context, stream jetstream.Stream, m *jetstream.RawStreamMsg) (ReplayResult, error) {
+	res := ReplayResult{ID: m.Sequence, Sink: r.o.Name}
+	if !r.started.Load() || r.stopping() {
+		return res, fmt.Errorf("sink %s is not running", r.o.Name)
+	}
+	if err := r.disabledErr(); err != nil {
+		return res, fmt.Errorf("%w: %v", ErrSinkDisabled, err)
+	}
+	ev, err := event.Decode(m.Data)
+	if err != nil {
+		return res, fmt.Errorf("%w: %v", ErrNotReplayable, err)
+	}
+	res.EventID = ev.ID
+	r.replayMu.Lock()
+	if r.replaying[m.Sequence] {
+		r.replayMu.Unlock()
+		return res, ErrReplayBusy
+	}
+	r.replaying[m.Sequence] = true
+	r.replayMu.Unlock()
+
+	done := make(chan ReplayResult, 1)
+	r.replayWG.Add(1)
+	go func() {
+		defer r.replayWG.Done()
+		defer func() {
+			r.replayMu.Lock()
+			delete(r.replaying, m.Sequence)
+			r.replayMu.Unlock()
+		}()
+		out := res
+		d := r.deliver(ev, 0, nil)
+		out.Attempts = d.attempts
+		bctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		switch d.outcome {
+		case outDelivered:
+			out.Outcome = ReplayDelivered
+			if err := stream.DeleteMsg(bctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				out.Error = fmt.Sprintf("delivered, but removing it from the DLQ failed (a later replay would send it again): %v", err)
+			}
+			r.log.Info("sink: dead letter replayed", "dlq_id", m.Sequence, "event", ev.ID, "attempts", d.attempts)
+		case outDeadLetter:
+			out.Outcome = ReplayDeadLettered
+			out.Error = d.err.Error()
+			newID, err := r.publishDLQ(bctx, deadLetterOut{ev: ev, natsSubject: m.Header.Get(bus.HdrDLQSubject), data: m.Data, err: d.err, attempts: d.attempts, replayOf: m.Sequence})
+			if err != nil {
+				// The old entry stays: nothing is lost.
+				out.Error += "; storing it again failed, so it stays as dead letter " + strconv.FormatUint(m.Sequence, 10) + ": " + err.Error()
+				break
+			}
+			out.NewID = newID
+			r.deadLettered.Add(1)
+			r.m.dlq.Inc()
+			if err := stream.DeleteMsg(bctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				r.log.Warn("sink: replayed dead letter stored again but the old entry was not removed", "dlq_id", m.Sequence, "err", err)
+			}
+			r.log.Warn("sink: replayed dead letter failed again", "dlq_id", m.Sequence, "new_dlq_id", newID, "event", ev.ID, "err", d.err)
+		default:
+			out.Outcome = ReplayInterrupted
+			out.Error = "the relay is stopping; the dead letter stays"
+		}
+		done <- out
+	}()
+	select {
+	case out := <-done:
+		return out, nil
+	case <-ctx.Done():
+		res.Outcome = ReplayInProgress
+		return res, nil
+	}
+}

@@ -1,0 +1,42 @@
+// Package sinks is the delivery framework every sink (HTTP callbacks, Slack,
+// auto-stop) runs on. A sink implements Sender: it sends one event once and
+// says whether a retry could help. Everything else is done here, the same
+// way for every sink: the durable consumer, filtering, per-resource
+// ordering, retries with backoff, attempt counting, dead-lettering, metrics,
+// status, shutdown and replay.
+//
+// Guarantees:
+//   - At least once. A message is acked only after the sink reported Done,
+//     or after it was stored on the dead-letter stream (<stream>_DLQ,
+//     subject relay.dlq.<sink>). Anything else is redelivered: naked at a
+//     clean stop, or after AckWait when the process died.
+//   - Per-resource order. Events with the same event.OrderKey (one build,
+//     one VM) go to the same lane, and a lane sends one event at a time,
+//     retrying its head in place (kept alive on the server with
+//     InProgress) until it is delivered or dead-lettered. Different
+//     resources proceed in parallel on up to Options.Concurrency lanes.
+//     After a crash (not a clean stop) an event that was in flight is
+//     redelivered after AckWait and can arrive after newer events about
+//     the same resource; a replayed dead letter arrives whenever it is
+//     replayed.
+//   - Bounded memory. The server hands out at most MaxAckPending
+//     unacknowledged messages per sink; a slow or failing sink grows its
+//     backlog in the stream, not in the relay.
+//   - Retries. A Retry result is tried again after exponential backoff with
+//     jitter (Retry.Initial doubling up to Retry.MaxInterval), or after the
+//     sink's own delay (Retry-After) when it gives one. Every send counts
+//     as an attempt; after Retry.MaxAttempts the event is dead-lettered.
+//     The attempt count of a message being retried is kept in the state
+//     store, so a restart mid-retry continues the count instead of
+//     restarting it.
+//   - Disabling. A sink can answer GiveUp with Disable set (HTTP 410 Gone):
+//     the event and every later one go straight to the dead-letter stream
+//     with a clear error until the relay restarts. Nothing is dropped.
+//   - Shutdown. Stop stops pulling, lets sends in flight finish (bounded by
+//     its context, after which they are cancelled), and naks everything
+//     else so it is redelivered first on the next start.
+//
+// Time is injected (clock.Clock): backoff waits use the clock, so tests move
+// a clock.Fake instead of sleeping. Keeping messages alive on the server
+// uses real time, because AckWait runs on the server's clock.
+package sinks
