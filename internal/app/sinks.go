@@ -28,6 +28,9 @@ func sinksComponent(d *Deps) (Component, error) {
 			return nil, fmt.Errorf("sinks.http %s: %w", c.Name, err)
 		}
 	}
+	if err := addSlackSinks(d, m); err != nil {
+		return nil, err
+	}
 	m.Register(d.HTTP)
 	return m, nil
 }
