@@ -49,8 +49,8 @@ func commands() map[string]command {
 		"simulate":     runSimulate,
 		"demo":         notYet("demo"),
 		"tail":         runTail,
-		"watch":        notYet("watch"),
-		"unwatch":      notYet("unwatch"),
+		"watch":        runWatch,
+		"unwatch":      runUnwatch,
 		"dlq":          runDLQ,
 	}
 }

@@ -1,0 +1,255 @@
+// Command ingest measures webhook ingest against a bare net/http handler, in
+// one run, with one load generator: N keep-alive senders that sign every
+// request with Standard Webhooks (the reference library), each request a new
+// build and a new webhook-id, for a fixed duration per target.
+//
+//	go run ./bench/ingest [-duration 10s] [-senders 64]
+//
+// The relay under test is the real one (app.New with the default
+// components): state in bbolt in a temp dir, an in-process embedded
+// JetStream, and the outbox publisher draining to it while the load runs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/cakework-relay/cakework-relay/internal/app"
+	"github.com/cakework-relay/cakework-relay/internal/config"
+)
+
+const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	duration := flag.Duration("duration", 10*time.Second, "measured load per target")
+	warmup := flag.Duration("warmup", time.Second, "unmeasured load before each measurement")
+	senders := flag.Int("senders", 64, "concurrent keep-alive senders")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the relay run to this file")
+	only := flag.String("only", "", "run only bare or relay")
+	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
+	flag.Parse()
+	if *ids != "random" && *ids != "ordered" {
+		fmt.Fprintln(os.Stderr, "-ids: use random or ordered")
+		return 2
+	}
+	orderedIDs = *ids == "ordered"
+
+	fmt.Printf("ingest benchmark: %d senders, %s each (after %s warm-up), %s ids, GOMAXPROCS=%d, %s\n",
+		*senders, *duration, *warmup, *ids, runtime.GOMAXPROCS(0), runtime.Version())
+
+	var bare, relay result
+	if *only != "relay" {
+		addr, stop, err := startBare()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		bare = load("bare", "http://"+addr+"/webhooks/cakework", *senders, *warmup, *duration, "")
+		stop()
+		bare.print()
+	}
+	if *only != "bare" {
+		a, dir, err := startRelay()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		relay = load("relay", "http://"+a.HTTPAddr()+"/webhooks/cakework", *senders, *warmup, *duration, *cpuprofile)
+		depth := a.Deps().Store.OutboxDepth()
+		t0 := time.Now()
+		for a.Deps().Store.OutboxDepth() > 0 && time.Since(t0) < 30*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		relay.print()
+		fmt.Printf("relay: outbox depth at end of load %d, drained to JetStream in %s\n", depth, time.Since(t0).Round(time.Millisecond))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		a.Stop(ctx)
+		cancel()
+		os.RemoveAll(dir)
+	}
+	if bare.n > 0 && relay.n > 0 {
+		fmt.Printf("ratio relay/bare throughput: %.2f (target >= 0.50); relay p99 %s (target < 20ms)\n",
+			relay.rps()/bare.rps(), relay.p(0.99))
+	}
+	return 0
+}
+
+func startBare() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+	})}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+func startRelay() (*app.App, string, error) {
+	dir, err := os.MkdirTemp("", "relay-bench-*")
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := config.Default(nil)
+	cfg.DataDir = dir
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Bus.Embedded.Listen = ""
+	cfg.Ingest.Cakework = config.CakeworkReceiver{Configured: true, Secret: secret}
+	if err := cfg.Validate(); err != nil {
+		return nil, "", err
+	}
+	a, err := app.New(app.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Components: app.DefaultComponents(cfg)})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := a.Start(context.Background()); err != nil {
+		return nil, "", err
+	}
+	return a, dir, nil
+}
+
+var orderedIDs bool
+
+type result struct {
+	name    string
+	n       int
+	errs    int64
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+func (r result) p(q float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	return r.lat[min(len(r.lat)-1, int(q*float64(len(r.lat))))].Round(10 * time.Microsecond)
+}
+
+func (r result) print() {
+	fmt.Printf("%-5s: %8.0f req/s  p50 %-8s p99 %-8s  (%d requests, %d errors)\n",
+		r.name, r.rps(), r.p(0.5), r.p(0.99), r.n, r.errs)
+}
+
+// load runs senders until warmup+duration has passed and measures the
+// requests that start after warmup.
+func load(name, url string, senders int, warmup, duration time.Duration, cpuprofile string) result {
+	tr := &http.Transport{MaxIdleConns: senders * 2, MaxIdleConnsPerHost: senders * 2, MaxConnsPerHost: senders, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		panic(err)
+	}
+	start := time.Now()
+	measureFrom := start.Add(warmup)
+	end := measureFrom.Add(duration)
+	var errs atomic.Int64
+	lats := make([][]time.Duration, senders)
+	var wg sync.WaitGroup
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	defer func() {
+		var ru1 syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+		fmt.Printf("%-5s: process CPU %.2f cores (load generator included)\n", name, cpu.Seconds()/time.Since(start).Seconds())
+	}()
+	var prof *os.File
+	if cpuprofile != "" {
+		go func() {
+			time.Sleep(warmup)
+			f, err := os.Create(cpuprofile)
+			if err == nil {
+				prof = f
+				pprof.StartCPUProfile(f)
+			}
+		}()
+	}
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1<<16)
+			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(s)))
+			body := make([]byte, 0, 128)
+			for i := 0; ; i++ {
+				t0 := time.Now()
+				if t0.After(end) {
+					break
+				}
+				// Random ids are like Cakework's UUIDv4 buildIds: no B-tree
+				// locality. Ordered ids are like UUIDv7 or Svix's KSUID
+				// msg ids: new keys land next to each other.
+				var build, msg uint64
+				if orderedIDs {
+					build, msg = uint64(t0.UnixNano()), uint64(t0.UnixNano())
+				} else {
+					build, msg = rng.Uint64(), rng.Uint64()
+				}
+				body = fmt.Appendf(body[:0], `{"buildId":"%016x%08x","imageId":"img-%d"}`, build, rng.Uint32(), i)
+				msgID := fmt.Sprintf("msg_%016x%08x", msg, rng.Uint32())
+				sig, _ := wh.Sign(msgID, t0, body)
+				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("webhook-id", msgID)
+				req.Header.Set("webhook-timestamp", strconv.FormatInt(t0.Unix(), 10))
+				req.Header.Set("webhook-signature", sig)
+				resp, err := hc.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusAccepted {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				d := time.Since(t0)
+				if err != nil {
+					if errs.Add(1) == 1 {
+						fmt.Fprintf(os.Stderr, "%s: first error: %v\n", name, err)
+					}
+					continue
+				}
+				if t0.After(measureFrom) {
+					lat = append(lat, d)
+				}
+			}
+			lats[s] = lat
+		}()
+	}
+	wg.Wait()
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
+	}
+	r := result{name: name, errs: errs.Load(), elapsed: duration}
+	for _, l := range lats {
+		r.lat = append(r.lat, l...)
+	}
+	slices.Sort(r.lat)
+	r.n = len(r.lat)
+	return r
+}

@@ -1,0 +1,22 @@
+package app
+
+import "github.com/cakework-relay/cakework-relay/internal/ingest"
+
+// ingestComponent builds the webhook receivers and mounts them on the HTTP
+// server's public router.
+func ingestComponent(d *Deps) (Component, error) {
+	in, err := ingest.New(ingest.Options{
+		Config:        d.Config.Ingest,
+		MaxBodyBytes:  d.Config.HTTP.MaxBodyBytes,
+		SubjectPrefix: d.Config.Bus.SubjectPrefix,
+		Store:         d.Store,
+		Clock:         d.Clock,
+		Logger:        d.Logger,
+		Registerer:    d.Registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.Mount(d.HTTP.Router())
+	return in, nil
+}

@@ -1,0 +1,332 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/cakework"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+const (
+	statusCreated   = cakework.BuildCreated
+	statusSucceeded = cakework.BuildSucceeded
+	statusFailed    = cakework.BuildFailed
+)
+
+// buildFields are the build keys a Cakework webhook may carry: the bare
+// success {"buildId","imageId"}, the failure {"buildId"} or
+// {"buildId","status":"failed"}, or the getBuild shape.
+type buildFields struct {
+	BuildID   string   `json:"buildId"`
+	ImageID   string   `json:"imageId"`
+	Status    string   `json:"status"`
+	CreatedAt flexTime `json:"createdAt"`
+	UpdatedAt flexTime `json:"updatedAt"`
+}
+
+// buildBody adds the typed envelope: {"type":"build.succeeded", ...} with
+// the build either at the top level or under "data".
+type buildBody struct {
+	buildFields
+	Type string       `json:"type"`
+	Data *buildFields `json:"data"`
+}
+
+// flexTime is a timestamp in any of the API's forms: a string in one of the
+// five layouts, or a number of unix milliseconds.
+type flexTime time.Time
+
+func (t *flexTime) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	if len(b) > 0 && b[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s == "" {
+			return nil
+		}
+	} else {
+		s = string(b)
+	}
+	v, err := cakework.ParseTime(s)
+	if err != nil {
+		return err
+	}
+	*t = flexTime(v)
+	return nil
+}
+
+// buildData is the event's data: the build normalized, plus what the relay
+// knows about the change.
+type buildData struct {
+	BuildID        string    `json:"buildId"`
+	ImageID        string    `json:"imageId,omitempty"`
+	Status         string    `json:"status"`
+	CreatedAt      time.Time `json:"createdAt,omitzero"`
+	UpdatedAt      time.Time `json:"updatedAt,omitzero"`
+	PreviousStatus string    `json:"previousStatus,omitempty"`
+	ObservedBy     string    `json:"observedBy"`
+}
+
+// parseBuild reads a Cakework build webhook. pathStatus is the status the
+// URL gave (/build/succeeded, /build/failed), or "".
+func parseBuild(body []byte, pathStatus string) (buildData, error) {
+	var in buildBody
+	if err := json.Unmarshal(body, &in); err != nil {
+		return buildData{}, fmt.Errorf("the body is not a valid Cakework build webhook (a JSON object with buildId): %s", jsonErr(err))
+	}
+	f := in.buildFields
+	if in.Data != nil {
+		// Enveloped: the build is under data; top-level keys fill gaps.
+		d := *in.Data
+		if d.BuildID == "" {
+			d.BuildID = f.BuildID
+		}
+		if d.ImageID == "" {
+			d.ImageID = f.ImageID
+		}
+		if d.Status == "" {
+			d.Status = f.Status
+		}
+		if time.Time(d.CreatedAt).IsZero() {
+			d.CreatedAt = f.CreatedAt
+		}
+		if time.Time(d.UpdatedAt).IsZero() {
+			d.UpdatedAt = f.UpdatedAt
+		}
+		f = d
+	}
+	if f.BuildID == "" {
+		return buildData{}, errors.New("buildId is missing; send {\"buildId\": \"...\"}")
+	}
+	if err := event.CheckToken("buildId", f.BuildID); err != nil {
+		return buildData{}, err
+	}
+	status, err := buildStatus(in.Type, f, pathStatus)
+	if err != nil {
+		return buildData{}, err
+	}
+	return buildData{
+		BuildID:    f.BuildID,
+		ImageID:    f.ImageID,
+		Status:     status,
+		CreatedAt:  time.Time(f.CreatedAt),
+		UpdatedAt:  time.Time(f.UpdatedAt),
+		ObservedBy: "webhook",
+	}, nil
+}
+
+// buildStatus decides the status: the path, the type and the status key
+// must agree when more than one is given; with none, an imageId means
+// success (the bare success shape).
+func buildStatus(typ string, f buildFields, pathStatus string) (string, error) {
+	var fromType string
+	if typ != "" {
+		short := strings.TrimPrefix(typ, event.TypePrefix)
+		s, ok := strings.CutPrefix(short, "build.")
+		if !ok {
+			return "", fmt.Errorf("type %q is not a build webhook; the Cakework receiver takes build.succeeded, build.failed or build.created", clip(typ))
+		}
+		fromType = s
+	}
+	status := pathStatus
+	for _, s := range [...]struct{ what, v string }{{"type", fromType}, {"status", f.Status}} {
+		switch {
+		case s.v == "":
+		case status == "":
+			status = s.v
+		case s.v != status:
+			src := "the URL path"
+			if pathStatus == "" {
+				src = "type"
+			}
+			return "", fmt.Errorf("%s says %q but %s says %q; send one status", s.what, clip(s.v), src, status)
+		}
+	}
+	if status == "" {
+		if f.ImageID == "" {
+			return "", errors.New("cannot tell the build status: send status or type, or imageId for a success, or post to /webhooks/cakework/build/failed")
+		}
+		status = statusSucceeded
+	}
+	switch status {
+	case statusSucceeded, statusFailed, statusCreated:
+		return status, nil
+	}
+	return "", fmt.Errorf("unknown build status %q; want created, succeeded or failed", clip(status))
+}
+
+// cakeworkBuild commits a build webhook: dedup, the build's state, the
+// poller watch and the event, in one transaction.
+func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, deliveryID string, now time.Time) answer {
+	b, err := parseBuild(body, pathStatus)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	id := event.BuildStatusID(b.BuildID, b.Status)
+	at := b.UpdatedAt
+	if at.IsZero() {
+		at = now
+	}
+	// Build the event outside the transaction (it runs in the store's
+	// single commit loop). Only a known previous status changes it.
+	ev, err := event.New(event.KindBuild, b.BuildID, b.Status, id, at, b)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	subject := ev.NATSSubject(in.prefix)
+	seenKey := seenKeyFor(deliveryID, id)
+	expires := now.Add(in.seenTTL)
+	var dup bool
+	err = in.store.Update(ctx, func(tx *state.Tx) error {
+		dup = false
+		seen, err := tx.SeenWebhook(CakeworkReceiver, seenKey, now, expires)
+		if err != nil || seen {
+			dup = seen
+			return err
+		}
+		prev, known, err := tx.GetBuild(b.BuildID)
+		if err != nil {
+			// An unreadable record is replaced rather than blocking the
+			// build forever.
+			in.log.Warn("unreadable build state replaced", "build", b.BuildID, "err", err)
+			prev, known = state.BuildState{}, false
+		}
+		if known && (prev.Status == b.Status || prev.Finished() && b.Status == statusCreated) {
+			// Already announced (by the poller or an earlier webhook), or a
+			// late "created" for a finished build.
+			dup = true
+			return nil
+		}
+		p := payload
+		if known && prev.Status != "" {
+			d := b
+			d.PreviousStatus = prev.Status
+			e, err := event.New(event.KindBuild, b.BuildID, b.Status, id, at, d)
+			if err != nil {
+				return err
+			}
+			if p, err = json.Marshal(e); err != nil {
+				return err
+			}
+		}
+		next := prev
+		next.Status = b.Status
+		next.ObservedBy = "webhook"
+		if b.ImageID != "" {
+			next.ImageID = b.ImageID
+		}
+		if !b.CreatedAt.IsZero() {
+			next.CreatedAt = b.CreatedAt
+		}
+		if !b.UpdatedAt.IsZero() {
+			next.UpdatedAt = b.UpdatedAt
+		}
+		if next.FirstSeen.IsZero() {
+			next.FirstSeen = now
+		}
+		if err := tx.PutBuild(b.BuildID, next); err != nil {
+			return err
+		}
+		if _, watched, _ := tx.GetWatch(state.KindBuild, b.BuildID); !watched {
+			if err := tx.PutWatch(state.KindBuild, b.BuildID, state.Watch{Source: "webhook", AddedAt: now}); err != nil {
+				return err
+			}
+		}
+		return tx.Enqueue(subject, id, p)
+	})
+	if err != nil {
+		return in.commitErr(ctx, err)
+	}
+	if dup {
+		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
+	}
+	return answer{status: http.StatusAccepted, outcome: outAccepted, id: id}
+}
+
+// seenKeyFor is the dedup key: the sender's delivery id when it gave one,
+// else the event id. The prefixes keep the two apart.
+func seenKeyFor(deliveryID, eventID string) string {
+	if deliveryID != "" {
+		return "d:" + deliveryID
+	}
+	return "e:" + eventID
+}
+
+// jsonErr trims encoding/json's Go-specific wording.
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			return fmt.Sprintf("%s must be a %s, not a %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return fmt.Sprintf("want a JSON object, not a %s", te.Value)
+	}
+	return err.Error()
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "string"
+	case "struct", "ptr":
+		return "object"
+	}
+	return k
+}
+
+// genericWebhook commits a generic receiver's webhook.
+func (in *Ingest) genericWebhook(ctx context.Context, rc *receiver, body []byte, deliveryID string, now time.Time) answer {
+	if !json.Valid(body) {
+		return fail(http.StatusBadRequest, outBadRequest, "the body is not valid JSON")
+	}
+	body = bytes.TrimSpace(body)
+	id := event.WebhookID(rc.name, deliveryID, body)
+	ev, err := event.NewWebhook(rc.name, id, now, body)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	subject := ev.NATSSubject(in.prefix)
+	seenKey := seenKeyFor(deliveryID, id)
+	expires := now.Add(in.seenTTL)
+	var dup bool
+	err = in.store.Update(ctx, func(tx *state.Tx) error {
+		dup = false
+		seen, err := tx.SeenWebhook(rc.name, seenKey, now, expires)
+		if err != nil || seen {
+			dup = seen
+			return err
+		}
+		return tx.Enqueue(subject, id, payload)
+	})
+	if err != nil {
+		return in.commitErr(ctx, err)
+	}
+	if dup {
+		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
+	}
+	return answer{status: http.StatusAccepted, outcome: outAccepted, id: id}
+}

@@ -1,0 +1,31 @@
+// Package ingest is the relay's webhook receiver: POST /webhooks/cakework
+// (and /webhooks/cakework/build/{succeeded,failed}) for Cakework build
+// webhooks, and POST /webhooks/{name} for the generic receivers listed under
+// ingest.webhooks.
+//
+// Guarantees:
+//   - Durable before acknowledged: 202 is sent only after the event is in
+//     the state store's outbox and the bbolt commit (which fsyncs) returned.
+//     The outbox publisher moves it to JetStream later; ingest never waits
+//     for the bus, so a bus that is down does not stop ingest until the
+//     outbox reaches ingest.outbox_limit.
+//   - One transaction per request: the dedup check, the build's new state,
+//     the poller watch and the outbox entry commit together or not at all.
+//     Concurrent requests share commits (the store's group commit), so fsync
+//     cost is spread over every request waiting at the time.
+//   - Idempotent: a repeated webhook-id (or, when the sender gives none, a
+//     repeated event id) is answered 200 {"id", "duplicate": true} and
+//     publishes nothing. Seen ids are kept in bbolt for ingest.seen_ttl, so
+//     this holds past JetStream's duplicate window and across restarts. A
+//     Cakework build status the relay already recorded (from the poller or an
+//     earlier webhook) is a duplicate too. Event ids are deterministic, so
+//     anything that slips through is still dropped by JetStream's dedup.
+//   - Nothing from a rejected request: a request answered with anything but
+//     202 has written no event. Auth, content type, size and shape are all
+//     checked before the transaction.
+//   - Backpressure: when the outbox holds ingest.outbox_limit events or the
+//     state store is closed or failing, requests are answered 503 with
+//     Retry-After, before the body is read.
+//   - Constant-time secrets: signatures, HMACs and tokens are compared with
+//     crypto/hmac.Equal or crypto/subtle.
+package ingest

@@ -1,0 +1,423 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/httpapi"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// CakeworkReceiver is the receiver name of the Cakework build webhooks (its
+// seen ids and metrics go under this name).
+const CakeworkReceiver = "cakework"
+
+// Retry-After values, in seconds.
+const (
+	retryOutboxFull = "5"
+	retryState      = "10"
+	retryOff        = "60"
+)
+
+// Options configure New.
+type Options struct {
+	Config config.Ingest
+	// MaxBodyBytes bounds a request body (http.max_body_bytes); larger ones
+	// get 413. Default 1 MiB.
+	MaxBodyBytes  int64
+	SubjectPrefix string
+	Store         *state.Store
+	Clock         clock.Clock
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// Ingest receives webhooks and commits their events to the outbox.
+type Ingest struct {
+	o        Options
+	log      *slog.Logger
+	clock    clock.Clock
+	store    *state.Store
+	prefix   string
+	maxBody  int64
+	limit    int
+	seenTTL  time.Duration
+	cakework *receiver
+	generic  []*receiver
+	unknown  *receiver
+	metrics  *metrics
+	bufs     sync.Pool
+}
+
+// receiver is one webhook endpoint's settings and metrics.
+type receiver struct {
+	name string
+	// off, when set, is why the receiver answers 503 to everything.
+	off  string
+	auth *auth
+	obs  observer
+}
+
+// New checks the receivers' auth and builds the handlers. A receiver that is
+// configured with no auth and without insecure_no_auth is an error naming
+// it: the relay must not start wide open by accident.
+func New(o Options) (*Ingest, error) {
+	if o.Store == nil {
+		return nil, errors.New("ingest: no state store")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.SubjectPrefix == "" {
+		o.SubjectPrefix = "cakework"
+	}
+	c := o.Config
+	in := &Ingest{
+		o: o, log: o.Logger.With("component", "ingest"), clock: o.Clock, store: o.Store,
+		prefix: o.SubjectPrefix, maxBody: o.MaxBodyBytes, limit: c.OutboxLimit, seenTTL: c.SeenTTL,
+	}
+	if in.limit <= 0 {
+		in.limit = 100000
+	}
+	if in.seenTTL <= 0 {
+		in.seenTTL = 72 * time.Hour
+	}
+	in.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+
+	var errs []error
+	ck := c.Cakework
+	in.cakework = &receiver{name: CakeworkReceiver}
+	switch {
+	case !ck.Configured && ck.Secret == "" && ck.Token == "" && !ck.InsecureNoAuth:
+		in.cakework.off = "the Cakework webhook receiver is off: set " + config.EnvWebhookSecret + " or ingest.cakework.secret"
+		in.cakework.auth = &auth{}
+	default:
+		a, err := newAuth("ingest.cakework", ck.Secret, ck.Token, nil, c.TimestampTolerance)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if a.none() && !ck.InsecureNoAuth {
+			errs = append(errs, errors.New("ingest.cakework: no auth configured; set secret or token (or "+config.EnvWebhookSecret+"), or insecure_no_auth: true"))
+		}
+		in.cakework.auth = a
+	}
+	seen := map[string]bool{CakeworkReceiver: true}
+	for i, wc := range c.Webhooks {
+		label := fmt.Sprintf("ingest.webhooks[%d]", i)
+		if wc.Name != "" {
+			label = fmt.Sprintf("ingest.webhooks[%d] (%s)", i, wc.Name)
+		}
+		if !validName(wc.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: %q is not a receiver name; use 1 to 64 of a-z, 0-9, _ and - (and not \"cakework\")", label, wc.Name))
+			continue
+		}
+		if seen[wc.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", label, wc.Name))
+			continue
+		}
+		seen[wc.Name] = true
+		a, err := newAuth(label, wc.Secret, wc.Token, wc.HMAC, c.TimestampTolerance)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if a.none() && !wc.InsecureNoAuth {
+			errs = append(errs, fmt.Errorf("%s: no auth configured; set secret, token or hmac, or insecure_no_auth: true", label))
+			continue
+		}
+		in.generic = append(in.generic, &receiver{name: wc.Name, auth: a})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: metrics: %w", err)
+	}
+	in.metrics = m
+	in.cakework.obs = m.forReceiver(CakeworkReceiver)
+	for _, r := range in.generic {
+		r.obs = m.forReceiver(r.name)
+	}
+	in.unknown = &receiver{name: "unknown", obs: m.forReceiver("unknown")}
+	if in.cakework.off != "" {
+		in.log.Info(in.cakework.off)
+	} else if in.cakework.auth.none() {
+		in.log.Warn("the Cakework webhook receiver accepts requests without auth (insecure_no_auth)")
+	}
+	for _, r := range in.generic {
+		if r.auth.none() {
+			in.log.Warn("webhook receiver accepts requests without auth (insecure_no_auth)", "receiver", r.name)
+		}
+	}
+	return in, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 || s == CakeworkReceiver {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Name implements app.Component.
+func (in *Ingest) Name() string { return "ingest" }
+
+// Start implements app.Component. The handlers are live once mounted and the
+// HTTP server runs; there is nothing in the background.
+func (in *Ingest) Start(context.Context) error { return nil }
+
+// Stop implements app.Component. In-flight requests finish with the HTTP
+// server's shutdown, which the app runs first.
+func (in *Ingest) Stop(context.Context) error { return nil }
+
+// Mount adds the receivers' routes to r.
+func (in *Ingest) Mount(r *mux.Router) {
+	r.HandleFunc("/webhooks/cakework", func(w http.ResponseWriter, req *http.Request) {
+		in.serve(w, req, in.cakework, "")
+	}).Methods(http.MethodPost)
+	for _, status := range []string{statusSucceeded, statusFailed} {
+		r.HandleFunc("/webhooks/cakework/build/"+status, func(w http.ResponseWriter, req *http.Request) {
+			in.serve(w, req, in.cakework, status)
+		}).Methods(http.MethodPost)
+	}
+	for _, rc := range in.generic {
+		r.HandleFunc("/webhooks/"+rc.name, func(w http.ResponseWriter, req *http.Request) {
+			in.serve(w, req, rc, "")
+		}).Methods(http.MethodPost)
+	}
+	r.HandleFunc("/webhooks/{name}", func(w http.ResponseWriter, req *http.Request) {
+		in.serve(w, req, in.unknown, "")
+	}).Methods(http.MethodPost)
+}
+
+// answer is the outcome of one request, before it is written.
+type answer struct {
+	status     int
+	outcome    outcome
+	id         string
+	msg        string
+	retryAfter string
+}
+
+func fail(status int, oc outcome, msg string) answer {
+	return answer{status: status, outcome: oc, msg: msg}
+}
+
+func (in *Ingest) serve(w http.ResponseWriter, r *http.Request, rc *receiver, pathStatus string) {
+	start := time.Now()
+	bp := in.bufs.Get().(*[]byte)
+	a := in.handle(r, rc, pathStatus, bp)
+	in.write(w, a, bp)
+	if cap(*bp) <= 1<<20 {
+		*bp = (*bp)[:0]
+		in.bufs.Put(bp)
+	}
+	rc.obs.done(a.outcome, time.Since(start))
+}
+
+func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[]byte) answer {
+	if rc == in.unknown {
+		return fail(http.StatusNotFound, outNotFound, fmt.Sprintf("no webhook receiver at %s; add one under ingest.webhooks, or use /webhooks/cakework", r.URL.Path))
+	}
+	if rc.off != "" {
+		a := fail(http.StatusServiceUnavailable, outOff, rc.off)
+		a.retryAfter = retryOff
+		return a
+	}
+	// Refuse early and cheaply under backpressure: no body read, no tx.
+	if err := in.store.Ready(); err != nil {
+		return in.unavailable(err)
+	}
+	if d := in.store.OutboxDepth(); d >= in.limit {
+		a := fail(http.StatusServiceUnavailable, outUnavailable,
+			fmt.Sprintf("the outbox is full (%d events waiting for the bus, ingest.outbox_limit %d); retry later", d, in.limit))
+		a.retryAfter = retryOutboxFull
+		return a
+	}
+	if ct := hget(r.Header, hdrContentType); !isJSON(ct) {
+		return fail(http.StatusUnsupportedMediaType, outUnsupported,
+			fmt.Sprintf("Content-Type %q is not JSON; send the body as application/json", clip(ct)))
+	}
+	if r.ContentLength > in.maxBody {
+		return in.tooLarge()
+	}
+	body, err := readBody(r.Body, *bp, in.maxBody)
+	*bp = body[:0]
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.Is(err, errTooLarge) || errors.As(err, &mbe) {
+			return in.tooLarge()
+		}
+		return fail(http.StatusBadRequest, outBadRequest, "could not read the request body: "+err.Error())
+	}
+	now := in.clock.Now()
+	if msg := rc.auth.check(r, body, now); msg != "" {
+		return fail(http.StatusUnauthorized, outUnauthorized, msg)
+	}
+	if len(body) == 0 {
+		return fail(http.StatusBadRequest, outBadRequest, "the body is empty; send a JSON object")
+	}
+	deliveryID, a, ok := deliveryIDOf(r.Header, rc == in.cakework)
+	if !ok {
+		return a
+	}
+	if rc == in.cakework {
+		return in.cakeworkBuild(r.Context(), body, pathStatus, deliveryID, now)
+	}
+	return in.genericWebhook(r.Context(), rc, body, deliveryID, now)
+}
+
+func (in *Ingest) tooLarge() answer {
+	return fail(http.StatusRequestEntityTooLarge, outTooLarge,
+		fmt.Sprintf("the body is larger than %d bytes (http.max_body_bytes); send a smaller body or raise the limit", in.maxBody))
+}
+
+func (in *Ingest) unavailable(err error) answer {
+	msg := "the state store is unavailable: " + err.Error() + "; retry later"
+	if errors.Is(err, state.ErrClosed) {
+		msg = "the state store is closed (the relay is shutting down); retry later"
+	} else {
+		in.log.Warn("webhook not accepted: state store failed", "err", err)
+	}
+	a := fail(http.StatusServiceUnavailable, outUnavailable, msg)
+	a.retryAfter = retryState
+	return a
+}
+
+// commitErr maps a failed Update to an answer. Nothing was committed.
+func (in *Ingest) commitErr(ctx context.Context, err error) answer {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// The sender went away before the transaction was queued.
+		return fail(http.StatusServiceUnavailable, outCanceled, "the request was canceled before it was committed; retry")
+	}
+	return in.unavailable(err)
+}
+
+// Delivery id headers, canonical. webhook-id comes first: it is what
+// Standard Webhooks signs.
+var deliveryHeaders = []string{hdrWebhookID, "X-Github-Delivery", "X-Gitlab-Event-Uuid", "Idempotency-Key"}
+
+// deliveryIDOf returns the sender's id for this delivery, if it gave one.
+// The Cakework receiver only looks at webhook-id.
+func deliveryIDOf(h http.Header, cakework bool) (string, answer, bool) {
+	hs := deliveryHeaders
+	if cakework {
+		hs = hs[:1]
+	}
+	for _, name := range hs {
+		if v := hget(h, name); v != "" {
+			if len(v) > maxDeliveryID {
+				return "", fail(http.StatusBadRequest, outBadRequest,
+					fmt.Sprintf("%s is %d bytes long; send at most %d", name, len(v), maxDeliveryID)), false
+			}
+			return v, answer{}, true
+		}
+	}
+	return "", answer{}, true
+}
+
+var jsonCT = []string{"application/json"}
+
+func (in *Ingest) write(w http.ResponseWriter, a answer, bp *[]byte) {
+	if a.retryAfter != "" {
+		w.Header()["Retry-After"] = []string{a.retryAfter}
+	}
+	if a.status != http.StatusAccepted && a.status != http.StatusOK {
+		httpapi.WriteError(w, a.status, a.msg)
+		return
+	}
+	// The success answers are the hot path: write them by hand. Event ids
+	// are hex, so they need no escaping.
+	b := append((*bp)[:0], `{"id":"`...)
+	b = append(b, a.id...)
+	if a.status == http.StatusOK {
+		b = append(b, `","duplicate":true}`...)
+	} else {
+		b = append(b, `"}`...)
+	}
+	b = append(b, '\n')
+	*bp = b
+	h := w.Header()
+	h[hdrContentType] = jsonCT
+	w.WriteHeader(a.status)
+	_, _ = w.Write(b)
+}
+
+// isJSON accepts a missing Content-Type (senders of unsigned webhooks often
+// leave it out; the body must still parse as JSON), application/json and
+// any application/*+json, with parameters.
+func isJSON(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = strings.TrimSpace(ct)
+	const app = "application/"
+	if len(ct) < len(app) || !strings.EqualFold(ct[:len(app)], app) {
+		return false
+	}
+	sub := ct[len(app):]
+	return strings.EqualFold(sub, "json") ||
+		(len(sub) > len("+json") && strings.EqualFold(sub[len(sub)-len("+json"):], "+json"))
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readBody reads at most max bytes of r into buf (grown as needed).
+func readBody(r io.Reader, buf []byte, max int64) ([]byte, error) {
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > max {
+				return buf, errTooLarge
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > max {
+			return buf, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,178 @@
+package poller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/cakework"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// buildData is a build event's data, the same shape ingest sends: the
+// build as the API returned it, normalized, plus previousStatus and
+// observedBy.
+type buildData struct {
+	cakework.Build
+	PreviousStatus string `json:"previousStatus,omitempty"`
+	ObservedBy     string `json:"observedBy"`
+	// StuckAfter is set on build.stuck only.
+	StuckAfter string `json:"stuckAfter,omitempty"`
+}
+
+// pollBuilds calls getBuild for each watched build that is not finished.
+// A finished build is left to the logs schedule, which drops the watch once
+// its log is drained (or at once here when build logs are not tailed).
+func (p *Poller) pollBuilds(ctx context.Context) error {
+	var todo, finished []string
+	if err := p.store.View(func(tx *state.Tx) error {
+		ws, err := tx.Watches(state.KindBuild)
+		if err != nil {
+			return err
+		}
+		for id := range ws {
+			st, ok, err := tx.GetBuild(id)
+			if err == nil && ok && st.Finished() {
+				finished = append(finished, id)
+				continue
+			}
+			todo = append(todo, id)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("builds: read watches: %w", err)
+	}
+	if !p.cfg.Logs.Builds && len(finished) > 0 {
+		if err := p.store.Update(ctx, func(tx *state.Tx) error {
+			for _, id := range finished {
+				if _, err := tx.DeleteWatch(state.KindBuild, id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("builds: drop finished: %w", err)
+		}
+	}
+	sort.Strings(todo)
+	return parallel(ctx, p.workers, todo, p.pollBuild)
+}
+
+func (p *Poller) pollBuild(ctx context.Context, id string) error {
+	key := "getBuild/" + id
+	if !p.due(key) || p.paused() {
+		return nil
+	}
+	b, err := p.client.GetBuild(ctx, id)
+	if err != nil {
+		p.failed(key, err)
+		if cakework.IsNotFound(err) {
+			p.warnOnce("build404/"+id, "watched build is unknown to Cakework; polling it with backoff until it appears or the watch is deleted", "build", id)
+			return nil
+		}
+		return fmt.Errorf("getBuild %s: %w", id, err)
+	}
+	p.succeeded(key)
+	if b.BuildID != id {
+		p.warnOnce("buildid/"+id, "getBuild answered another build; ignored", "build", id, "got", clip(b.BuildID))
+		return nil
+	}
+	if b.Status == "" || !event.ValidToken(b.Status) {
+		p.warnOnce("buildstatus/"+id+"/"+b.Status, "getBuild answered a status that cannot be an event type; ignored", "build", id, "status", clip(b.Status))
+		return nil
+	}
+	return p.applyBuild(ctx, b)
+}
+
+// applyBuild records what getBuild said and emits the change, deciding
+// inside the transaction so that a webhook committed meanwhile (ingest
+// writes the same BuildState) is not announced twice.
+func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
+	now := p.clk.Now().UTC()
+	stuckAfter := p.cfg.Builds.StuckAfter
+	var emitted int
+	err := p.store.Update(ctx, func(tx *state.Tx) error {
+		emitted = 0
+		prev, known, err := tx.GetBuild(b.BuildID)
+		if err != nil {
+			prev, known = state.BuildState{}, false
+		}
+		next := prev
+		changed := !known
+		type ev struct {
+			action, id string
+			at         time.Time
+			data       buildData
+		}
+		var evs []ev
+		newStatus := !known || prev.Status != b.Status
+		if known && prev.Finished() && !b.Finished() {
+			newStatus = false // a late "created" for a finished build
+		}
+		if newStatus {
+			at := b.UpdatedAt
+			if at.IsZero() {
+				at = now
+			}
+			evs = append(evs, ev{b.Status, event.BuildStatusID(b.BuildID, b.Status), at,
+				buildData{Build: b, PreviousStatus: prev.Status, ObservedBy: ObservedBy}})
+			next.Status = b.Status
+			next.ObservedBy = ObservedBy
+			changed = true
+		}
+		if b.ImageID != "" && next.ImageID != b.ImageID {
+			next.ImageID, changed = b.ImageID, true
+		}
+		if !b.CreatedAt.IsZero() && !next.CreatedAt.Equal(b.CreatedAt) {
+			next.CreatedAt, changed = b.CreatedAt, true
+		}
+		if !b.UpdatedAt.IsZero() && !next.UpdatedAt.Equal(b.UpdatedAt) {
+			next.UpdatedAt, changed = b.UpdatedAt, true
+		}
+		if next.FirstSeen.IsZero() {
+			next.FirstSeen, changed = now, true
+		}
+		if stuckAfter > 0 && !next.Finished() && !next.StuckEmitted {
+			origin := next.CreatedAt
+			if origin.IsZero() {
+				origin = next.FirstSeen
+			}
+			if now.Sub(origin) >= stuckAfter {
+				sb := b
+				sb.Status = next.Status
+				evs = append(evs, ev{"stuck", event.BuildStatusID(b.BuildID, "stuck"), now,
+					buildData{Build: sb, ObservedBy: ObservedBy, StuckAfter: stuckAfter.String()}})
+				next.StuckEmitted, changed = true, true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		if err := tx.PutBuild(b.BuildID, next); err != nil {
+			return err
+		}
+		for _, e := range evs {
+			ce, err := event.New(event.KindBuild, b.BuildID, e.action, e.id, e.at, e.data)
+			if err != nil {
+				return err
+			}
+			payload, err := json.Marshal(ce)
+			if err != nil {
+				return err
+			}
+			if err := tx.Enqueue(ce.NATSSubject(p.prefix), e.id, payload); err != nil {
+				return err
+			}
+		}
+		emitted = len(evs)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("build %s: commit: %w", b.BuildID, err)
+	}
+	p.m.events.WithLabelValues(event.KindBuild).Add(float64(emitted))
+	return nil
+}

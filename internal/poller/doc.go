@@ -1,0 +1,94 @@
+// Package poller turns the Cakework API's state into events: a VM
+// inventory sweep, watched builds, and log tailing with durable cursors,
+// each on its own cron schedule (poller.vms, poller.builds, poller.logs).
+//
+// # Guarantees
+//
+//   - Every change is recorded together with its event. A VM's new state,
+//     a build's new status, or a log cursor is written in the same bbolt
+//     transaction as the outbox entry that announces it; there is no
+//     moment when one is on disk without the other.
+//   - No events from bad data. A VM sweep that fails on any page (5xx,
+//     timeout, 429, garbled or truncated body) changes nothing. A failed
+//     getBuild or log page emits nothing and moves no cursor.
+//   - No first-run flood. The first complete sweep on fresh state is a
+//     baseline and emits nothing (unless poller.vms.emit_baseline). VMs
+//     running then are tailed from the baseline time, not their first line.
+//   - No invented destruction. A VM missing from a complete list is asked
+//     for with getVM: 404 or "destroyed" confirms it (vm.destroyed); another
+//     state is taken as the observation; an error leaves it for the next
+//     sweep.
+//   - Log lines exactly once, in order, across restarts and kill -9. The
+//     cursor holds the pending resume point (pagination, from and to as the
+//     server gave them), the newest emitted timestamp, and the multiset of
+//     lines emitted at that millisecond (hash of level+message -> count).
+//     Windows are whole seconds, so each new window starts at the second of
+//     the newest emitted line and the multiset drops what was already
+//     emitted; identical lines in one millisecond are all kept. The cursor
+//     commits with the page's log event. A line the API inserts later with
+//     a timestamp older than the newest emitted one is not seen (no log API
+//     window reaches back for it).
+//   - Deterministic ids. VM events: event.VMStateID(id, state, updatedAt)
+//     (a VM confirmed by a 404 has no upstream updatedAt: the last known one
+//     is used and the event time is when it was observed). Build events:
+//     event.BuildStatusID, the id ingest uses, so a webhook and a poll of
+//     the same change are one event; the poller also reads the BuildState
+//     ingest wrote, inside its transaction, and announces nothing ingest
+//     already did. Log events: event.LogBatchID(kind, id, first line's
+//     timestamp, lines at that millisecond emitted before it).
+//   - Ticks never overlap (SkipIfStillRunning, and Tick* refuse with
+//     ErrTickRunning), run in UTC, recover from panics, start after a random
+//     delay up to poller.jitter, and Stop waits up to
+//     poller.shutdown_timeout for a running tick before cancelling it.
+//   - Upstream trouble. All calls go through one cakework.Client: one rate
+//     limiter, and a 429 pauses every schedule until Retry-After (a tick
+//     that finds the pause on makes no call). 5xx, timeouts and garbled
+//     answers back off per resource (a VM's getVM, a build, a log stream)
+//     with jitter. A 401 fails the "cakework" readiness check until a call
+//     succeeds, and is logged at most once a minute.
+//
+// # Cost
+//
+// A VM sweep costs one listVMs call per page plus one getVM per vanished
+// VM. A builds tick costs one getBuild per unfinished watched build. A logs
+// tick costs, per tailed stream, one call when there is nothing new and
+// one call per page of new lines (up to poller.logs.max_pages; the rest is
+// read next tick from the stored resume point). With cakework.rate_limit R
+// a tick over N streams needs at least N/R seconds; a tick that overruns
+// its schedule makes the next one skip.
+//
+// # What is tailed, and for how long
+//
+//   - Watched builds (poller.logs.builds), from their first line. A
+//     finished build's watch is deleted once a logs pass that started after
+//     it finished found nothing new. The cursor is kept, so watching the
+//     build again resumes instead of repeating.
+//   - Watched function builds (PUT /v1/watches/function-builds/{id}): there
+//     is no status endpoint, so they are tailed until DELETE, or until a
+//     pass finds nothing new and no line arrived for
+//     Options.FunctionBuildIdle (10 minutes) since the last new line or the
+//     watch. A 404 means "no log yet". The cursor is kept.
+//   - VMs (poller.logs.vms) while they are started: the sweep creates the
+//     cursor in the transaction that records the VM running (also for a
+//     VM that started and stopped between two sweeps). Once a VM is in any
+//     other state, its last lines are drained and the cursor deleted; its
+//     last timestamp is kept on the VM record so a cached VM that starts
+//     again resumes after it.
+//
+// # For in-process consumers (the auto-stopper)
+//
+//   - VMKnowledge(id) says how fresh the poller's view of a VM is: the last
+//     good and failed sweep, the last good and failed logs pass for that
+//     VM, its state, and its newest log line (from the cursor, so it
+//     survives restarts). Knowledge.LogsHealthy(now, maxAge) is the test for
+//     "the idle clock may run".
+//   - Observe(Observer{VMState, VMLog}) delivers VM state changes and new
+//     log line times after they commit, synchronously from the tick; the
+//     callbacks must not block.
+//   - Client() is the shared API client: use it for stopVM so the rate
+//     limit and 429 pause cover every call.
+//
+// Watches come from poller.watch_builds (written at Start, source
+// "config"), the admin API (Register), NATS request-reply on
+// relay.watch.build, and ingest (which writes watches directly).
+package poller

@@ -1,0 +1,225 @@
+package poller
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/cakework"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// Knowledge is how fresh the poller's view of one VM is. The auto-stopper
+// must only act on a VM whose knowledge is fresh: a failing sweep or a
+// failing log stream means the relay does not know whether it is idle.
+type Knowledge struct {
+	// Known is false for a VM the poller has never seen.
+	Known bool
+	// State is the state from the last complete sweep (or getVM).
+	State string
+	// LastSweepOK / LastSweepFailed are the last complete and the last
+	// failed VM sweep (the sweep is all or nothing, so these are shared by
+	// every VM).
+	LastSweepOK     time.Time
+	LastSweepFailed time.Time
+	// LastLogOK / LastLogFailed are the last successful and failed logs
+	// pass over this VM's stream. Zero LastLogOK: not tailed yet.
+	LastLogOK     time.Time
+	LastLogFailed time.Time
+	// LastLogLine is the timestamp of the newest line emitted for this VM
+	// (persisted in its cursor, so it survives restarts).
+	LastLogLine time.Time
+	// Tailing is true while the VM has a log cursor.
+	Tailing bool
+}
+
+// LogsHealthy reports whether the last logs pass for the VM succeeded and
+// is no older than maxAge. The auto-stopper's idle clock should only run
+// while this holds.
+func (k Knowledge) LogsHealthy(now time.Time, maxAge time.Duration) bool {
+	return !k.LastLogOK.IsZero() && !k.LastLogOK.Before(k.LastLogFailed) && now.Sub(k.LastLogOK) <= maxAge
+}
+
+// VMStateChange tells in-process observers that a VM reached a state. It
+// is delivered after the change and its event committed.
+type VMStateChange struct {
+	ID            string
+	State         string
+	PreviousState string // "" for a VM first seen
+	VM            cakework.VM
+	At            time.Time // upstream updatedAt, else when observed
+}
+
+// VMLogProgress tells observers that new log lines of a VM were committed.
+type VMLogProgress struct {
+	ID         string
+	NewestLine time.Time
+	Lines      int
+}
+
+// Observer receives in-process notifications. Either func may be nil.
+// Calls are synchronous, from the tick's goroutines (possibly several at
+// once), after the commit; they must be quick and must not block (hand off
+// to a channel with a default case, or take a mutex briefly).
+type Observer struct {
+	VMState func(VMStateChange)
+	VMLog   func(VMLogProgress)
+}
+
+type observers struct {
+	mu   sync.RWMutex
+	next int
+	list map[int]Observer
+}
+
+// Observe registers o and returns a func that removes it.
+func (p *Poller) Observe(o Observer) (remove func()) {
+	p.obs.mu.Lock()
+	defer p.obs.mu.Unlock()
+	if p.obs.list == nil {
+		p.obs.list = map[int]Observer{}
+	}
+	id := p.obs.next
+	p.obs.next++
+	p.obs.list[id] = o
+	return func() {
+		p.obs.mu.Lock()
+		delete(p.obs.list, id)
+		p.obs.mu.Unlock()
+	}
+}
+
+func (p *Poller) notifyState(c VMStateChange) {
+	p.obs.mu.RLock()
+	defer p.obs.mu.RUnlock()
+	for _, o := range p.obs.list {
+		if o.VMState != nil {
+			o.VMState(c)
+		}
+	}
+}
+
+func (p *Poller) notifyLog(c VMLogProgress) {
+	p.obs.mu.RLock()
+	defer p.obs.mu.RUnlock()
+	for _, o := range p.obs.list {
+		if o.VMLog != nil {
+			o.VMLog(c)
+		}
+	}
+}
+
+// knowledge is the in-memory side of Knowledge.
+type knowledge struct {
+	mu          sync.Mutex
+	sweepOK     time.Time
+	sweepFailed time.Time
+	vms         map[string]*vmKnow
+}
+
+type vmKnow struct {
+	state         string
+	lastLogOK     time.Time
+	lastLogFailed time.Time
+	lastLine      time.Time
+	tailing       bool
+}
+
+func newKnowledge() *knowledge { return &knowledge{vms: map[string]*vmKnow{}} }
+
+func (k *knowledge) get(id string) *vmKnow {
+	v := k.vms[id]
+	if v == nil {
+		v = &vmKnow{}
+		k.vms[id] = v
+	}
+	return v
+}
+
+func (k *knowledge) count() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.vms)
+}
+
+func (k *knowledge) setState(id, st string) {
+	k.mu.Lock()
+	k.get(id).state = st
+	k.mu.Unlock()
+}
+
+func (k *knowledge) forget(id string) {
+	k.mu.Lock()
+	delete(k.vms, id)
+	k.mu.Unlock()
+}
+
+func (k *knowledge) sweep(ok bool, at time.Time) {
+	k.mu.Lock()
+	if ok {
+		k.sweepOK = at
+	} else {
+		k.sweepFailed = at
+	}
+	k.mu.Unlock()
+}
+
+func (k *knowledge) logPass(id string, ok bool, at time.Time, newest time.Time, tailing bool) {
+	k.mu.Lock()
+	v := k.get(id)
+	if ok {
+		v.lastLogOK = at
+	} else {
+		v.lastLogFailed = at
+	}
+	if newest.After(v.lastLine) {
+		v.lastLine = newest
+	}
+	v.tailing = tailing
+	k.mu.Unlock()
+}
+
+// VMKnowledge reports how fresh the poller's view of VM id is. It is cheap
+// (in memory) and safe to call from any goroutine.
+func (p *Poller) VMKnowledge(id string) Knowledge {
+	k := p.know
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := Knowledge{LastSweepOK: k.sweepOK, LastSweepFailed: k.sweepFailed}
+	if v := k.vms[id]; v != nil {
+		out.Known = v.state != ""
+		out.State = v.state
+		out.LastLogOK, out.LastLogFailed = v.lastLogOK, v.lastLogFailed
+		out.LastLogLine = v.lastLine
+		out.Tailing = v.tailing
+	}
+	return out
+}
+
+// loadKnowledge fills the in-memory view from state at start: each VM's
+// last state and the newest emitted line of its stream.
+func (p *Poller) loadKnowledge() error {
+	return p.store.View(func(tx *state.Tx) error {
+		k := p.know
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if err := tx.ForEachResource(state.KindVM, func(id string, raw []byte) error {
+			var r vmRecord
+			if json.Unmarshal(raw, &r) == nil && r.GoneAt.IsZero() {
+				k.get(id).state = r.VM.State
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.ForEachCursor(state.KindVM, func(id string, raw []byte) error {
+			var c cursor
+			if json.Unmarshal(raw, &c) == nil && c.LastTs > 0 {
+				v := k.get(id)
+				v.lastLine = time.UnixMilli(c.LastTs).UTC()
+				v.tailing = true
+			}
+			return nil
+		})
+	})
+}

@@ -1,0 +1,115 @@
+package poller
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	ticks       *prometheus.CounterVec
+	tickSeconds *prometheus.HistogramVec
+	lastSuccess *prometheus.GaugeVec
+	apiCalls    *prometheus.CounterVec
+	events      *prometheus.CounterVec
+	logLines    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, p *Poller) *metrics {
+	m := &metrics{
+		ticks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_poller_tick_total", Help: "Poller ticks by schedule and result (ok, error, skipped, paused).",
+		}, []string{"schedule", "result"}),
+		tickSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "relay_poller_tick_duration_seconds", Help: "How long poller ticks took.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
+		}, []string{"schedule"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_poller_last_success_timestamp_seconds", Help: "When each schedule last completed without error.",
+		}, []string{"schedule"}),
+		apiCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_poller_api_calls_total", Help: "Cakework API calls made through the poller's client, by HTTP status (or \"error\" for no answer).",
+		}, []string{"code"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_poller_events_total", Help: "Events the poller committed to the outbox, by kind.",
+		}, []string{"kind"}),
+		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_poller_log_lines_total", Help: "Log lines emitted, by stream kind.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.ticks, m.tickSeconds, m.lastSuccess, m.apiCalls, m.events, m.logLines,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "relay_poller_cakework_paused_seconds", Help: "Seconds left of a 429 pause (0: none).",
+			}, func() float64 {
+				if u := p.client.PausedUntil(); !u.IsZero() {
+					return u.Sub(p.clk.Now()).Seconds()
+				}
+				return 0
+			}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "relay_poller_cakework_unauthorized", Help: "1 while the Cakework API rejects the API key.",
+			}, func() float64 {
+				if p.Ready() != nil {
+					return 1
+				}
+				return 0
+			}))
+	}
+	return m
+}
+
+// countingTransport counts every HTTP exchange of the client by status.
+type countingTransport struct {
+	base  http.RoundTripper
+	calls *prometheus.CounterVec
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		t.calls.WithLabelValues("error").Inc()
+		return resp, err
+	}
+	t.calls.WithLabelValues(strconv.Itoa(resp.StatusCode)).Inc()
+	return resp, nil
+}
+
+// ScheduleStatus is one schedule's section of GET /v1/status.
+type ScheduleStatus struct {
+	Schedule    string    `json:"schedule"`
+	Ticks       int64     `json:"ticks"`
+	Errors      int64     `json:"errors"`
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	LastError   time.Time `json:"lastErrorAt,omitzero"`
+	LastErr     string    `json:"lastError,omitempty"`
+	LastTookMs  int64     `json:"lastTookMs"`
+}
+
+// Status is the poller's section of GET /v1/status.
+type Status struct {
+	Schedules    map[string]ScheduleStatus `json:"schedules"`
+	PausedUntil  time.Time                 `json:"pausedUntil,omitzero"`
+	Unauthorized string                    `json:"unauthorized,omitempty"`
+	VMsKnown     int                       `json:"vmsKnown"`
+}
+
+// Status reports per-schedule last success and error counts.
+func (p *Poller) Status() Status {
+	st := Status{Schedules: map[string]ScheduleStatus{}, PausedUntil: p.client.PausedUntil(), VMsKnown: p.know.count()}
+	if err := p.Ready(); err != nil {
+		st.Unauthorized = err.Error()
+	}
+	for name, s := range p.sched {
+		s.mu.Lock()
+		st.Schedules[name] = ScheduleStatus{
+			Schedule: s.spec, Ticks: s.ticks, Errors: s.errors,
+			LastSuccess: s.lastSuccess, LastError: s.lastError, LastErr: s.lastErr,
+			LastTookMs: s.lastTook.Milliseconds(),
+		}
+		s.mu.Unlock()
+	}
+	return st
+}

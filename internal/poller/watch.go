@@ -1,0 +1,217 @@
+package poller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/httpapi"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+// WatchBuildSubject is the NATS request-reply subject that watches a build:
+// request {"id": "..."}, reply {"ok": true} or {"error": "..."}.
+const WatchBuildSubject = "relay.watch.build"
+
+// Watch sources.
+const (
+	SourceConfig = "config"
+	SourceAdmin  = "admin"
+	SourceNATS   = "nats"
+)
+
+// ErrBadID is returned for ids that cannot be a subject token.
+var ErrBadID = errors.New("invalid id")
+
+// Watch starts following a build (kind state.KindBuild) or a function
+// build's log (state.KindFunctionBuild). It reports whether the watch is
+// new; an existing watch keeps its source and time.
+func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool, err error) {
+	if err := checkKind(kind); err != nil {
+		return false, err
+	}
+	if err := event.CheckToken(kind+" id", id); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrBadID, err)
+	}
+	now := p.clk.Now().UTC()
+	err = p.store.Update(ctx, func(tx *state.Tx) error {
+		_, ok, err := tx.GetWatch(kind, id)
+		if err != nil {
+			return err
+		}
+		added = !ok
+		if ok {
+			return nil
+		}
+		return tx.PutWatch(kind, id, state.Watch{Source: source, AddedAt: now})
+	})
+	return added, err
+}
+
+// Unwatch stops following kind/id and reports whether it was watched. The
+// log cursor stays: watching it again resumes where it stopped.
+func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, err error) {
+	if err := checkKind(kind); err != nil {
+		return false, err
+	}
+	err = p.store.Update(ctx, func(tx *state.Tx) error {
+		var err error
+		removed, err = tx.DeleteWatch(kind, id)
+		return err
+	})
+	return removed, err
+}
+
+func checkKind(kind string) error {
+	if kind != state.KindBuild && kind != state.KindFunctionBuild {
+		return fmt.Errorf("poller: cannot watch kind %q", kind)
+	}
+	return nil
+}
+
+// WatchInfo is one watch as GET /v1/watches shows it.
+type WatchInfo struct {
+	ID      string    `json:"id"`
+	Source  string    `json:"source"`
+	AddedAt time.Time `json:"addedAt"`
+	// Status is the build's last known status ("" when not yet seen).
+	Status string `json:"status,omitempty"`
+}
+
+// WatchList is GET /v1/watches.
+type WatchList struct {
+	Builds         []WatchInfo `json:"builds"`
+	FunctionBuilds []WatchInfo `json:"functionBuilds"`
+}
+
+// Watches lists what is watched.
+func (p *Poller) Watches() (WatchList, error) {
+	out := WatchList{Builds: []WatchInfo{}, FunctionBuilds: []WatchInfo{}}
+	err := p.store.View(func(tx *state.Tx) error {
+		for _, k := range []string{state.KindBuild, state.KindFunctionBuild} {
+			ws, err := tx.Watches(k)
+			if err != nil {
+				return err
+			}
+			for id, w := range ws {
+				wi := WatchInfo{ID: id, Source: w.Source, AddedAt: w.AddedAt}
+				if k == state.KindBuild {
+					if st, ok, _ := tx.GetBuild(id); ok {
+						wi.Status = st.Status
+					}
+					out.Builds = append(out.Builds, wi)
+				} else {
+					out.FunctionBuilds = append(out.FunctionBuilds, wi)
+				}
+			}
+		}
+		return nil
+	})
+	for _, l := range [][]WatchInfo{out.Builds, out.FunctionBuilds} {
+		sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
+	}
+	return out, err
+}
+
+// Register mounts the admin routes (GET /v1/watches, PUT|DELETE
+// /v1/watches/builds/{id} and /v1/watches/function-builds/{id}), the
+// "cakework" readiness check and the "poller" status section.
+func (p *Poller) Register(srv *httpapi.Server) {
+	a := srv.Admin()
+	a.HandleFunc("/watches", p.handleList).Methods(http.MethodGet)
+	for path, kind := range map[string]string{"builds": state.KindBuild, "function-builds": state.KindFunctionBuild} {
+		a.HandleFunc("/watches/"+path+"/{id}", p.handleWatch(kind)).Methods(http.MethodPut, http.MethodDelete)
+	}
+	srv.AddReadyCheck("cakework", p.Ready)
+	srv.AddStatus("poller", func() any { return p.Status() })
+}
+
+func (p *Poller) handleList(w http.ResponseWriter, _ *http.Request) {
+	l, err := p.Watches()
+	if err != nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot read watches: "+err.Error())
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, l)
+}
+
+func (p *Poller) handleWatch(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := mux.Vars(r)["id"]
+		if err := event.CheckToken(kind+" id", id); err != nil {
+			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if r.Method == http.MethodDelete {
+			removed, err := p.Unwatch(r.Context(), kind, id)
+			switch {
+			case err != nil:
+				httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot remove the watch: "+err.Error())
+			case !removed:
+				httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("%s %s is not watched", kind, id))
+			default:
+				httpapi.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "id": id, "kind": kind, "removed": true})
+			}
+			return
+		}
+		added, err := p.Watch(r.Context(), kind, id, SourceAdmin)
+		if err != nil {
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot add the watch: "+err.Error())
+			return
+		}
+		status := http.StatusOK
+		if added {
+			status = http.StatusCreated
+		}
+		httpapi.WriteJSON(w, status, map[string]any{"ok": true, "id": id, "kind": kind, "added": added})
+	}
+}
+
+// natsWatch serves relay.watch.build.
+func (p *Poller) natsWatch(m *nats.Msg) {
+	reply := func(v any) {
+		if m.Reply == "" {
+			return
+		}
+		b, _ := json.Marshal(v)
+		_ = m.Respond(b)
+	}
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		reply(map[string]string{"error": `want {"id": "<build id>"}: ` + err.Error()})
+		return
+	}
+	if req.ID == "" {
+		reply(map[string]string{"error": `id is missing; send {"id": "<build id>"}`})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.Watch(ctx, state.KindBuild, req.ID, SourceNATS); err != nil {
+		reply(map[string]string{"error": err.Error()})
+		return
+	}
+	reply(map[string]bool{"ok": true})
+}
+
+// RegisterOff mounts the watch routes for a relay whose poller is off: they
+// answer 503 with the reason instead of 404.
+func RegisterOff(srv *httpapi.Server, reason string) {
+	off := func(w http.ResponseWriter, _ *http.Request) {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "the poller is off: "+reason)
+	}
+	a := srv.Admin()
+	a.HandleFunc("/watches", off).Methods(http.MethodGet)
+	a.HandleFunc("/watches/builds/{id}", off).Methods(http.MethodPut, http.MethodDelete)
+	a.HandleFunc("/watches/function-builds/{id}", off).Methods(http.MethodPut, http.MethodDelete)
+}
