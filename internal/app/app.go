@@ -24,6 +24,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
+	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -63,6 +64,9 @@ type Deps struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
+	// Poller is set by the poller component when it runs (there is an API
+	// key); components after it in DefaultComponents may use it.
+	Poller *poller.Poller
 }
 
 // App is a running relay.

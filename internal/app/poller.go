@@ -39,6 +39,7 @@ func pollerComponent(d *Deps) (Component, error) {
 		return nil, err
 	}
 	p.Register(d.HTTP)
+	d.Poller = p
 	return p, nil
 }
 

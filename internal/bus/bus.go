@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,7 +226,7 @@ func (b *Bus) connectExternal() error {
 	}
 	nc, err := nats.Connect(b.opts.URL, copts...)
 	if err != nil {
-		return fmt.Errorf("bus: connect to %s: %w (check bus.url, bus.creds_file and bus.tls)", redactURL(b.opts.URL), err)
+		return fmt.Errorf("bus: connect to %s: %w (check bus.url, bus.creds_file and bus.tls)", redactURL(b.opts.URL), redactErr(err, b.opts.URL))
 	}
 	b.nc = nc
 	return nil
@@ -482,24 +483,48 @@ func (l *natsLogger) Errorf(f string, v ...any)  { l.log.Error("nats: " + fmt.Sp
 func (l *natsLogger) Debugf(f string, v ...any)  {}
 func (l *natsLogger) Tracef(f string, v ...any)  {}
 
-func redactURL(u string) string {
-	// nats URLs may carry user:pass@; never echo them.
-	for i := 0; i < len(u); i++ {
-		if u[i] == '@' {
-			if j := indexScheme(u); j > 0 {
-				return u[:j] + "REDACTED" + u[i:]
-			}
-			return "REDACTED" + u[i:]
+// redactErr hides the credentials of urls in err's text (nats.Connect
+// quotes a URL it cannot parse whole). err is returned as is when it quotes
+// none.
+func redactErr(err error, urls string) error {
+	msg := err.Error()
+	clean := msg
+	for _, p := range strings.Split(urls, ",") {
+		p = strings.TrimSpace(p)
+		at := strings.LastIndex(p, "@")
+		if at < 0 {
+			continue
+		}
+		clean = strings.ReplaceAll(clean, p, redactURL(p))
+		userinfo := p[:at]
+		if j := strings.Index(userinfo, "://"); j >= 0 {
+			userinfo = userinfo[j+3:]
+		}
+		if userinfo != "" {
+			clean = strings.ReplaceAll(clean, userinfo, "REDACTED")
 		}
 	}
-	return u
+	if clean == msg {
+		return err
+	}
+	return errors.New(clean)
 }
 
-func indexScheme(u string) int {
-	for i := 0; i+2 < len(u); i++ {
-		if u[i:i+3] == "://" {
-			return i + 3
+// redactURL hides the credentials of every server in a NATS URL list
+// ("nats://u:p@a:4222,nats://u:p@b:4222"): user info (user:pass or a token)
+// is replaced, never echoed.
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		at := strings.LastIndex(p, "@")
+		if at < 0 {
+			continue
 		}
+		start := 0
+		if j := strings.Index(p, "://"); j >= 0 && j < at {
+			start = j + 3
+		}
+		parts[i] = p[:start] + "REDACTED" + p[at:]
 	}
-	return -1
+	return strings.Join(parts, ",")
 }

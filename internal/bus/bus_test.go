@@ -125,3 +125,23 @@ func TestCloseTwice(t *testing.T) {
 		t.Fatal("closed bus reports ready")
 	}
 }
+
+func TestConnectErrorHidesCredentials(t *testing.T) {
+	for _, u := range []string{
+		"nats://alice:s3cret@127.0.0.1:1,nats://bob:s3cret@127.0.0.1:2",
+		"nats://tok3n-s3cret@127.0.0.1:bad",
+		"nats://alice:s3cret@host:bad,nats://bob:s3cret@host:bad",
+	} {
+		b, err := Open(context.Background(), Options{URL: u, ReadyTimeout: 200 * time.Millisecond})
+		if err == nil {
+			b.Close(context.Background()) // connects lazily; nothing printed
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error quotes a credential: %v", err)
+		}
+	}
+	if got := redactURL("nats://alice:s3cret@a:4222, nats://bob:s3cret@b:4222"); strings.Contains(got, "s3cret") {
+		t.Errorf("redactURL: %s", got)
+	}
+}

@@ -22,8 +22,9 @@ type Knowledge struct {
 	// every VM).
 	LastSweepOK     time.Time
 	LastSweepFailed time.Time
-	// LastLogOK / LastLogFailed are the last successful and failed logs
-	// pass over this VM's stream. Zero LastLogOK: not tailed yet.
+	// LastLogOK / LastLogFailed are the last logs pass over this VM's stream
+	// that read it to the end, and the last that failed. Zero LastLogOK: not
+	// read to the end yet.
 	LastLogOK     time.Time
 	LastLogFailed time.Time
 	// LastLogLine is the timestamp of the newest line emitted for this VM
@@ -164,11 +165,16 @@ func (k *knowledge) sweep(ok bool, at time.Time) {
 	k.mu.Unlock()
 }
 
-func (k *knowledge) logPass(id string, ok bool, at time.Time, newest time.Time, tailing bool) {
+// logPass records a logs pass over a VM's stream. Only a pass that read the
+// stream to its end counts as LastLogOK: with pages left over, newer lines
+// (activity) may still be unread.
+func (k *knowledge) logPass(id string, ok, drained bool, at time.Time, newest time.Time, tailing bool) {
 	k.mu.Lock()
 	v := k.get(id)
 	if ok {
-		v.lastLogOK = at
+		if drained {
+			v.lastLogOK = at
+		}
 	} else {
 		v.lastLogFailed = at
 	}

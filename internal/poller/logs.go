@@ -233,7 +233,7 @@ func (p *Poller) tailOne(ctx context.Context, s stream) error {
 	if err != nil && !gone {
 		p.failed(s.key(), err)
 		if s.kind == state.KindVM {
-			p.know.logPass(s.id, false, now, time.Time{}, true)
+			p.know.logPass(s.id, false, false, now, time.Time{}, true)
 		}
 		return fmt.Errorf("logs %s %s: %w", s.kind, s.id, err)
 	}
@@ -243,7 +243,7 @@ func (p *Poller) tailOne(ctx context.Context, s stream) error {
 		if res.cur.LastTs > 0 {
 			newest = time.UnixMilli(res.cur.LastTs).UTC()
 		}
-		p.know.logPass(s.id, true, now, newest, true)
+		p.know.logPass(s.id, true, res.drained, now, newest, true)
 	}
 	quiet := gone || (res.drained && res.lines == 0)
 	if !quiet {

@@ -233,15 +233,20 @@ func (r *Runner) replay(ctx context.Context, stream jetstream.Stream, m *jetstre
 	}
 	res.EventID = ev.ID
 	r.replayMu.Lock()
+	if r.replayStopped {
+		// Stop may be waiting on replayWG: adding now would be a misuse.
+		r.replayMu.Unlock()
+		return res, fmt.Errorf("sink %s is not running", r.o.Name)
+	}
 	if r.replaying[m.Sequence] {
 		r.replayMu.Unlock()
 		return res, ErrReplayBusy
 	}
 	r.replaying[m.Sequence] = true
+	r.replayWG.Add(1)
 	r.replayMu.Unlock()
 
 	done := make(chan ReplayResult, 1)
-	r.replayWG.Add(1)
 	go func() {
 		defer r.replayWG.Done()
 		defer func() {

@@ -106,15 +106,15 @@ func (m *Manager) list() []*Runner {
 // Name is the component name.
 func (m *Manager) Name() string { return "sinks" }
 
-// Start starts every runner; on failure the ones started are stopped.
+// Start starts every runner; on failure every runner is stopped: the ones
+// started, and the others so their senders' background work (Slack's
+// flusher) ends too.
 func (m *Manager) Start(ctx context.Context) error {
 	rs := m.list()
-	for i, r := range rs {
+	for _, r := range rs {
 		if err := r.Start(ctx); err != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			for _, s := range rs[:i] {
-				_ = s.Stop(sctx)
-			}
+			_ = m.Stop(sctx)
 			cancel()
 			return err
 		}

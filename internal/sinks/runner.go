@@ -142,8 +142,9 @@ type Runner struct {
 	lastErrAt time.Time
 	disabled  *disabledState
 
-	replayMu  sync.Mutex
-	replaying map[uint64]bool
+	replayMu      sync.Mutex
+	replaying     map[uint64]bool
+	replayStopped bool // set by Stop; guards replayWG.Add
 }
 
 type disabledState struct {
@@ -250,10 +251,16 @@ func (l *lane) close() []*item {
 }
 
 // Start creates or updates the durable consumer and begins delivering.
-func (r *Runner) Start(ctx context.Context) error {
+func (r *Runner) Start(ctx context.Context) (err error) {
 	if !r.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("sinks: sink %s started twice", r.o.Name)
 	}
+	defer func() {
+		if err != nil {
+			// Nothing runs yet: Stop only has to close the sender.
+			r.started.Store(false)
+		}
+	}()
 	cons, err := r.o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
 		Durable:        DurableName(r.o.Name),
 		FilterSubjects: r.filter.Subjects(r.o.Bus.SubjectPrefix()),
@@ -306,6 +313,10 @@ func (r *Runner) Stop(ctx context.Context) error {
 
 func (r *Runner) stop(ctx context.Context) error {
 	r.stopNow()
+	// No replayWG.Add after this: the Wait below may begin at once.
+	r.replayMu.Lock()
+	r.replayStopped = true
+	r.replayMu.Unlock()
 	if !r.started.Load() {
 		r.cancelSends()
 		return r.closeSender()

@@ -219,3 +219,45 @@ func TestKeepAliveHoldsLongRetries(t *testing.T) {
 }
 
 var _ jetstream.Msg
+
+// closingSender counts Close calls (a sender with background work, like
+// the Slack one).
+type closingSender struct {
+	fakeSender
+	mu     sync.Mutex
+	closed int
+}
+
+func (c *closingSender) Close() error {
+	c.mu.Lock()
+	c.closed++
+	c.mu.Unlock()
+	return nil
+}
+
+func TestFailedStartStopsEverySink(t *testing.T) {
+	env := sinktest.NewEnv(t)
+	m := sinks.NewManager(sinks.ManagerOptions{Bus: env.Bus, Store: env.Store})
+	var ss []*closingSender
+	var rs []*sinks.Runner
+	for _, name := range []string{"ok", "bad.name", "later"} { // "bad.name": not a valid durable name
+		s := &closingSender{}
+		r, err := m.Add(s, sinks.Options{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, rs = append(ss, s), append(rs, r)
+	}
+	if err := m.Start(context.Background()); err == nil {
+		t.Fatal("start with an invalid durable name succeeded")
+	}
+	for i, s := range ss {
+		if s.closed != 1 {
+			t.Errorf("sink %s: sender closed %d times after the failed start, want 1 (its goroutines leak)", rs[i].Name(), s.closed)
+		}
+	}
+	// Stopping a runner whose Start failed must not panic.
+	if err := rs[1].Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

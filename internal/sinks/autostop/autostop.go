@@ -21,6 +21,9 @@ import (
 // SinkName keys this package's records in the state store.
 const SinkName = "autostop"
 
+// stopsKey holds the times of the last minute's stops, for the cap.
+const stopsKey = "stops"
+
 // VM is what the poller knows of one VM.
 type VM struct {
 	ID      string
@@ -84,8 +87,9 @@ type AutoStop struct {
 	o   Options
 	log *slog.Logger
 
-	mu    sync.Mutex // one evaluation at a time; guards stops
-	stops []time.Time
+	mu          sync.Mutex // one evaluation at a time; guards stops
+	stops       []time.Time
+	stopsLoaded bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -302,14 +306,22 @@ func (a *AutoStop) emitWarning(ctx context.Context, p plan, now time.Time) error
 	if err != nil {
 		return err
 	}
+	superseded := false
 	err = a.o.Store.Update(ctx, func(tx *state.Tx) error {
-		r := p.rec
+		r, changed, err := a.current(tx, p)
+		if superseded = changed; err != nil || changed {
+			return err
+		}
 		r.WarnedFor, r.WarnedAt = p.idleSince, now
 		if err := tx.PutSink(SinkName, "vm/"+p.vm.ID, r); err != nil {
 			return err
 		}
 		return tx.EnqueueEvent(a.o.SubjectPrefix, ev)
 	})
+	if err == nil && superseded {
+		a.log.Info("VM not warned: an activity signal arrived during the check", "vm", p.vm.ID)
+		return nil
+	}
 	if err == nil {
 		a.warned.Inc()
 		a.log.Info("VM idle: warned", "vm", p.vm.ID, "idle_since", p.idleSince, "stop_at", stopAt)
@@ -318,7 +330,19 @@ func (a *AutoStop) emitWarning(ctx context.Context, p plan, now time.Time) error
 }
 
 // underCap reports whether one more stop fits in the last minute's budget.
+// The recent stops are kept in bbolt, so a restart loop cannot exceed it.
 func (a *AutoStop) underCap(now time.Time) bool {
+	if !a.stopsLoaded {
+		var saved []time.Time
+		if err := a.o.Store.View(func(tx *state.Tx) error {
+			_, err := tx.GetSink(SinkName, stopsKey, &saved)
+			return err
+		}); err != nil {
+			a.log.Warn("auto-stop: cannot read recent stops; stopping nothing until it can", "err", err)
+			return false
+		}
+		a.stops, a.stopsLoaded = saved, true
+	}
 	keep := a.stops[:0]
 	for _, t := range a.stops {
 		if now.Sub(t) < time.Minute {
@@ -336,7 +360,28 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 			"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
 		return nil
 	}
+	// A signal may have arrived since Check read the records: look again
+	// right before the one call that cannot be undone.
+	var changed bool
+	if err := a.o.Store.View(func(tx *state.Tx) (err error) {
+		_, changed, err = a.current(tx, p)
+		return err
+	}); err != nil {
+		return fmt.Errorf("auto-stop: re-read %s before stopping: %w", p.vm.ID, err)
+	}
+	if changed {
+		a.log.Info("idle VM kept: an activity signal arrived during the check", "vm", p.vm.ID)
+		return nil
+	}
+	// Count the stop durably before the call, so a crash right after it
+	// still counts against the cap.
 	a.stops = append(a.stops, now)
+	if err := a.o.Store.Update(ctx, func(tx *state.Tx) error {
+		return tx.PutSink(SinkName, stopsKey, a.stops)
+	}); err != nil {
+		a.stops = a.stops[:len(a.stops)-1]
+		return fmt.Errorf("auto-stop: record stop of %s before calling: %w", p.vm.ID, err)
+	}
 	call := "stopVM"
 	if a.cached(p.vm.ID) {
 		call = "stopCachedVM"
@@ -374,7 +419,12 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 		return err
 	}
 	err = a.o.Store.Update(ctx, func(tx *state.Tx) error {
-		r := p.rec
+		// The call was made: record it whatever arrived meanwhile, on the
+		// current record so a signal is not overwritten.
+		r, _, err := a.current(tx, p)
+		if err != nil {
+			return err
+		}
 		r.StoppedStart, r.StoppedAt = p.vm.StartedAt, now
 		if err := tx.PutSink(SinkName, "vm/"+p.vm.ID, r); err != nil {
 			return err
@@ -389,6 +439,18 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 	a.stopped.Inc()
 	a.log.Warn("VM auto-stopped", "vm", p.vm.ID, "call", call, "idle", idle.Round(time.Second), "already_stopped", already)
 	return nil
+}
+
+// current re-reads p's VM record in tx. Activity signals are written
+// outside Check's lock, so one may have landed since Check read p.rec:
+// writes must start from the current record (never overwrite a signal),
+// and changed reports a newer signal, which restarts the idle clock.
+func (a *AutoStop) current(tx *state.Tx, p plan) (record, bool, error) {
+	var r record
+	if _, err := tx.GetSink(SinkName, "vm/"+p.vm.ID, &r); err != nil {
+		return record{}, false, err
+	}
+	return r, r.LastSignal.After(p.rec.LastSignal), nil
 }
 
 // HandleActivity answers a relay.vm.activity request body.

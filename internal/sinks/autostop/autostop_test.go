@@ -400,3 +400,113 @@ func TestWarningAlwaysLeadsTheStop(t *testing.T) {
 		t.Fatal("not stopped after warn_before")
 	}
 }
+
+// hookStopper runs onStop before each real stop call.
+type hookStopper struct {
+	Stopper
+	onStop func(id string)
+}
+
+func (h hookStopper) StopVM(ctx context.Context, id string) error {
+	h.onStop(id)
+	return h.Stopper.StopVM(ctx, id)
+}
+
+func TestSignalDuringCheckIsNotOverwritten(t *testing.T) {
+	// An activity signal for vmB lands while a Check is running (here: while
+	// vmA is being stopped, after Check read the records). The Check must
+	// neither overwrite the signal with the record it read earlier nor warn
+	// about, let alone stop, vmB on the stale idle clock.
+	e := newEnv(t, defaults())
+	srv := httptest.NewServer(e.sim.Handler())
+	t.Cleanup(srv.Close)
+	cl, err := cakework.New(cakework.Options{BaseURL: srv.URL, APIKey: "k", Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signalled := false
+	stopper := hookStopper{Stopper: cl, onStop: func(id string) {
+		if id == "vmA" && !signalled {
+			signalled = true
+			if err := e.as.Activity(context.Background(), "vmB"); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	e.as, err = New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: stopper, Store: e.store, SubjectPrefix: "cakework", Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startVM("vmA", "img")
+	e.run(5*time.Minute, nil)
+	e.startVM("vmB", "img") // warned exactly when vmA is stopped
+	e.run(25*time.Minute, nil)
+	if !signalled || e.events("autostopped")["vmA"] != 1 {
+		t.Fatalf("vmA not stopped at 30m (autostopped %v)", e.events("autostopped"))
+	}
+	if n := e.events("idle")["vmB"]; n != 0 {
+		t.Fatalf("vmB warned %d times right after an activity signal", n)
+	}
+	e.run(15*time.Minute, nil)
+	if e.events("autostopped")["vmB"] != 0 {
+		t.Fatal("vmB stopped 15 minutes after an activity signal (idle_after is 30m)")
+	}
+}
+
+func TestSignalDuringCheckPreventsStop(t *testing.T) {
+	// vmA and vmB are due in the same Check; a signal for vmB lands while
+	// vmA is being stopped. vmB must be kept.
+	e := newEnv(t, defaults())
+	srv := httptest.NewServer(e.sim.Handler())
+	t.Cleanup(srv.Close)
+	cl, err := cakework.New(cakework.Options{BaseURL: srv.URL, APIKey: "k", Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signalled := false
+	stopper := hookStopper{Stopper: cl, onStop: func(id string) {
+		if id == "vmA" && !signalled {
+			signalled = true
+			if err := e.as.Activity(context.Background(), "vmB"); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	e.as, err = New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: stopper, Store: e.store, SubjectPrefix: "cakework", Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startVM("vmA", "img")
+	e.startVM("vmB", "img")
+	e.run(30*time.Minute, nil)
+	if !signalled || e.events("autostopped")["vmA"] != 1 {
+		t.Fatalf("vmA not stopped at 30m (autostopped %v)", e.events("autostopped"))
+	}
+	if e.events("autostopped")["vmB"] != 0 || e.simState("vmB") != "started" {
+		t.Fatal("vmB stopped although an activity signal arrived before its stop call")
+	}
+}
+
+func TestCapSurvivesRestart(t *testing.T) {
+	cfg := defaults()
+	cfg.MaxStopsPerMinute = 2
+	e := newEnv(t, cfg)
+	srv := httptest.NewServer(e.sim.Handler())
+	t.Cleanup(srv.Close)
+	for i := 0; i < 6; i++ {
+		e.startVM(fmt.Sprintf("vm%d", i), "img")
+	}
+	e.run(30*time.Minute+15*time.Second, nil)
+	first := e.sim.CallCount(cakeworksim.RouteStopVM)
+	if first != 2 {
+		t.Fatalf("%d stops in the first minute, want 2", first)
+	}
+	// Restart within the same minute: the budget is spent already.
+	e.restart(srv.URL)
+	if err := e.as.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.sim.CallCount(cakeworksim.RouteStopVM); got != first {
+		t.Fatalf("restart reset the cap: %d stops", got)
+	}
+}

@@ -29,6 +29,12 @@
 // stopped. Then vm.autostopped is emitted with the idle time and dryRun. With
 // dry_run it emits both events and calls nothing.
 //
+// Failure times are kept in memory. After a restart, the rule that a sweep
+// and a log poll read to the end must succeed after the warning still holds,
+// and log cursors are gap-free, so lines written while polling failed are
+// read before any stop. The last minute's stops are kept in bbolt, so a
+// restart loop cannot exceed max_stops_per_minute.
+//
 // The stopper runs in the process that runs the poller and reads the
 // poller's in-process knowledge, never another process's events.
 package autostop

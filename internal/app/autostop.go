@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"errors"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cakework-relay/cakework-relay/internal/poller"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/autostop"
+)
+
+// autostopComponent records activity signals (admin API and NATS) always,
+// and runs the auto-stopper when sinks.autostop.enabled. It must come after
+// the poller: it acts only on this process's poller's knowledge.
+func autostopComponent(d *Deps) (Component, error) {
+	sig := autostop.Signals{Store: d.Store, Clock: d.Clock}
+	sig.Mount(d.HTTP.Admin())
+	c := &autostopRunner{sig: sig, nc: d.Bus.Conn()}
+	cfg := d.Config.Sinks.Autostop
+	if !cfg.Enabled {
+		return c, nil
+	}
+	if d.Poller == nil {
+		return nil, errors.New("sinks.autostop.enabled needs the poller, which is off: set cakework.api_key or CAKEWORK_API_KEY")
+	}
+	as, err := autostop.New(autostop.Options{
+		Config:        cfg,
+		LogsWatched:   d.Config.Poller.Logs.VMs,
+		Source:        pollerSource{d.Poller},
+		Stopper:       d.Poller.Client(),
+		Store:         d.Store,
+		SubjectPrefix: d.Config.Bus.SubjectPrefix,
+		Clock:         d.Clock,
+		Logger:        d.Logger,
+		Registerer:    d.Registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.as = as
+	return c, nil
+}
+
+type autostopRunner struct {
+	sig autostop.Signals
+	nc  *nats.Conn
+	sub *nats.Subscription
+	as  *autostop.AutoStop
+}
+
+func (c *autostopRunner) Name() string { return "autostop" }
+
+func (c *autostopRunner) Start(ctx context.Context) error {
+	sub, err := c.sig.Subscribe(c.nc)
+	if err != nil {
+		return err
+	}
+	c.sub = sub
+	if c.as != nil {
+		return c.as.Start(ctx)
+	}
+	return nil
+}
+
+func (c *autostopRunner) Stop(ctx context.Context) error {
+	var errs []error
+	if c.sub != nil {
+		errs = append(errs, c.sub.Unsubscribe())
+	}
+	if c.as != nil {
+		errs = append(errs, c.as.Stop(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// pollerSource shows the poller's knowledge to the auto-stopper.
+type pollerSource struct{ p *poller.Poller }
+
+func (s pollerSource) StartedVMs() []autostop.VM {
+	views, err := s.p.VMsInState(poller.Started)
+	if err != nil {
+		// Knowing nothing stops nothing.
+		return nil
+	}
+	out := make([]autostop.VM, 0, len(views))
+	for _, v := range views {
+		out = append(out, autostop.VM{
+			ID:              v.ID,
+			State:           v.State,
+			ImageID:         v.ImageID,
+			StartedAt:       v.StateSince,
+			WatchedSince:    v.WatchedSince,
+			LastLogLine:     v.LastLogLine,
+			LastSweepOK:     v.LastSweepOK,
+			LastSweepFailed: v.LastSweepFailed,
+			LastLogOK:       v.LastLogOK,
+			LastLogFailed:   v.LastLogFailed,
+		})
+	}
+	return out
+}
