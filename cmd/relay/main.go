@@ -47,7 +47,7 @@ func commands() map[string]command {
 		"check-config": runCheckConfig,
 		"version":      runVersion,
 		"simulate":     runSimulate,
-		"demo":         notYet("demo"),
+		"demo":         runDemo,
 		"tail":         runTail,
 		"watch":        runWatch,
 		"unwatch":      runUnwatch,
@@ -86,18 +86,6 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok
 		return 2, false
 	}
 	return 0, true
-}
-
-func notYet(name string) command {
-	return func(_ context.Context, args []string, stdout, stderr io.Writer) int {
-		fs := flag.NewFlagSet(name, flag.ContinueOnError)
-		fs.Usage = func() { fmt.Fprintf(stderr, "relay %s: not yet available in this build\n", name) }
-		if code, ok := parseFlags(fs, args, stderr); !ok {
-			return code
-		}
-		fmt.Fprintf(stderr, "relay %s: not yet available in this build\n", name)
-		return 1
-	}
 }
 
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
