@@ -407,7 +407,7 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 		"vmId":           p.vm.ID,
 		"imageId":        p.vm.ImageID,
 		"idleSince":      p.idleSince.UTC(),
-		"idleSeconds":    int64(idle.Seconds()),
+		"idleSeconds":    int64(idle.Round(time.Second).Seconds()),
 		"idleFor":        idle.Round(time.Second).String(),
 		"dryRun":         a.o.Config.DryRun,
 		"call":           call,
