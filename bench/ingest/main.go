@@ -74,13 +74,21 @@ func run() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		st0 := a.Deps().Store.Stats()
 		relay = load("relay", "http://"+a.HTTPAddr()+"/webhooks/cakework", *senders, *warmup, *duration, *cpuprofile)
+		st1 := a.Deps().Store.Stats()
 		depth := a.Deps().Store.OutboxDepth()
 		t0 := time.Now()
 		for a.Deps().Store.OutboxDepth() > 0 && time.Since(t0) < 30*time.Second {
 			time.Sleep(10 * time.Millisecond)
 		}
 		relay.print()
+		if c, u := st1.Commits-st0.Commits, st1.Updates-st0.Updates; c > 0 && u > 0 {
+			// Updates include the publisher's outbox deletes.
+			fmt.Printf("relay: %d commits, %.1f updates/commit, %.2f pages written/update, write+sync %s/commit\n",
+				c, float64(u)/float64(c), float64(st1.PagesWritten-st0.PagesWritten)/float64(u),
+				((st1.WriteTime - st0.WriteTime) / time.Duration(c)).Round(time.Microsecond))
+		}
 		fmt.Printf("relay: outbox depth at end of load %d, drained to JetStream in %s\n", depth, time.Since(t0).Round(time.Millisecond))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		a.Stop(ctx)
@@ -167,7 +175,7 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
-	var errs atomic.Int64
+	var errs, total atomic.Int64
 	lats := make([][]time.Duration, senders)
 	var wg sync.WaitGroup
 	var ru0 syscall.Rusage
@@ -176,7 +184,8 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 		var ru1 syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
-		fmt.Printf("%-5s: process CPU %.2f cores (load generator included)\n", name, cpu.Seconds()/time.Since(start).Seconds())
+		fmt.Printf("%-5s: process CPU %.2f cores, %.0f µs/request (load generator included)\n", name,
+			cpu.Seconds()/time.Since(start).Seconds(), float64(cpu.Microseconds())/float64(max(total.Load(), 1)))
 	}()
 	var prof *os.File
 	if cpuprofile != "" {
@@ -227,6 +236,7 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 					}
 				}
 				d := time.Since(t0)
+				total.Add(1)
 				if err != nil {
 					if errs.Add(1) == 1 {
 						fmt.Fprintf(os.Stderr, "%s: first error: %v\n", name, err)

@@ -185,13 +185,24 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	if err != nil {
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())
 	}
-	payload, err := json.Marshal(ev)
+	payload, err := appendEvent(make([]byte, 0, 256+len(ev.Data)), &ev)
 	if err != nil {
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())
 	}
 	subject := ev.NATSSubject(in.prefix)
 	seenKey := seenKeyFor(deliveryID, id)
 	expires := now.Add(in.seenTTL)
+	// Likewise the records of a build the relay has not seen yet (the
+	// common case), and its poller watch.
+	fresh := nextBuild(state.BuildState{}, b, now)
+	freshRaw, err := state.EncodeBuild(fresh)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	watchRaw, err := state.EncodeWatch(state.Watch{Source: "webhook", AddedAt: now})
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
 	var dup bool
 	err = in.store.Update(ctx, func(tx *state.Tx) error {
 		dup = false
@@ -221,30 +232,20 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 			if err != nil {
 				return err
 			}
-			if p, err = json.Marshal(e); err != nil {
+			if p, err = appendEvent(make([]byte, 0, 256+len(e.Data)), &e); err != nil {
 				return err
 			}
 		}
-		next := prev
-		next.Status = b.Status
-		next.ObservedBy = "webhook"
-		if b.ImageID != "" {
-			next.ImageID = b.ImageID
+		if known {
+			err = tx.PutBuild(b.BuildID, nextBuild(prev, b, now))
+		} else {
+			err = tx.PutBuildEncoded(b.BuildID, freshRaw)
 		}
-		if !b.CreatedAt.IsZero() {
-			next.CreatedAt = b.CreatedAt
-		}
-		if !b.UpdatedAt.IsZero() {
-			next.UpdatedAt = b.UpdatedAt
-		}
-		if next.FirstSeen.IsZero() {
-			next.FirstSeen = now
-		}
-		if err := tx.PutBuild(b.BuildID, next); err != nil {
+		if err != nil {
 			return err
 		}
-		if _, watched, _ := tx.GetWatch(state.KindBuild, b.BuildID); !watched {
-			if err := tx.PutWatch(state.KindBuild, b.BuildID, state.Watch{Source: "webhook", AddedAt: now}); err != nil {
+		if !tx.HasWatch(state.KindBuild, b.BuildID) {
+			if err := tx.PutWatchEncoded(state.KindBuild, b.BuildID, watchRaw); err != nil {
 				return err
 			}
 		}
@@ -257,6 +258,26 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
 	}
 	return answer{status: http.StatusAccepted, outcome: outAccepted, id: id}
+}
+
+// nextBuild is a build's state after the webhook b, from its previous state.
+func nextBuild(prev state.BuildState, b buildData, now time.Time) state.BuildState {
+	next := prev
+	next.Status = b.Status
+	next.ObservedBy = "webhook"
+	if b.ImageID != "" {
+		next.ImageID = b.ImageID
+	}
+	if !b.CreatedAt.IsZero() {
+		next.CreatedAt = b.CreatedAt
+	}
+	if !b.UpdatedAt.IsZero() {
+		next.UpdatedAt = b.UpdatedAt
+	}
+	if next.FirstSeen.IsZero() {
+		next.FirstSeen = now
+	}
+	return next
 }
 
 // seenKeyFor is the dedup key: the sender's delivery id when it gave one,

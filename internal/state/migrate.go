@@ -19,6 +19,16 @@ var migrations = []func(*bolt.Tx) error{
 		}
 		return nil
 	},
+	// 2: seen webhook ids live only in the time-ordered expiry index (and in
+	// memory, rebuilt from it at Open). Every id in webhook_ids has its
+	// entry there (both were written in one transaction), so the old
+	// random-keyed bucket is dropped.
+	func(tx *bolt.Tx) error {
+		if tx.Bucket(bWebhookIDs) == nil {
+			return nil
+		}
+		return tx.DeleteBucket(bWebhookIDs)
+	},
 }
 
 // SchemaVersion is the version this build writes.

@@ -1,6 +1,9 @@
 package state
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Kinds used as key prefixes. They match the event kinds.
 const (
@@ -38,3 +41,13 @@ func (t *Tx) GetBuild(id string) (BuildState, bool, error) {
 
 // PutBuild writes a build's state.
 func (t *Tx) PutBuild(id string, b BuildState) error { return t.PutResource(KindBuild, id, b) }
+
+// EncodeBuild encodes a build's state for PutBuildEncoded. Callers on a hot
+// path encode before Update, so the work is not done in the commit loop.
+func EncodeBuild(b BuildState) ([]byte, error) { return json.Marshal(b) }
+
+// PutBuildEncoded writes a build's state encoded by EncodeBuild. raw must
+// not change until Update returned.
+func (t *Tx) PutBuildEncoded(id string, raw []byte) error {
+	return t.tx.Bucket(bResources).Put(key(KindBuild, id), raw)
+}

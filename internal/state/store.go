@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +48,11 @@ type Store struct {
 
 	outboxDepth atomic.Int64
 	notify      chan struct{}
+
+	// seen is the in-memory index of remembered webhook ids (seen.go).
+	seen seenIndex
+
+	commits, updates atomic.Int64
 }
 
 type request struct {
@@ -99,6 +103,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.outboxDepth.Store(int64(tx.Bucket(bOutbox).Stats().KeyN))
+		if err := s.seen.load(tx); err != nil {
+			return fmt.Errorf("webhook ids: %w", err)
+		}
 		return nil
 	}); err != nil {
 		db.Close()
@@ -163,7 +170,7 @@ func (s *Store) View(fn func(*Tx) error) error {
 	if err := s.Ready(); err != nil {
 		return err
 	}
-	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, seen: &s.seen}) })
 }
 
 func (s *Store) commitLoop() {
@@ -209,8 +216,9 @@ func (s *Store) commit(batch []*request) {
 	for len(batch) > 0 {
 		failed := -1
 		var added int64
+		var seen seenChanges
 		err := s.db.Update(func(btx *bolt.Tx) error {
-			tx := &Tx{tx: btx}
+			tx := &Tx{tx: btx, seen: &s.seen}
 			for i, r := range batch {
 				if err := r.fn(tx); err != nil {
 					failed = i
@@ -218,12 +226,19 @@ func (s *Store) commit(batch []*request) {
 				}
 			}
 			added = tx.outboxAdded
+			seen = tx.seenCh
 			return nil
 		})
 		if failed >= 0 {
 			batch[failed].done <- err
 			batch = append(batch[:failed:failed], batch[failed+1:]...)
 			continue
+		}
+		if err == nil {
+			// Only now, with the commit durable, do the ids count as seen.
+			s.seen.apply(&seen)
+			s.commits.Add(1)
+			s.updates.Add(int64(len(batch)))
 		}
 		if err == nil && added != 0 {
 			s.outboxDepth.Add(added)
@@ -250,7 +265,9 @@ func (s *Store) OutboxDepth() int { return int(s.outboxDepth.Load()) }
 // OutboxNotify receives a value after a commit added outbox entries.
 func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
 
-// OutboxEntry is one event waiting for the bus.
+// OutboxEntry is one event waiting for the bus. Entries returned by the
+// same PeekOutbox share memory: treat Payload as read-only. (The JSON tags
+// read entries stored before the binary format, see outboxenc.go.)
 type OutboxEntry struct {
 	Seq     uint64 `json:"-"`
 	Subject string `json:"subject"`
@@ -258,17 +275,30 @@ type OutboxEntry struct {
 	Payload []byte `json:"payload"`
 }
 
+// outboxChunk is the size of the buffers PeekOutbox copies entries into.
+const outboxChunk = 64 << 10
+
 // PeekOutbox returns up to max of the oldest outbox entries, in order.
 func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
 	var out []OutboxEntry
 	err := s.View(func(tx *Tx) error {
+		// bbolt's values live only as long as the transaction: copy them
+		// into a few large chunks, which the entries then point into.
+		var arena []byte
 		c := tx.tx.Bucket(bOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
-			var e OutboxEntry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("outbox entry %d: %w", binary.BigEndian.Uint64(k), err)
+			if out == nil {
+				out = make([]OutboxEntry, 0, min(max, s.OutboxDepth()+16))
 			}
-			e.Seq = binary.BigEndian.Uint64(k)
+			if cap(arena)-len(arena) < len(v) {
+				arena = make([]byte, 0, outboxChunk+len(v))
+			}
+			start := len(arena)
+			arena = append(arena, v...)
+			e := OutboxEntry{Seq: binary.BigEndian.Uint64(k)}
+			if err := decodeOutbox(arena[start:len(arena):len(arena)], &e); err != nil {
+				return fmt.Errorf("outbox entry %d: %w", e.Seq, err)
+			}
 			out = append(out, e)
 		}
 		return nil
@@ -301,7 +331,6 @@ func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (i
 	err := s.Update(ctx, func(tx *Tx) error {
 		n = 0
 		idx := tx.tx.Bucket(bWebhookExpiry)
-		ids := tx.tx.Bucket(bWebhookIDs)
 		c := idx.Cursor()
 		limit := u64(uint64(now.UnixNano()))
 		var keys [][]byte
@@ -312,16 +341,12 @@ func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (i
 			keys = append(keys, append([]byte(nil), k...))
 		}
 		for _, k := range keys {
-			id := k[8:]
-			// Only drop the id if this index entry is its current expiry.
-			if v := ids.Get(id); v != nil && string(v) == string(k[:8]) {
-				if err := ids.Delete(id); err != nil {
-					return err
-				}
-			}
 			if err := idx.Delete(k); err != nil {
 				return err
 			}
+			// The index drops the id after the commit, unless a later
+			// expiry is remembered for it.
+			tx.seenCh.del = append(tx.seenCh.del, seenDel{h: hashSeen(k[8:]), exp: int64(bin64(k[:8]))})
 			n++
 		}
 		return nil

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -16,7 +17,7 @@ var (
 	bResources     = []byte("resources")
 	bCursors       = []byte("cursors")
 	bWatches       = []byte("watches")
-	bWebhookIDs    = []byte("webhook_ids")
+	bWebhookIDs    = []byte("webhook_ids") // schema 1 only; dropped by schema 2
 	bWebhookExpiry = []byte("webhook_expiry")
 	bSinks         = []byte("sinks")
 )
@@ -26,6 +27,10 @@ var (
 type Tx struct {
 	tx          *bolt.Tx
 	outboxAdded int64
+	// seen is the store's in-memory index of webhook ids; seenCh is what
+	// this transaction changed in it, merged after the commit.
+	seen   *seenIndex
+	seenCh seenChanges
 }
 
 // Writable reports whether the transaction can write.
@@ -39,11 +44,7 @@ func (t *Tx) Enqueue(subject, msgID string, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	v, err := json.Marshal(OutboxEntry{Subject: subject, MsgID: msgID, Payload: payload})
-	if err != nil {
-		return err
-	}
-	if err := b.Put(u64(seq), v); err != nil {
+	if err := b.Put(u64(seq), encodeOutbox(subject, msgID, payload)); err != nil {
 		return err
 	}
 	t.outboxAdded++
@@ -133,6 +134,20 @@ func (t *Tx) DeleteWatch(kind, id string) (bool, error) {
 	return true, b.Delete(k)
 }
 
+// EncodeWatch encodes a watch for PutWatchEncoded (see EncodeBuild).
+func EncodeWatch(w Watch) ([]byte, error) { return json.Marshal(w) }
+
+// PutWatchEncoded writes a watch encoded by EncodeWatch. raw must not change
+// until Update returned.
+func (t *Tx) PutWatchEncoded(kind, id string, raw []byte) error {
+	return t.tx.Bucket(bWatches).Put(key(kind, id), raw)
+}
+
+// HasWatch reports whether kind/id is watched, without decoding the watch.
+func (t *Tx) HasWatch(kind, id string) bool {
+	return t.tx.Bucket(bWatches).Get(key(kind, id)) != nil
+}
+
 func (t *Tx) GetWatch(kind, id string) (Watch, bool, error) {
 	var w Watch
 	ok, err := getJSON(t.tx.Bucket(bWatches), key(kind, id), &w)
@@ -154,30 +169,52 @@ func (t *Tx) Watches(kind string) (map[string]Watch, error) {
 }
 
 // SeenWebhook records a delivery id for receiver until expires. It reports
-// true when the id was already recorded and has not expired.
+// true when the id was already recorded and has not expired. The record is
+// durable (one entry in the time-ordered expiry index) and is looked up in
+// memory; see seen.go.
 func (t *Tx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, error) {
-	ids := t.tx.Bucket(bWebhookIDs)
 	k := key(receiver, id)
-	if v := ids.Get(k); len(v) == 8 {
-		exp := int64(bin64(v))
-		if exp > now.UnixNano() {
-			return true, nil
-		}
+	h := hashSeen(k)
+	if t.seenExpiry(h) > now.UnixNano() {
+		return true, nil
 	}
 	if !t.tx.Writable() {
 		return false, nil
 	}
-	exp := u64(uint64(expires.UnixNano()))
-	if err := ids.Put(k, exp); err != nil {
+	exp := expires.UnixNano()
+	ik := make([]byte, 8+len(k))
+	binary.BigEndian.PutUint64(ik, uint64(exp))
+	copy(ik[8:], k)
+	if err := t.tx.Bucket(bWebhookExpiry).Put(ik, nil); err != nil {
 		return false, err
 	}
-	return false, t.tx.Bucket(bWebhookExpiry).Put(append(exp, k...), nil)
+	if t.seenCh.add == nil {
+		t.seenCh.add = make(map[seenHash]int64, 1)
+	}
+	if old, ok := t.seenCh.add[h]; !ok || exp > old {
+		t.seenCh.add[h] = exp
+	}
+	return false, nil
 }
 
 // HasWebhook reports whether a delivery id is remembered and not expired.
 func (t *Tx) HasWebhook(receiver, id string, now time.Time) bool {
-	v := t.tx.Bucket(bWebhookIDs).Get(key(receiver, id))
-	return len(v) == 8 && int64(bin64(v)) > now.UnixNano()
+	return t.seenExpiry(hashSeen(key(receiver, id))) > now.UnixNano()
+}
+
+// seenExpiry is the latest expiry of an id: recorded earlier in this
+// transaction (an earlier function of the same batch), or committed.
+func (t *Tx) seenExpiry(h seenHash) int64 {
+	var e int64
+	if v, ok := t.seenCh.add[h]; ok {
+		e = v
+	}
+	if t.seen != nil {
+		if v, ok := t.seen.get(h); ok && v > e {
+			e = v
+		}
+	}
+	return e
 }
 
 // Sink bookkeeping: small per-sink records (Slack thread ts, idle clocks...).

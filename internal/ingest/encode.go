@@ -1,0 +1,53 @@
+package ingest
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
+)
+
+// appendEvent appends the JSON of e, byte for byte what json.Marshal(e)
+// gives, without reflection and without compacting e.Data a second time.
+// e.Data must be compact, HTML-escaped JSON as json.Marshal writes it (as
+// event.New makes it; not event.NewWebhook, whose data is the sender's body).
+func appendEvent(b []byte, e *event.Event) ([]byte, error) {
+	if y := e.Time.Year(); y < 0 || y >= 10000 {
+		return b, errors.New("event time year outside of range [0,9999]")
+	}
+	b = append(b, `{"specversion":`...)
+	b = appendString(b, e.SpecVersion)
+	b = append(b, `,"id":`...)
+	b = appendString(b, e.ID)
+	b = append(b, `,"source":`...)
+	b = appendString(b, e.Source)
+	b = append(b, `,"type":`...)
+	b = appendString(b, e.Type)
+	b = append(b, `,"subject":`...)
+	b = appendString(b, e.Subject)
+	b = append(b, `,"time":"`...)
+	b = e.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","datacontenttype":`...)
+	b = appendString(b, e.DataContentType)
+	b = append(b, `,"data":`...)
+	if len(e.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, e.Data...)
+	}
+	return append(b, '}'), nil
+}
+
+// appendString appends s as a JSON string, escaped as json.Marshal does.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

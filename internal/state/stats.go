@@ -1,0 +1,26 @@
+package state
+
+import "time"
+
+// Stats are counters of the store's write path since Open (for benchmarks
+// and diagnostics).
+type Stats struct {
+	// Commits is the number of successful group commits, Updates the
+	// number of Update functions they carried.
+	Commits, Updates int64
+	// PagesWritten is the number of page writes bbolt made, WriteTime the
+	// time spent writing and syncing them.
+	PagesWritten int64
+	WriteTime    time.Duration
+}
+
+// Stats reports the store's counters.
+func (s *Store) Stats() Stats {
+	ts := s.db.Stats().TxStats
+	return Stats{
+		Commits:      s.commits.Load(),
+		Updates:      s.updates.Load(),
+		PagesWritten: ts.GetWrite(),
+		WriteTime:    ts.GetWriteTime(),
+	}
+}
