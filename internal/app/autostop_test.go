@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/autostop"
+	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
 // The whole path: the simulator's VMs, the real poller's sweeps and log
@@ -117,5 +120,76 @@ func streamTypes(t *testing.T, a *App, subject string) []string {
 			t.Fatal(err)
 		}
 		out = append(out, ev.ShortType())
+	}
+}
+
+// A build seen by webhook is watched by the poller (through the watch
+// queue), which confirms it, records its state, tails its log, and drops the
+// watch; the stream has its success once.
+func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk, LogBatchMin: 1})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	b := sim.CreateBuild(cakeworksim.BuildSpec{ID: "b-web", Manual: true})
+	sim.AppendBuildLogs(b.BuildID, cakework.LogLine{Timestamp: t0.UnixMilli(), Level: "info", Message: "step 1/1"})
+	sim.SetBuildStatus(b.BuildID, "succeeded", "img-1")
+
+	cfg := testConfig(t)
+	cfg.Cakework.URL, cfg.Cakework.APIKey, cfg.Cakework.RateLimit = srv.URL, "k", 0
+	cfg.Poller.VMs.Schedule, cfg.Poller.Builds.Schedule, cfg.Poller.Logs.Schedule = "@every 1000h", "@every 1000h", "@every 1000h"
+	cfg.Ingest.Cakework.Configured, cfg.Ingest.Cakework.Token = true, "tok"
+	a, err := New(Options{Config: cfg, Clock: clk, Components: DefaultComponents(cfg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(ctx)
+	resp, err := http.Post("http://"+a.HTTPAddr()+"/webhooks/cakework/build/succeeded?token=tok", "application/json",
+		strings.NewReader(`{"buildId":"b-web","imageId":"img-1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("webhook: %d", resp.StatusCode)
+	}
+	p := a.Deps().Poller
+	for i := 0; i < 3; i++ {
+		clk.Advance(5 * time.Second)
+		if err := p.TickBuilds(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.TickLogs(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.outbox.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := streamTypes(t, a, "cakework.build.b-web.>")
+	count := map[string]int{}
+	for _, typ := range got {
+		count[typ]++
+	}
+	if count["build.succeeded"] != 1 || count["build.log"] != 1 {
+		t.Fatalf("events about the build: %v", got)
+	}
+	err = a.Deps().Store.View(func(tx *state.Tx) error {
+		st, ok, err := tx.GetBuild("b-web")
+		if !ok || err != nil || st.Status != "succeeded" || st.ObservedBy != "poller" {
+			t.Errorf("poller's build state: %+v %v %v", st, ok, err)
+		}
+		if _, watched, _ := tx.GetWatch(state.KindBuild, "b-web"); watched {
+			t.Error("finished, drained build still watched")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -167,8 +167,12 @@ func buildStatus(typ string, f buildFields, pathStatus string) (string, error) {
 	return "", fmt.Errorf("unknown build status %q; want created, succeeded or failed", clip(status))
 }
 
-// cakeworkBuild commits a build webhook: dedup, the build's state, the
-// poller watch and the event, in one transaction.
+// cakeworkBuild commits a build webhook: dedup, the poller watch and the
+// event, in one transaction. Every write here has a sequential key (the seen
+// index, the watch queue, the outbox), so concurrent webhooks share commits
+// without dirtying B+tree leaves at random places. The build's state record
+// is the poller's: it confirms the status with getBuild on its next tick,
+// records it, and its event carries the same id, which JetStream drops.
 func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, deliveryID string, now time.Time) answer {
 	b, err := parseBuild(body, pathStatus)
 	if err != nil {
@@ -190,39 +194,47 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())
 	}
 	subject := ev.NATSSubject(in.prefix)
-	seenKey := seenKeyFor(deliveryID, id)
-	expires := now.Add(in.seenTTL)
-	// Likewise the records of a build the relay has not seen yet (the
-	// common case), and its poller watch.
-	fresh := nextBuild(state.BuildState{}, b, now)
-	freshRaw, err := state.EncodeBuild(fresh)
-	if err != nil {
-		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	// The change is remembered under the event id, and under the sender's
+	// delivery id when it gave one: a retry with the same delivery id, and
+	// the same change sent again under another, are both duplicates.
+	changeKey, deliveryKey := seenKeyFor("", id), ""
+	if deliveryID != "" {
+		deliveryKey = seenKeyFor(deliveryID, id)
 	}
-	watchRaw, err := state.EncodeWatch(state.Watch{Source: "webhook", AddedAt: now})
+	expires := now.Add(in.seenTTL)
+	watchRaw, err := state.EncodeQueuedWatch(state.KindBuild, b.BuildID, state.Watch{Source: "webhook", AddedAt: now})
 	if err != nil {
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())
 	}
 	var dup bool
 	err = in.store.Update(ctx, func(tx *state.Tx) error {
 		dup = false
-		seen, err := tx.SeenWebhook(CakeworkReceiver, seenKey, now, expires)
-		if err != nil || seen {
-			dup = seen
-			return err
+		if deliveryKey != "" && tx.HasWebhook(CakeworkReceiver, deliveryKey, now) || tx.HasWebhook(CakeworkReceiver, changeKey, now) {
+			dup = true
+			return nil
 		}
 		prev, known, err := tx.GetBuild(b.BuildID)
 		if err != nil {
-			// An unreadable record is replaced rather than blocking the
-			// build forever.
-			in.log.Warn("unreadable build state replaced", "build", b.BuildID, "err", err)
+			in.log.Warn("unreadable build state ignored", "build", b.BuildID, "err", err)
 			prev, known = state.BuildState{}, false
 		}
 		if known && (prev.Status == b.Status || prev.Finished() && b.Status == statusCreated) {
-			// Already announced (by the poller or an earlier webhook), or a
-			// late "created" for a finished build.
+			// Already announced by the poller, or a late "created" for a
+			// finished build.
 			dup = true
 			return nil
+		}
+		if b.Status == statusCreated && in.finishedByWebhook(tx, b.BuildID, now) {
+			dup = true
+			return nil
+		}
+		for _, k := range []string{changeKey, deliveryKey} {
+			if k == "" {
+				continue
+			}
+			if _, err := tx.SeenWebhook(CakeworkReceiver, k, now, expires); err != nil {
+				return err
+			}
 		}
 		p := payload
 		if known && prev.Status != "" {
@@ -236,18 +248,8 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 				return err
 			}
 		}
-		if known {
-			err = tx.PutBuild(b.BuildID, nextBuild(prev, b, now))
-		} else {
-			err = tx.PutBuildEncoded(b.BuildID, freshRaw)
-		}
-		if err != nil {
+		if err := tx.QueueWatch(watchRaw); err != nil {
 			return err
-		}
-		if !tx.HasWatch(state.KindBuild, b.BuildID) {
-			if err := tx.PutWatchEncoded(state.KindBuild, b.BuildID, watchRaw); err != nil {
-				return err
-			}
 		}
 		return tx.Enqueue(subject, id, p)
 	})
@@ -260,24 +262,15 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	return answer{status: http.StatusAccepted, outcome: outAccepted, id: id}
 }
 
-// nextBuild is a build's state after the webhook b, from its previous state.
-func nextBuild(prev state.BuildState, b buildData, now time.Time) state.BuildState {
-	next := prev
-	next.Status = b.Status
-	next.ObservedBy = "webhook"
-	if b.ImageID != "" {
-		next.ImageID = b.ImageID
+// finishedByWebhook reports whether a final status of the build came in by
+// webhook recently (before the poller recorded it).
+func (in *Ingest) finishedByWebhook(tx *state.Tx, buildID string, now time.Time) bool {
+	for _, st := range []string{statusSucceeded, statusFailed} {
+		if tx.HasWebhook(CakeworkReceiver, seenKeyFor("", event.BuildStatusID(buildID, st)), now) {
+			return true
+		}
 	}
-	if !b.CreatedAt.IsZero() {
-		next.CreatedAt = b.CreatedAt
-	}
-	if !b.UpdatedAt.IsZero() {
-		next.UpdatedAt = b.UpdatedAt
-	}
-	if next.FirstSeen.IsZero() {
-		next.FirstSeen = now
-	}
-	return next
+	return false
 }
 
 // seenKeyFor is the dedup key: the sender's delivery id when it gave one,

@@ -27,6 +27,9 @@ type buildData struct {
 // A finished build is left to the logs schedule, which drops the watch once
 // its log is drained (or at once here when build logs are not tailed).
 func (p *Poller) pollBuilds(ctx context.Context) error {
+	if err := p.applyQueuedWatches(ctx); err != nil {
+		return err
+	}
 	var todo, finished []string
 	if err := p.store.View(func(tx *state.Tx) error {
 		ws, err := tx.Watches(state.KindBuild)

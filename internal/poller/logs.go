@@ -136,6 +136,9 @@ const maxMessage = 32 << 10
 
 // tailLogs reads every tailed stream once.
 func (p *Poller) tailLogs(ctx context.Context) error {
+	if err := p.applyQueuedWatches(ctx); err != nil {
+		return err
+	}
 	streams, err := p.logStreams()
 	if err != nil {
 		return fmt.Errorf("logs: %w", err)

@@ -41,6 +41,9 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 	if err := event.CheckToken(kind+" id", id); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrBadID, err)
 	}
+	if err := p.applyQueuedWatches(ctx); err != nil {
+		return false, err
+	}
 	now := p.clk.Now().UTC()
 	err = p.store.Update(ctx, func(tx *state.Tx) error {
 		_, ok, err := tx.GetWatch(kind, id)
@@ -60,6 +63,9 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 // log cursor stays: watching it again resumes where it stopped.
 func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, err error) {
 	if err := checkKind(kind); err != nil {
+		return false, err
+	}
+	if err := p.applyQueuedWatches(ctx); err != nil {
 		return false, err
 	}
 	err = p.store.Update(ctx, func(tx *state.Tx) error {
@@ -95,6 +101,11 @@ type WatchList struct {
 // Watches lists what is watched.
 func (p *Poller) Watches() (WatchList, error) {
 	out := WatchList{Builds: []WatchInfo{}, FunctionBuilds: []WatchInfo{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.applyQueuedWatches(ctx); err != nil {
+		return out, err
+	}
 	err := p.store.View(func(tx *state.Tx) error {
 		for _, k := range []string{state.KindBuild, state.KindFunctionBuild} {
 			ws, err := tx.Watches(k)
@@ -214,4 +225,18 @@ func RegisterOff(srv *httpapi.Server, reason string) {
 	a.HandleFunc("/watches", off).Methods(http.MethodGet)
 	a.HandleFunc("/watches/builds/{id}", off).Methods(http.MethodPut, http.MethodDelete)
 	a.HandleFunc("/watches/function-builds/{id}", off).Methods(http.MethodPut, http.MethodDelete)
+}
+
+// applyQueuedWatches folds the watches ingest queued (state.Tx.QueueWatch)
+// into the watch list, so a build seen by webhook is polled and tailed from
+// the next tick on.
+func (p *Poller) applyQueuedWatches(ctx context.Context) error {
+	n, err := p.store.ApplyWatchQueue(ctx)
+	if err != nil {
+		return fmt.Errorf("watches: %w", err)
+	}
+	if n > 0 {
+		p.log.Debug("watches added from webhooks", "n", n)
+	}
+	return nil
 }

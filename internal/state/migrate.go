@@ -29,6 +29,11 @@ var migrations = []func(*bolt.Tx) error{
 		}
 		return tx.DeleteBucket(bWebhookIDs)
 	},
+	// 3: the watch queue, appended to by the webhook hot path.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bWatchQueue)
+		return err
+	},
 }
 
 // SchemaVersion is the version this build writes.
