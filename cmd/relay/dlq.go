@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -46,12 +44,6 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-type adminClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
 func dlqFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
 	fs := flag.NewFlagSet("dlq "+name, flag.ContinueOnError)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "the relay's HTTP address")
@@ -61,51 +53,6 @@ func dlqFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
 		fs.PrintDefaults()
 	}
 	return fs, addr, sink
-}
-
-func newAdminClient(addr string, stderr io.Writer) (*adminClient, bool) {
-	tok := os.Getenv("RELAY_ADMIN_TOKEN")
-	if tok == "" {
-		fmt.Fprintln(stderr, "relay dlq: set RELAY_ADMIN_TOKEN to the relay's http.admin_token")
-		return nil, false
-	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	return &adminClient{base: strings.TrimRight(addr, "/"), token: tok, http: &http.Client{Timeout: 60 * time.Second}}, true
-}
-
-// do calls the admin API; a non-2xx answer becomes an error with the
-// relay's message.
-func (c *adminClient) do(ctx context.Context, method, path string, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return 0, fmt.Errorf("cannot reach the relay at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode >= 300 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return resp.StatusCode, fmt.Errorf("%s", e.Error)
-		}
-		return resp.StatusCode, fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
 }
 
 func (c *adminClient) list(ctx context.Context, sink string) (sinks.ListResponse, error) {
@@ -129,7 +76,7 @@ func dlqList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	c, ok := newAdminClient(*addr, stderr)
+	c, ok := newAdminClient("dlq", *addr, stderr)
 	if !ok {
 		return 1
 	}
@@ -196,7 +143,7 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		targets = []uint64{id}
 	}
-	c, ok := newAdminClient(*addr, stderr)
+	c, ok := newAdminClient("dlq", *addr, stderr)
 	if !ok {
 		return 1
 	}

@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
 // watchKinds maps the CLI's kind word to the admin API path segment.
@@ -71,52 +69,21 @@ Flags:
 		return 2
 	}
 	id := pos[1]
-	if !validID(id) {
+	if !event.ValidToken(id) {
 		fmt.Fprintf(stderr, "relay %s: %q is not a valid id (1-128 of A-Z, a-z, 0-9, _ and -)\n", name, id)
 		return 2
 	}
-	base, err := url.Parse(strings.TrimSuffix(*addr, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		fmt.Fprintf(stderr, "relay %s: -addr %q must be an http(s) URL such as http://127.0.0.1:8080\n", name, *addr)
-		return 2
-	}
-	token := os.Getenv("RELAY_ADMIN_TOKEN")
-	if token == "" {
-		fmt.Fprintf(stderr, "relay %s: RELAY_ADMIN_TOKEN is not set; export the relay's http.admin_token\n", name)
+	c, ok := newAdminClient(name, *addr, stderr)
+	if !ok {
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	target := base.String() + "/v1/watches/" + seg + "/" + url.PathEscape(id)
-	req, err := http.NewRequestWithContext(ctx, method, target, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "relay %s: %v\n", name, err)
-		return 1
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		fmt.Fprintf(stderr, "relay %s: cannot reach the relay at %s: %v\n", name, base, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var answer struct {
-		Added   bool   `json:"added"`
-		Removed bool   `json:"removed"`
-		Error   string `json:"error"`
+		Added bool `json:"added"`
 	}
-	_ = json.Unmarshal(body, &answer)
-	if resp.StatusCode/100 != 2 {
-		msg := answer.Error
-		if msg == "" {
-			msg = strings.TrimSpace(string(body))
-		}
-		fmt.Fprintf(stderr, "relay %s: %s: %s\n", name, resp.Status, msg)
+	if _, err := c.do(ctx, method, "/v1/watches/"+seg+"/"+url.PathEscape(id), &answer); err != nil {
+		fmt.Fprintf(stderr, "relay %s: %v\n", name, err)
 		return 1
 	}
 	switch {
@@ -128,16 +95,4 @@ Flags:
 		fmt.Fprintf(stdout, "already watching %s %s\n", pos[0], id)
 	}
 	return 0
-}
-
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
