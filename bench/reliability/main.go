@@ -1,0 +1,154 @@
+// Command reliability runs the long forms of the relay's reliability suite
+// (internal/reliability) and prints their figures:
+//
+//	go run ./bench/reliability soak  [-duration 30m] [-rate 1000] [-vms 5000]
+//	go run ./bench/reliability crash [-iterations 50]
+//	go run ./bench/reliability natsoutage [-outage 30s]
+//
+// It builds the relay (and nats-server) from this module first.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/reliability"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: reliability soak|crash|natsoutage [flags]")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "relay-reliability-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin, err := reliability.Build(dir, reliability.RelayPkg, "relay")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	switch args[0] {
+	case "soak":
+		return soak(ctx, bin, dir, args[1:])
+	case "crash":
+		return crash(ctx, bin, dir, args[1:])
+	case "natsoutage":
+		return natsOutage(ctx, bin, dir, args[1:])
+	}
+	fmt.Fprintf(os.Stderr, "unknown mode %q\n", args[0])
+	return 2
+}
+
+func soak(ctx context.Context, bin, dir string, args []string) int {
+	fs := flag.NewFlagSet("soak", flag.ExitOnError)
+	o := reliability.SoakOptions{RelayBin: bin, Dir: dir, Out: os.Stdout, Callback: true}
+	fs.DurationVar(&o.Duration, "duration", 30*time.Minute, "how long")
+	fs.IntVar(&o.Rate, "rate", 1000, "generic webhooks per second")
+	fs.IntVar(&o.Senders, "senders", 32, "webhook sender connections")
+	fs.IntVar(&o.VMs, "vms", 5000, "simulated VMs (all started)")
+	fs.DurationVar(&o.VMLogEvery, "vm-log-every", time.Minute, "each VM logs a line this often")
+	fs.Float64Var(&o.Churn, "churn", 5, "VM state changes per second")
+	fs.DurationVar(&o.SeenTTL, "seen-ttl", 2*time.Minute, "ingest.seen_ttl")
+	fs.DurationVar(&o.MaxAge, "max-age", 5*time.Minute, "bus.max_age (bounds the JetStream store)")
+	fs.DurationVar(&o.Sample, "sample", time.Minute, "sampling interval")
+	logPath := fs.String("relay-log", "", "copy the relay's output to this file")
+	fs.Parse(args)
+	if *logPath != "" {
+		f, err := os.Create(*logPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer f.Close()
+		o.RelayLog = f
+	}
+	fmt.Printf("# soak: %s, %d webhooks/s over %d senders, %d VMs logging every %s, churn %.1f/s, seen_ttl %s, max_age %s, callback sink vm.*\n",
+		o.Duration, o.Rate, o.Senders, o.VMs, o.VMLogEvery, o.Churn, o.SeenTTL, o.MaxAge)
+	res, err := reliability.Soak(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("# total: sent %d, acked %d, non-2xx %d, errors %d\n", res.Sent, res.Acked, res.Non2xx, res.Errors)
+	return 0
+}
+
+func crash(ctx context.Context, bin, dir string, args []string) int {
+	fs := flag.NewFlagSet("crash", flag.ExitOnError)
+	o := reliability.CrashOptions{RelayBin: bin, Dir: dir, Logf: logf}
+	fs.IntVar(&o.Iterations, "iterations", 50, "SIGKILLs")
+	fs.DurationVar(&o.MinUp, "min-up", 500*time.Millisecond, "earliest kill after the relay is up")
+	fs.DurationVar(&o.MaxUp, "max-up", 3*time.Second, "latest kill after the relay is up")
+	fs.Float64Var(&o.Rate, "rate", 300, "webhooks per second")
+	fs.IntVar(&o.VMs, "vms", 8, "log VMs (and as many churning VMs)")
+	fs.IntVar(&o.FailEvery, "fail-every", 5, "the callback receiver fails every n-th request")
+	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "random seed")
+	fs.Parse(args)
+	o.Seed = *seed
+	// Enough webhooks to keep the load on through every iteration (a restart
+	// takes about a second).
+	o.Webhooks = int(o.Rate * float64(o.Iterations) * ((o.MinUp+o.MaxUp).Seconds()/2 + 1))
+	fmt.Printf("# crash matrix: %d iterations, kill %s..%s after up, %.0f webhooks/s, %d log VMs, callback fails every %d, seed %d\n",
+		o.Iterations, o.MinUp, o.MaxUp, o.Rate, o.VMs, o.FailEvery, o.Seed)
+	res, err := reliability.CrashMatrix(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(res)
+	for _, p := range res.Problems {
+		fmt.Println("PROBLEM:", p)
+	}
+	if len(res.Problems) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func natsOutage(ctx context.Context, bin, dir string, args []string) int {
+	fs := flag.NewFlagSet("natsoutage", flag.ExitOnError)
+	o := reliability.OutageOptions{RelayBin: bin, Dir: dir, Logf: logf}
+	fs.DurationVar(&o.Before, "before", 10*time.Second, "load before the outage")
+	fs.DurationVar(&o.Outage, "outage", 30*time.Second, "how long nats-server is down")
+	fs.DurationVar(&o.After, "after", 15*time.Second, "load after the server is back")
+	fs.Float64Var(&o.Rate, "rate", 500, "webhooks per second")
+	fs.IntVar(&o.OutboxLimit, "outbox-limit", 5000, "ingest.outbox_limit")
+	fs.IntVar(&o.VMs, "vms", 8, "log VMs (and as many churning VMs)")
+	fs.Parse(args)
+	nats, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	o.NATSBin = nats
+	fmt.Printf("# external NATS outage: %s up, %s down (SIGKILL), %s up again; %.0f webhooks/s, outbox_limit %d, %d log VMs\n",
+		o.Before, o.Outage, o.After, o.Rate, o.OutboxLimit, o.VMs)
+	res, err := reliability.NATSOutage(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Print(res)
+	for _, p := range res.Problems {
+		fmt.Println("PROBLEM:", p)
+	}
+	if len(res.Problems) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func logf(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }
