@@ -256,14 +256,29 @@ func (a *App) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// expireWebhookIDs keeps the seen-id index bounded.
+// expireWebhookIDs keeps the seen-id index bounded: by seen_ttl, and by
+// seen_max when ids arrive faster than they expire.
 func (a *App) expireWebhookIDs(ctx context.Context) {
+	var lastWarn time.Time
 	for {
 		for {
 			n, err := a.store.ExpireWebhookIDs(ctx, a.o.Clock.Now(), 10000)
 			if err != nil || n < 10000 {
 				break
 			}
+		}
+		trimmed := 0
+		for {
+			n, err := a.store.TrimWebhookIDs(ctx, a.o.Config.Ingest.SeenMax, 10000)
+			trimmed += n
+			if err != nil || n < 10000 {
+				break
+			}
+		}
+		if now := a.o.Clock.Now(); trimmed > 0 && now.Sub(lastWarn) >= time.Hour {
+			lastWarn = now
+			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (about 40 B each) or lower seen_ttl",
+				"forgotten", trimmed, "seen_max", a.o.Config.Ingest.SeenMax)
 		}
 		if clock.Sleep(ctx, a.o.Clock, time.Minute) != nil {
 			return

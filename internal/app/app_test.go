@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -72,6 +73,18 @@ func TestStartReadyStop(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || st["outbox"] == nil {
 		t.Fatalf("status %d %v", resp.StatusCode, st)
+	}
+	// Profiling is there, behind the admin token.
+	preq, _ := http.NewRequest("GET", base+"/v1/debug/pprof/heap?debug=1", nil)
+	preq.Header.Set("Authorization", "Bearer admintoken")
+	presp, err := http.DefaultClient.Do(preq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbody, _ := io.ReadAll(presp.Body)
+	presp.Body.Close()
+	if presp.StatusCode != 200 || !strings.Contains(string(pbody), "heap profile") {
+		t.Fatalf("pprof heap: %d %.80s", presp.StatusCode, pbody)
 	}
 	req.Header.Set("Authorization", "Bearer wrong")
 	resp, _ = http.DefaultClient.Do(req)

@@ -73,6 +73,7 @@ func fill(c *Config) {
 
 	num(&c.Ingest.OutboxLimit, 100000)
 	dur(&c.Ingest.SeenTTL, 72*time.Hour)
+	num(&c.Ingest.SeenMax, 2000000)
 	dur(&c.Ingest.TimestampTolerance, 5*time.Minute)
 	for i := range c.Ingest.Webhooks {
 		if h := c.Ingest.Webhooks[i].HMAC; h != nil {

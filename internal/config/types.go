@@ -70,6 +70,9 @@ type Ingest struct {
 	OutboxLimit int `yaml:"outbox_limit"`
 	// SeenTTL is how long webhook ids are remembered for dedup.
 	SeenTTL time.Duration `yaml:"seen_ttl"`
+	// SeenMax caps how many ids are remembered (about 40 bytes of memory
+	// each); beyond it the oldest are forgotten before their seen_ttl.
+	SeenMax int `yaml:"seen_max"`
 	// TimestampTolerance bounds webhook-timestamp skew.
 	TimestampTolerance time.Duration `yaml:"timestamp_tolerance"`
 }

@@ -162,6 +162,9 @@ func (c *Config) validateIngest(v validator) {
 		v.add("ingest.outbox_limit", "must be at least 1")
 	}
 	v.duration("ingest.seen_ttl", in.SeenTTL)
+	if in.SeenMax < 1000 {
+		v.add("ingest.seen_max", "must be at least 1000 (each remembered id takes about 40 bytes of memory)")
+	}
 	v.duration("ingest.timestamp_tolerance", in.TimestampTolerance)
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -76,6 +77,12 @@ func New(o Options) *Server {
 	s.admin = s.root.PathPrefix("/v1").Subrouter()
 	s.admin.Use(s.adminAuth)
 	s.admin.HandleFunc("/status", s.statusHandler).Methods(http.MethodGet)
+	// Go profiling, behind the admin token (e.g. watching a soak's memory).
+	s.admin.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.admin.PathPrefix("/debug/pprof/").Handler(http.StripPrefix("/v1", http.HandlerFunc(pprof.Index)))
 	s.root.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})

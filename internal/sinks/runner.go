@@ -47,7 +47,7 @@ type Options struct {
 	Metrics *Metrics
 
 	// AckWait is how long the server waits for an ack before redelivering;
-	// held messages are kept alive at a third of it. Default 30s.
+	// held messages are kept alive at a third of it. Default 10s.
 	AckWait time.Duration
 	// MaxAckPending bounds the messages held at once (memory). Default
 	// max(256, 8*Concurrency).
@@ -95,7 +95,9 @@ func (o *Options) defaults() error {
 		o.Metrics = NewMetrics(nil)
 	}
 	if o.AckWait <= 0 {
-		o.AckWait = 30 * time.Second
+		// Short, so a restart after a crash waits little for the dead
+		// run's unacked messages; held ones are kept alive meanwhile.
+		o.AckWait = 10 * time.Second
 	}
 	if o.MaxAckPending <= 0 {
 		o.MaxAckPending = max(256, 8*o.Concurrency)

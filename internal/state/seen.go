@@ -106,7 +106,7 @@ func (x *seenIndex) apply(c *seenChanges) {
 	x.mu.Unlock()
 }
 
-// len is the number of remembered ids (tests).
+// len is the number of remembered ids.
 func (x *seenIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -265,4 +266,34 @@ func TestMigrationDropsOldWebhookIDs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestTrimWebhookIDsBoundsTheIndex(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 100; i++ {
+		exp := now.Add(time.Hour + time.Duration(i)*time.Second)
+		if err := s.Update(ctx, func(tx *Tx) error {
+			_, err := tx.SeenWebhook("r", fmt.Sprint(i), now, exp)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.TrimWebhookIDs(ctx, 60, 1000); err != nil || n != 40 {
+		t.Fatalf("trimmed %d, %v; want 40", n, err)
+	}
+	if s.WebhookIDCount() != 60 {
+		t.Fatalf("%d remembered, want 60", s.WebhookIDCount())
+	}
+	s.View(func(tx *Tx) error {
+		if tx.HasWebhook("r", "0", now) || !tx.HasWebhook("r", "99", now) {
+			t.Error("trim did not drop the oldest ids first")
+		}
+		return nil
+	})
+	if n, _ := s.TrimWebhookIDs(ctx, 60, 1000); n != 0 {
+		t.Fatalf("trimmed again: %d", n)
+	}
 }

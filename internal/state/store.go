@@ -327,15 +327,35 @@ func (s *Store) DeleteOutbox(ctx context.Context, seqs []uint64) error {
 // ExpireWebhookIDs deletes remembered webhook ids whose expiry is before
 // now, at most max per call, and reports how many went.
 func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (int, error) {
+	return s.dropOldestSeen(ctx, u64(uint64(now.UnixNano())), max)
+}
+
+// WebhookIDCount is how many webhook ids are remembered.
+func (s *Store) WebhookIDCount() int { return s.seen.len() }
+
+// TrimWebhookIDs forgets the ids closest to their expiry until at most keep
+// are remembered (at most max per call), and reports how many went. It
+// bounds memory (about 40 bytes per id) when ids arrive faster than
+// seen_ttl lets them expire.
+func (s *Store) TrimWebhookIDs(ctx context.Context, keep, max int) (int, error) {
+	over := s.WebhookIDCount() - keep
+	if over <= 0 {
+		return 0, nil
+	}
+	return s.dropOldestSeen(ctx, nil, min(over, max))
+}
+
+// dropOldestSeen deletes up to max entries from the front of the expiry
+// index, stopping at the first one at or after limit (nil: no limit).
+func (s *Store) dropOldestSeen(ctx context.Context, limit []byte, max int) (int, error) {
 	n := 0
 	err := s.Update(ctx, func(tx *Tx) error {
 		n = 0
 		idx := tx.tx.Bucket(bWebhookExpiry)
 		c := idx.Cursor()
-		limit := u64(uint64(now.UnixNano()))
 		var keys [][]byte
 		for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
-			if string(k[:8]) >= string(limit) {
+			if limit != nil && string(k[:8]) >= string(limit) {
 				break
 			}
 			keys = append(keys, append([]byte(nil), k...))
