@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/cakework-relay/cakework-relay/internal/app"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 )
@@ -85,6 +87,21 @@ func run(rate, n, concurrency int) error {
 		return err
 	}
 	defer a.Stop(ctx)
+	// The middle point: when each event reached the bus (a core NATS
+	// subscriber sees a stored message as JetStream takes it).
+	onBus := make(map[string]time.Time, n)
+	sub, err := a.Deps().Bus.Conn().Subscribe(cfg.Bus.SubjectPrefix+".>", func(m *nats.Msg) {
+		now := time.Now()
+		mu.Lock()
+		if _, ok := onBus[m.Header.Get("Nats-Msg-Id")]; !ok {
+			onBus[m.Header.Get("Nats-Msg-Id")] = now
+		}
+		mu.Unlock()
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
 	url := "http://" + a.HTTPAddr() + "/webhooks/cakework/build/succeeded?token=e2e-token"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DialContext: (&net.Dialer{}).DialContext}}
 
@@ -128,19 +145,34 @@ func run(rate, n, concurrency int) error {
 	total := time.Since(start)
 	mu.Lock()
 	defer mu.Unlock()
-	var lat []time.Duration
+	var lat, toBus, fromBus []time.Duration
 	for id, t0 := range sent {
-		if t1, ok := arrived[id]; ok {
-			lat = append(lat, t1.Sub(t0))
+		t2, ok := arrived[id]
+		if !ok {
+			continue
+		}
+		lat = append(lat, t2.Sub(t0))
+		if t1, ok := onBus[id]; ok {
+			toBus = append(toBus, t1.Sub(t0))
+			fromBus = append(fromBus, t2.Sub(t1))
 		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) == 0 {
 		return fmt.Errorf("nothing delivered (%d failed posts)", failed)
 	}
-	q := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))].Round(10 * time.Microsecond) }
 	fmt.Printf("e2e: %d webhooks at %d/s (sent in %s), %d accepted, %d failed posts, %d delivered in %s\n",
 		n, rate, sendDur.Round(time.Millisecond), len(sent), failed, len(arrived), total.Round(time.Millisecond))
-	fmt.Printf("webhook POST -> callback: p50 %s  p90 %s  p99 %s  max %s\n", q(0.5), q(0.9), q(0.99), lat[len(lat)-1].Round(time.Millisecond))
+	fmt.Printf("webhook POST -> callback: %s\n", quantiles(lat))
+	fmt.Printf("  POST -> on the bus:     %s\n", quantiles(toBus))
+	fmt.Printf("  bus -> callback:        %s\n", quantiles(fromBus))
 	return nil
+}
+
+func quantiles(d []time.Duration) string {
+	if len(d) == 0 {
+		return "no samples"
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	q := func(p float64) time.Duration { return d[int(p*float64(len(d)-1))].Round(10 * time.Microsecond) }
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  max %s", q(0.5), q(0.9), q(0.99), d[len(d)-1].Round(time.Millisecond))
 }
