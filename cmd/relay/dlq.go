@@ -117,17 +117,9 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs, addr, sink := dlqFlags("replay", stderr)
 	all := fs.Bool("all", false, "replay every dead letter (of -sink, if given)")
 	// Accept "replay ID -addr X" as well as "replay -addr X ID".
-	var ids []string
-	rest := args
-	for {
-		if code, ok := parseFlags(fs, rest, stderr); !ok {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		ids = append(ids, fs.Arg(0))
-		rest = fs.Args()[1:]
+	ids, code, ok := parseInterspersed(fs, args, stderr)
+	if !ok {
+		return code
 	}
 	if *all == (len(ids) > 0) || len(ids) > 1 {
 		fmt.Fprintln(stderr, "relay dlq replay: give one dead letter ID (from 'relay dlq list') or -all")

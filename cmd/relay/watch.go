@@ -48,16 +48,9 @@ Flags:
 		fs.PrintDefaults()
 	}
 	// Flags may come before or after the two words.
-	var pos []string
-	for {
-		if code, ok := parseFlags(fs, args, stderr); !ok {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, code, ok := parseInterspersed(fs, args, stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 2 {
 		fmt.Fprintf(stderr, "relay %s: want a kind and an id, e.g. relay %s build 1f0c...\n", name, name)

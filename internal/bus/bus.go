@@ -195,8 +195,8 @@ func (b *Bus) connectExternal() error {
 	copts := []nats.Option{
 		nats.Name("cakework-relay"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		// CustomReconnectDelay replaces ReconnectWait and ReconnectJitter:
+		// 500ms doubling to 8s.
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			d := time.Duration(1<<min(attempts, 5)) * 250 * time.Millisecond
 			return min(d, 10*time.Second)

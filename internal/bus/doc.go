@@ -14,8 +14,8 @@
 //     JetStream's default sync interval that is the OS page cache: it survives
 //     a crash of the relay, not of the machine. The outbox (package state) is
 //     what makes "2xx means on disk" true.
-//   - An external connection reconnects forever with jittered backoff and
-//     logs each disconnect and reconnect. While it is down, publishes fail
+//   - An external connection reconnects forever with exponential backoff
+//     (500ms doubling to 8s) and logs each disconnect and reconnect. While it is down, publishes fail
 //     fast; callers (the outbox publisher) keep the events and retry.
 //   - Close drains the connection and shuts the embedded server down, and is
 //     safe to call twice.

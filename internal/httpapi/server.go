@@ -39,13 +39,12 @@ type Check func() error
 
 // Server is the relay's HTTP server.
 type Server struct {
-	o      Options
-	log    *slog.Logger
-	root   *mux.Router
-	admin  *mux.Router
-	srv    *http.Server
-	ln     net.Listener
-	served chan error
+	o     Options
+	log   *slog.Logger
+	root  *mux.Router
+	admin *mux.Router
+	srv   *http.Server
+	ln    net.Listener
 
 	mu     sync.RWMutex
 	checks []namedCheck
@@ -209,8 +208,11 @@ func (s *Server) Start() {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.served = make(chan error, 1)
-	go func() { s.served <- s.srv.Serve(s.ln) }()
+	go func() {
+		if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
 	s.log.Info("http listening", "addr", s.Addr())
 }
 

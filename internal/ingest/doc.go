@@ -9,16 +9,21 @@
 //     The outbox publisher moves it to JetStream later; ingest never waits
 //     for the bus, so a bus that is down does not stop ingest until the
 //     outbox reaches ingest.outbox_limit.
-//   - One transaction per request: the dedup check, the build's new state,
-//     the poller watch and the outbox entry commit together or not at all.
-//     Concurrent requests share commits (the store's group commit), so fsync
-//     cost is spread over every request waiting at the time.
+//   - One transaction per request: the dedup check, the seen ids, the
+//     queued poller watch (state.Tx.QueueWatch) and the outbox entry commit
+//     together or not at all. Ingest does not write the build's state
+//     record: the poller owns it, folds the queued watch into its watch list
+//     on its next tick and confirms the status with getBuild; its event has
+//     the same id, which JetStream drops. Every write has a sequential key,
+//     so concurrent requests share commits (the store's group commit) and
+//     fsync cost is spread over every request waiting at the time.
 //   - Idempotent: a repeated webhook-id (or, when the sender gives none, a
 //     repeated event id) is answered 200 {"id", "duplicate": true} and
 //     publishes nothing. Seen ids are kept in bbolt for ingest.seen_ttl, so
 //     this holds past JetStream's duplicate window and across restarts. A
-//     Cakework build status the relay already recorded (from the poller or an
-//     earlier webhook) is a duplicate too. Event ids are deterministic, so
+//     Cakework build status the poller already recorded, or an earlier
+//     webhook already announced (the change id in the seen ids), is a
+//     duplicate too, as is a late "created" for a finished build. Event ids are deterministic, so
 //     anything that slips through is still dropped by JetStream's dedup.
 //   - Nothing from a rejected request: a request answered with anything but
 //     202 has written no event. Auth, content type, size and shape are all

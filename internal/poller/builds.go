@@ -91,8 +91,9 @@ func (p *Poller) pollBuild(ctx context.Context, id string) error {
 }
 
 // applyBuild records what getBuild said and emits the change, deciding
-// inside the transaction so that a webhook committed meanwhile (ingest
-// writes the same BuildState) is not announced twice.
+// inside the transaction on the current BuildState. Ingest does not write
+// BuildState: a change a webhook already announced is emitted again under
+// the same event id (event.BuildStatusID), and JetStream's dedup drops it.
 func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
 	now := p.clk.Now().UTC()
 	stuckAfter := p.cfg.Builds.StuckAfter

@@ -32,9 +32,10 @@
 //     (a VM confirmed by a 404 has no upstream updatedAt: the last known one
 //     is used and the event time is when it was observed). Build events:
 //     event.BuildStatusID, the id ingest uses, so a webhook and a poll of
-//     the same change are one event; the poller also reads the BuildState
-//     ingest wrote, inside its transaction, and announces nothing ingest
-//     already did. Log events: event.LogBatchID(kind, id, first line's
+//     the same change are one event: ingest does not write BuildState (the
+//     poller owns it), so the poller's event for a change a webhook already
+//     announced repeats the id, and JetStream's dedup drops it. Log events:
+//     event.LogBatchID(kind, id, first line's
 //     timestamp, lines at that millisecond emitted before it).
 //   - Ticks never overlap (SkipIfStillRunning, and Tick* refuse with
 //     ErrTickRunning), run in UTC, recover from panics, start after a random
@@ -90,5 +91,7 @@
 //
 // Watches come from poller.watch_builds (written at Start, source
 // "config"), the admin API (Register), NATS request-reply on
-// relay.watch.build, and ingest (which writes watches directly).
+// relay.watch.build, and ingest, which queues them (state.Tx.QueueWatch);
+// every builds and logs tick, and Watch, Unwatch and Watches, first fold
+// the queue into the watch list (applyQueuedWatches).
 package poller

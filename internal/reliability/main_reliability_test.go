@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -10,9 +11,14 @@ import (
 
 var relayBin, natsBin string
 
-// TestMain builds the relay and nats-server binaries once: the tests run
-// them as operators do, and kill them as crashes would.
+// TestMain builds the relay and nats-server binaries once (not under
+// -short, where every test that runs them is skipped): the tests run them
+// as operators do, and kill them as crashes would.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "relay-reliability-bin")
 	if err != nil {
 		panic(err)

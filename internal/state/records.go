@@ -3,13 +3,15 @@ package state
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
-// Kinds used as key prefixes. They match the event kinds.
+// Kinds used as key prefixes: the event kinds.
 const (
-	KindBuild         = "build"
-	KindVM            = "vm"
-	KindFunctionBuild = "function_build"
+	KindBuild         = event.KindBuild
+	KindVM            = event.KindVM
+	KindFunctionBuild = event.KindFunctionBuild
 )
 
 // BuildState is what the relay last knew of a build. Ingest and the poller

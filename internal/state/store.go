@@ -135,9 +135,6 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Path is the bbolt file's path.
-func (s *Store) Path() string { return s.path }
-
 // Close stops the commit loop after the Updates already queued, then closes
 // the file. It is safe to call twice.
 func (s *Store) Close() error {

@@ -33,9 +33,6 @@ type Tx struct {
 	seenCh seenChanges
 }
 
-// Writable reports whether the transaction can write.
-func (t *Tx) Writable() bool { return t.tx.Writable() }
-
 // Enqueue adds an event to the outbox. It is published after this
 // transaction commits, in commit order.
 func (t *Tx) Enqueue(subject, msgID string, payload []byte) error {
@@ -132,20 +129,6 @@ func (t *Tx) DeleteWatch(kind, id string) (bool, error) {
 		return false, nil
 	}
 	return true, b.Delete(k)
-}
-
-// EncodeWatch encodes a watch for PutWatchEncoded (see EncodeBuild).
-func EncodeWatch(w Watch) ([]byte, error) { return json.Marshal(w) }
-
-// PutWatchEncoded writes a watch encoded by EncodeWatch. raw must not change
-// until Update returned.
-func (t *Tx) PutWatchEncoded(kind, id string, raw []byte) error {
-	return t.tx.Bucket(bWatches).Put(key(kind, id), raw)
-}
-
-// HasWatch reports whether kind/id is watched, without decoding the watch.
-func (t *Tx) HasWatch(kind, id string) bool {
-	return t.tx.Bucket(bWatches).Get(key(kind, id)) != nil
 }
 
 func (t *Tx) GetWatch(kind, id string) (Watch, bool, error) {

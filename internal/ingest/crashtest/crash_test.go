@@ -3,9 +3,9 @@ package crashtest
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,39 +22,33 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/reliability"
 )
 
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 var relayBin string
 
-// TestMain builds the real binary once; the test runs it as users do and
-// kills it as a crash would.
+// TestMain builds the real binary once (not under -short, where the test
+// is skipped); the test runs it as users do and kills it as a crash would.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "relay-crash-bin")
 	if err != nil {
 		panic(err)
 	}
-	relayBin = filepath.Join(dir, "relay")
-	out, err := exec.Command("go", "build", "-o", relayBin, "github.com/cakework-relay/cakework-relay/cmd/relay").CombinedOutput()
+	relayBin, err = reliability.Build(dir, reliability.RelayPkg, "relay")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build relay: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 type relay struct {
@@ -133,7 +127,11 @@ func TestAcknowledgedWebhooksSurviveSIGKILLExactlyOnce(t *testing.T) {
 		retryLimit = 20
 	)
 	dir := t.TempDir()
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	addrs, err := reliability.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, natsAddr := addrs[0], addrs[1]
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	cfg := fmt.Sprintf(`data_dir: %s
 log: {level: warn}

@@ -412,12 +412,11 @@ func (h hookStopper) StopVM(ctx context.Context, id string) error {
 	return h.Stopper.StopVM(ctx, id)
 }
 
-func TestSignalDuringCheckIsNotOverwritten(t *testing.T) {
-	// An activity signal for vmB lands while a Check is running (here: while
-	// vmA is being stopped, after Check read the records). The Check must
-	// neither overwrite the signal with the record it read earlier nor warn
-	// about, let alone stop, vmB on the stale idle clock.
-	e := newEnv(t, defaults())
+// signalVMBWhenStoppingVMA replaces e.as with an auto-stopper whose stopVM
+// of vmA first records an activity signal for vmB (once), as if it landed
+// while a Check was running. The result reports whether it did.
+func signalVMBWhenStoppingVMA(t *testing.T, e *env) *bool {
+	t.Helper()
 	srv := httptest.NewServer(e.sim.Handler())
 	t.Cleanup(srv.Close)
 	cl, err := cakework.New(cakework.Options{BaseURL: srv.URL, APIKey: "k", Clock: e.clk})
@@ -437,11 +436,21 @@ func TestSignalDuringCheckIsNotOverwritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &signalled
+}
+
+func TestSignalDuringCheckIsNotOverwritten(t *testing.T) {
+	// An activity signal for vmB lands while a Check is running (here: while
+	// vmA is being stopped, after Check read the records). The Check must
+	// neither overwrite the signal with the record it read earlier nor warn
+	// about, let alone stop, vmB on the stale idle clock.
+	e := newEnv(t, defaults())
+	signalled := signalVMBWhenStoppingVMA(t, e)
 	e.startVM("vmA", "img")
 	e.run(5*time.Minute, nil)
 	e.startVM("vmB", "img") // warned exactly when vmA is stopped
 	e.run(25*time.Minute, nil)
-	if !signalled || e.events("autostopped")["vmA"] != 1 {
+	if !*signalled || e.events("autostopped")["vmA"] != 1 {
 		t.Fatalf("vmA not stopped at 30m (autostopped %v)", e.events("autostopped"))
 	}
 	if n := e.events("idle")["vmB"]; n != 0 {
@@ -457,29 +466,11 @@ func TestSignalDuringCheckPreventsStop(t *testing.T) {
 	// vmA and vmB are due in the same Check; a signal for vmB lands while
 	// vmA is being stopped. vmB must be kept.
 	e := newEnv(t, defaults())
-	srv := httptest.NewServer(e.sim.Handler())
-	t.Cleanup(srv.Close)
-	cl, err := cakework.New(cakework.Options{BaseURL: srv.URL, APIKey: "k", Clock: e.clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signalled := false
-	stopper := hookStopper{Stopper: cl, onStop: func(id string) {
-		if id == "vmA" && !signalled {
-			signalled = true
-			if err := e.as.Activity(context.Background(), "vmB"); err != nil {
-				t.Error(err)
-			}
-		}
-	}}
-	e.as, err = New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: stopper, Store: e.store, SubjectPrefix: "cakework", Clock: e.clk})
-	if err != nil {
-		t.Fatal(err)
-	}
+	signalled := signalVMBWhenStoppingVMA(t, e)
 	e.startVM("vmA", "img")
 	e.startVM("vmB", "img")
 	e.run(30*time.Minute, nil)
-	if !signalled || e.events("autostopped")["vmA"] != 1 {
+	if !*signalled || e.events("autostopped")["vmA"] != 1 {
 		t.Fatalf("vmA not stopped at 30m (autostopped %v)", e.events("autostopped"))
 	}
 	if e.events("autostopped")["vmB"] != 0 || e.simState("vmB") != "started" {
