@@ -228,6 +228,10 @@ func (a *AutoStop) Check(ctx context.Context) error {
 }
 
 func (a *AutoStop) excluded(image string) bool {
+	if image == "" && len(a.o.Config.ExcludeImages) > 0 {
+		// An unknown image might be an excluded one.
+		return true
+	}
 	for _, x := range a.o.Config.ExcludeImages {
 		if x == image {
 			return true
@@ -353,6 +357,37 @@ func (a *AutoStop) underCap(now time.Time) bool {
 	return len(a.stops) < a.o.Config.MaxStopsPerMinute
 }
 
+// stillDue re-reads the VM from the poller and its record, and reports
+// whether the stop planned as p still holds, for the same idle period.
+func (a *AutoStop) stillDue(p plan) bool {
+	var vm VM
+	found := false
+	for _, v := range a.o.Source.StartedVMs() {
+		if v.ID == p.vm.ID {
+			vm, found = v, true
+			break
+		}
+	}
+	if !found {
+		a.log.Info("idle VM kept: no longer started by the latest sweep", "vm", p.vm.ID)
+		return false
+	}
+	var rec record
+	if err := a.o.Store.View(func(tx *state.Tx) error {
+		_, err := tx.GetSink(SinkName, "vm/"+p.vm.ID, &rec)
+		return err
+	}); err != nil {
+		a.log.Warn("idle VM kept: cannot re-read its record", "vm", p.vm.ID, "err", err)
+		return false
+	}
+	np := a.plan(vm, rec, a.o.Clock.Now())
+	if !np.stop || !np.idleSince.Equal(p.idleSince) {
+		a.log.Info("idle VM kept: new activity or a failed poll since the check began", "vm", p.vm.ID)
+		return false
+	}
+	return true
+}
+
 func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 	if !a.underCap(now) {
 		a.capped.Inc()
@@ -360,8 +395,13 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 			"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
 		return nil
 	}
-	// A signal may have arrived since Check read the records: look again
-	// right before the one call that cannot be undone.
+	// The poller's view may have moved on while earlier stops of this check
+	// waited (the rate limit, a 429 pause, a slow call): plan again on a
+	// fresh reading of this VM right before the call that cannot be undone.
+	if !a.stillDue(p) {
+		return nil
+	}
+	// A signal may have arrived since Check read the records: look again.
 	var changed bool
 	if err := a.o.Store.View(func(tx *state.Tx) (err error) {
 		_, changed, err = a.current(tx, p)

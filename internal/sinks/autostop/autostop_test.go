@@ -501,3 +501,59 @@ func TestCapSurvivesRestart(t *testing.T) {
 		t.Fatalf("restart reset the cap: %d stops", got)
 	}
 }
+
+// staleSource wraps the fake poller: after the check's first reading, VM
+// "vm-b" logs a line, as if the poller saw it while earlier stops waited.
+type staleSource struct {
+	*fakePoller
+	reads int
+}
+
+func (s *staleSource) StartedVMs() []VM {
+	s.reads++
+	out := s.fakePoller.StartedVMs()
+	if s.reads > 1 {
+		for i := range out {
+			if out[i].ID == "vm-b" {
+				out[i].LastLogLine = s.clk.Now()
+			}
+		}
+	}
+	return out
+}
+
+func TestFreshKnowledgeIsCheckedRightBeforeTheCall(t *testing.T) {
+	// Both VMs are warned and due in the same check, but vm-b logs while
+	// vm-a's stop is being made.
+	e2 := newEnv(t, defaults())
+	src := &staleSource{fakePoller: e2.src}
+	e2.startVM("vm-a", "img")
+	e2.startVM("vm-b", "img")
+	e2.clk.Advance(26 * time.Minute)
+	if err := e2.as.Check(context.Background()); err != nil { // warnings
+		t.Fatal(err)
+	}
+	e2.as.o.Source = src
+	e2.clk.Advance(5 * time.Minute)
+	if err := e2.as.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := e2.simState("vm-a"); s == "started" {
+		t.Fatal("vm-a was not stopped")
+	}
+	if s := e2.simState("vm-b"); s != "started" {
+		t.Fatalf("vm-b was stopped (%s) though it logged right before the call", s)
+	}
+}
+
+func TestUnknownImageKeptWhenImagesAreExcluded(t *testing.T) {
+	cfg := defaults()
+	cfg.ExcludeImages = []string{"keep-me"}
+	e := newEnv(t, cfg)
+	e.startVM("vm1", "")
+	e.src.vms["vm1"].ImageID = ""
+	e.run(2*time.Hour, nil)
+	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("a VM of unknown image was stopped while exclude_images is set")
+	}
+}

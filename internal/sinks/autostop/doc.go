@@ -20,10 +20,14 @@
 //   - the VM is still started, by the latest sweep;
 //   - a VM sweep and (with poller.logs.vms) a log poll of that VM succeeded
 //     after the warning, and none failed since idleSince;
-//   - its image is not in exclude_images;
+//   - its image is not in exclude_images (with exclude_images set, a VM
+//     whose image is unknown is kept too);
 //   - fewer than max_stops_per_minute stops happened in the last minute
 //     (beyond the cap it logs and does nothing destructive);
-//   - it was not stopped already in this start (never twice).
+//   - it was not stopped already in this start (never twice);
+//   - a fresh reading of the poller's view, taken right before the call,
+//     still gives the same idle period (earlier stops in the same check may
+//     have waited on the rate limit).
 //
 // stopVM (stopCachedVM for ids in cached_vms) answering 409 counts as
 // stopped. Then vm.autostopped is emitted with the idle time and dryRun. With
