@@ -13,6 +13,8 @@ func ingestComponent(d *Deps) (Component, error) {
 		Clock:         d.Clock,
 		Logger:        d.Logger,
 		Registerer:    d.Registry,
+		// The poller runs when there is an API key (see pollerComponent).
+		WatchBuilds: d.Config.Cakework.APIKey != "",
 	})
 	if err != nil {
 		return nil, err

@@ -197,7 +197,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	// The change is remembered under the event id, and under the sender's
 	// delivery id when it gave one: a retry with the same delivery id, and
 	// the same change sent again under another, are both duplicates.
-	changeKey, deliveryKey := seenKeyFor("", id), ""
+	deliveryKey := ""
 	if deliveryID != "" {
 		deliveryKey = seenKeyFor(deliveryID, id)
 	}
@@ -209,7 +209,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	var dup bool
 	err = in.store.Update(ctx, func(tx *state.Tx) error {
 		dup = false
-		if deliveryKey != "" && tx.HasWebhook(CakeworkReceiver, deliveryKey, now) || tx.HasWebhook(CakeworkReceiver, changeKey, now) {
+		if deliveryKey != "" && tx.HasWebhook(CakeworkReceiver, deliveryKey, now) || tx.ChangeAnnounced(id, now) {
 			dup = true
 			return nil
 		}
@@ -228,11 +228,11 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 			dup = true
 			return nil
 		}
-		for _, k := range []string{changeKey, deliveryKey} {
-			if k == "" {
-				continue
-			}
-			if _, err := tx.SeenWebhook(CakeworkReceiver, k, now, expires); err != nil {
+		if err := tx.MarkChangeAnnounced(id, now, expires); err != nil {
+			return err
+		}
+		if deliveryKey != "" {
+			if _, err := tx.SeenWebhook(CakeworkReceiver, deliveryKey, now, expires); err != nil {
 				return err
 			}
 		}
@@ -248,8 +248,10 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 				return err
 			}
 		}
-		if err := tx.QueueWatch(watchRaw); err != nil {
-			return err
+		if in.o.WatchBuilds {
+			if err := tx.QueueWatch(watchRaw); err != nil {
+				return err
+			}
 		}
 		return tx.Enqueue(subject, id, p)
 	})
@@ -266,7 +268,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 // webhook recently (before the poller recorded it).
 func (in *Ingest) finishedByWebhook(tx *state.Tx, buildID string, now time.Time) bool {
 	for _, st := range []string{statusSucceeded, statusFailed} {
-		if tx.HasWebhook(CakeworkReceiver, seenKeyFor("", event.BuildStatusID(buildID, st)), now) {
+		if tx.ChangeAnnounced(event.BuildStatusID(buildID, st), now) {
 			return true
 		}
 	}

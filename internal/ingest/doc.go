@@ -10,11 +10,13 @@
 //     for the bus, so a bus that is down does not stop ingest until the
 //     outbox reaches ingest.outbox_limit.
 //   - One transaction per request: the dedup check, the seen ids, the
-//     queued poller watch (state.Tx.QueueWatch) and the outbox entry commit
+//     queued poller watch (state.Tx.QueueWatch, when the poller runs) and
+//     the outbox entry commit
 //     together or not at all. Ingest does not write the build's state
 //     record: the poller owns it, folds the queued watch into its watch list
-//     on its next tick and confirms the status with getBuild; its event has
-//     the same id, which JetStream drops. Every write has a sequential key,
+//     on its next tick and confirms the status with getBuild, recording a
+//     change ingest announced (state's MarkChangeAnnounced) without a
+//     second event. Every write has a sequential key,
 //     so concurrent requests share commits (the store's group commit) and
 //     fsync cost is spread over every request waiting at the time.
 //   - Idempotent: a repeated webhook-id (or, when the sender gives none, a

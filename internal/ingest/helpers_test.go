@@ -79,6 +79,7 @@ func (e *env) open() {
 	in, err := ingest.New(ingest.Options{
 		Config: e.cfg, MaxBodyBytes: e.max, SubjectPrefix: "cakework",
 		Store: st, Clock: e.clock, Registerer: e.reg,
+		WatchBuilds: true, // as when the poller runs
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,9 @@ type Options struct {
 	Clock         clock.Clock
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
+	// WatchBuilds queues a poller watch for every build seen by webhook. Set
+	// it when the poller runs; without one nothing would empty the queue.
+	WatchBuilds bool
 }
 
 // Ingest receives webhooks and commits their events to the outbox.

@@ -92,8 +92,9 @@ func (p *Poller) pollBuild(ctx context.Context, id string) error {
 
 // applyBuild records what getBuild said and emits the change, deciding
 // inside the transaction on the current BuildState. Ingest does not write
-// BuildState: a change a webhook already announced is emitted again under
-// the same event id (event.BuildStatusID), and JetStream's dedup drops it.
+// BuildState; it remembers the changes it announced (state's
+// ChangeAnnounced, for seen_ttl), and those are recorded here without a
+// second event.
 func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
 	now := p.clk.Now().UTC()
 	stuckAfter := p.cfg.Builds.StuckAfter
@@ -121,8 +122,13 @@ func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
 			if at.IsZero() {
 				at = now
 			}
-			evs = append(evs, ev{b.Status, event.BuildStatusID(b.BuildID, b.Status), at,
-				buildData{Build: b, PreviousStatus: prev.Status, ObservedBy: ObservedBy}})
+			id := event.BuildStatusID(b.BuildID, b.Status)
+			// A change a webhook announced is recorded, not announced again
+			// (JetStream's dedup window may have passed).
+			if !tx.ChangeAnnounced(id, now) {
+				evs = append(evs, ev{b.Status, id, at,
+					buildData{Build: b, PreviousStatus: prev.Status, ObservedBy: ObservedBy}})
+			}
 			next.Status = b.Status
 			next.ObservedBy = ObservedBy
 			changed = true

@@ -32,9 +32,11 @@
 //     (a VM confirmed by a 404 has no upstream updatedAt: the last known one
 //     is used and the event time is when it was observed). Build events:
 //     event.BuildStatusID, the id ingest uses, so a webhook and a poll of
-//     the same change are one event: ingest does not write BuildState (the
-//     poller owns it), so the poller's event for a change a webhook already
-//     announced repeats the id, and JetStream's dedup drops it. Log events:
+//     the same change are one event. Ingest does not write BuildState (the
+//     poller owns it); it remembers the changes it announced for seen_ttl,
+//     and the poller records those without a second event. Should that
+//     memory be gone, the repeat carries the same id for JetStream's
+//     dedup. Log events:
 //     event.LogBatchID(kind, id, first line's
 //     timestamp, lines at that millisecond emitted before it).
 //   - Ticks never overlap (SkipIfStillRunning, and Tick* refuse with

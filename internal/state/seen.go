@@ -3,6 +3,7 @@ package state
 import (
 	"crypto/sha256"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -111,4 +112,25 @@ func (x *seenIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.exp)
+}
+
+// Build changes that came by webhook are remembered by event id, under the
+// Cakework receiver, for seen_ttl. Ingest marks them; the poller checks them
+// so it does not announce a change again after JetStream's duplicate window.
+const (
+	changeReceiver = "cakework"
+	changePrefix   = "e:"
+)
+
+// MarkChangeAnnounced remembers that the change with this event id was
+// announced, until expires.
+func (t *Tx) MarkChangeAnnounced(eventID string, now, expires time.Time) error {
+	_, err := t.SeenWebhook(changeReceiver, changePrefix+eventID, now, expires)
+	return err
+}
+
+// ChangeAnnounced reports whether the change with this event id was
+// announced by webhook and is still remembered.
+func (t *Tx) ChangeAnnounced(eventID string, now time.Time) bool {
+	return t.HasWebhook(changeReceiver, changePrefix+eventID, now)
 }
