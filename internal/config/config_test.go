@@ -89,7 +89,7 @@ func TestDefault(t *testing.T) {
 		{"poller.logs.vms", c.Poller.Logs.VMs, true},
 		{"poller.logs.builds", c.Poller.Logs.Builds, true},
 		{"poller.jitter", c.Poller.Jitter, time.Duration(0)},
-		{"poller.shutdown_timeout", c.Poller.ShutdownTimeout, 10 * time.Second},
+		{"poller.shutdown_timeout", c.Poller.ShutdownTimeout, 3 * time.Second},
 		{"sinks.autostop.enabled", c.Sinks.Autostop.Enabled, false},
 		{"sinks.autostop.idle_after", c.Sinks.Autostop.IdleAfter, 30 * time.Minute},
 		{"sinks.autostop.warn_before", c.Sinks.Autostop.WarnBefore, 5 * time.Minute},

@@ -88,7 +88,8 @@ func fill(c *Config) {
 	str(&p.Logs.Schedule, "@every 5s")
 	num(&p.Logs.Batch, 500)
 	num(&p.Logs.MaxPages, 10)
-	dur(&p.ShutdownTimeout, 10*time.Second)
+	// Under relay serve's 4 s bound on the whole shutdown.
+	dur(&p.ShutdownTimeout, 3*time.Second)
 
 	for i := range c.Sinks.Slack {
 		s := &c.Sinks.Slack[i]

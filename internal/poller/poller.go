@@ -277,7 +277,7 @@ func (p *Poller) Stop(ctx context.Context) error {
 	go func() { p.running.Wait(); close(done) }()
 	timeout := p.cfg.ShutdownTimeout
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = 3 * time.Second
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
