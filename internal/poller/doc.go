@@ -83,11 +83,10 @@
 //   - VMKnowledge(id) says how fresh the poller's view of a VM is: the last
 //     good and failed sweep, the last good and failed logs pass for that
 //     VM, its state, and its newest log line (from the cursor, so it
-//     survives restarts). Knowledge.LogsHealthy(now, maxAge) is the test for
-//     "the idle clock may run".
-//   - Observe(Observer{VMState, VMLog}) delivers VM state changes and new
-//     log line times after they commit, synchronously from the tick; the
-//     callbacks must not block.
+//     survives restarts). A logs pass counts as good only when it read the
+//     stream to its end.
+//   - VMsInState(st) lists the VMs last seen in a state, with their image,
+//     since when, and that knowledge: what the auto-stopper plans from.
 //   - Client() is the shared API client: use it for stopVM so the rate
 //     limit and 429 pause cover every call.
 //

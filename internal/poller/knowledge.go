@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -32,82 +31,6 @@ type Knowledge struct {
 	LastLogLine time.Time
 	// Tailing is true while the VM has a log cursor.
 	Tailing bool
-}
-
-// LogsHealthy reports whether the last logs pass for the VM succeeded and
-// is no older than maxAge. The auto-stopper's idle clock should only run
-// while this holds.
-func (k Knowledge) LogsHealthy(now time.Time, maxAge time.Duration) bool {
-	return !k.LastLogOK.IsZero() && !k.LastLogOK.Before(k.LastLogFailed) && now.Sub(k.LastLogOK) <= maxAge
-}
-
-// VMStateChange tells in-process observers that a VM reached a state. It
-// is delivered after the change and its event committed.
-type VMStateChange struct {
-	ID            string
-	State         string
-	PreviousState string // "" for a VM first seen
-	VM            cakework.VM
-	At            time.Time // upstream updatedAt, else when observed
-}
-
-// VMLogProgress tells observers that new log lines of a VM were committed.
-type VMLogProgress struct {
-	ID         string
-	NewestLine time.Time
-	Lines      int
-}
-
-// Observer receives in-process notifications. Either func may be nil.
-// Calls are synchronous, from the tick's goroutines (possibly several at
-// once), after the commit; they must be quick and must not block (hand off
-// to a channel with a default case, or take a mutex briefly).
-type Observer struct {
-	VMState func(VMStateChange)
-	VMLog   func(VMLogProgress)
-}
-
-type observers struct {
-	mu   sync.RWMutex
-	next int
-	list map[int]Observer
-}
-
-// Observe registers o and returns a func that removes it.
-func (p *Poller) Observe(o Observer) (remove func()) {
-	p.obs.mu.Lock()
-	defer p.obs.mu.Unlock()
-	if p.obs.list == nil {
-		p.obs.list = map[int]Observer{}
-	}
-	id := p.obs.next
-	p.obs.next++
-	p.obs.list[id] = o
-	return func() {
-		p.obs.mu.Lock()
-		delete(p.obs.list, id)
-		p.obs.mu.Unlock()
-	}
-}
-
-func (p *Poller) notifyState(c VMStateChange) {
-	p.obs.mu.RLock()
-	defer p.obs.mu.RUnlock()
-	for _, o := range p.obs.list {
-		if o.VMState != nil {
-			o.VMState(c)
-		}
-	}
-}
-
-func (p *Poller) notifyLog(c VMLogProgress) {
-	p.obs.mu.RLock()
-	defer p.obs.mu.RUnlock()
-	for _, o := range p.obs.list {
-		if o.VMLog != nil {
-			o.VMLog(c)
-		}
-	}
 }
 
 // knowledge is the in-memory side of Knowledge.

@@ -408,9 +408,6 @@ func (p *Poller) pass(ctx context.Context, s stream) (passResult, error) {
 			if len(lines) > 0 {
 				p.m.events.WithLabelValues(s.kind + ".log").Add(float64(len(evs)))
 				p.m.logLines.WithLabelValues(s.kind).Add(float64(len(lines)))
-				if s.kind == state.KindVM {
-					p.notifyLog(VMLogProgress{ID: s.id, NewestLine: lines[len(lines)-1].line.Time(), Lines: len(lines)})
-				}
 			}
 			return nil
 		})

@@ -107,7 +107,6 @@ type Poller struct {
 	authMessage string
 
 	know *knowledge
-	obs  observers
 
 	// beforeLogCommit, when set (tests), runs before each log page's
 	// transaction; an error aborts the stream as a crash would.

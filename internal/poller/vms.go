@@ -338,7 +338,6 @@ func (p *Poller) applyVMChanges(ctx context.Context, changes []vmChange, base ba
 			}
 			if evs[i] != nil {
 				p.m.events.WithLabelValues(event.KindVM).Inc()
-				p.notifyState(VMStateChange{ID: c.vm.ID, State: c.vm.State, PreviousState: c.prev, VM: c.vm, At: c.at})
 			}
 		}
 	}
