@@ -49,6 +49,8 @@ type env struct {
 	reg   *prometheus.Registry
 	srv   *httptest.Server
 	bus   *bus.Bus
+	// noPoller builds ingest as when no poller runs (no API key).
+	noPoller bool
 }
 
 func defaultIngestConfig() config.Ingest {
@@ -79,7 +81,7 @@ func (e *env) open() {
 	in, err := ingest.New(ingest.Options{
 		Config: e.cfg, MaxBodyBytes: e.max, SubjectPrefix: "cakework",
 		Store: st, Clock: e.clock, Registerer: e.reg,
-		WatchBuilds: true, // as when the poller runs
+		WatchBuilds: !e.noPoller, // as when the poller runs
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
@@ -553,5 +554,20 @@ func TestMetrics(t *testing.T) {
 	}
 	if hist == nil || hist.GetSampleCount() != 3 {
 		t.Fatalf("histogram %v", hist)
+	}
+}
+
+// Without a poller nothing would empty the watch queue, so ingest queues no
+// watch; the event itself is accepted as usual.
+func TestNoWatchQueuedWithoutAPoller(t *testing.T) {
+	e := &env{t: t, dir: t.TempDir(), cfg: defaultIngestConfig(), max: 4096, clock: clock.NewFake(epoch), noPoller: true}
+	e.open()
+	ok202(t, e.do(req{body: `{"buildId":"b1","imageId":"img"}`, secret: testSecret}))
+	n, err := e.store.ApplyWatchQueue(context.Background())
+	if err != nil || n != 0 {
+		t.Fatalf("%d watches were queued without a poller (%v)", n, err)
+	}
+	if evs := e.stream(); len(evs) != 1 {
+		t.Fatalf("%d events on the stream, want 1", len(evs))
 	}
 }
