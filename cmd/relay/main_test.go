@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/reliability"
 )
 
 var relayBin string
@@ -24,10 +25,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	relayBin = filepath.Join(dir, "relay")
-	out, err := exec.Command("go", "build", "-o", relayBin, ".").CombinedOutput()
+	relayBin, err = reliability.Build(dir, reliability.RelayPkg, "relay")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build relay: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -35,14 +35,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct free loopback addresses.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := reliability.FreeAddrs(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func TestCheckConfigNamesEveryBadKey(t *testing.T) {
@@ -90,11 +90,12 @@ func TestServeWithNoConfigStopsOnSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			httpAddr := freeAddr(t)
+			addrs := freeAddrs(t, 2)
+			httpAddr := addrs[0]
 			// No config file: the defaults, with the addresses moved off the
 			// well-known ports so tests can run beside a real relay.
 			cfg := filepath.Join(dir, "c.yaml")
-			os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %s\nhttp: {listen: %q}\nbus: {embedded: {listen: %q}}\n", filepath.Join(dir, "data"), httpAddr, freeAddr(t))), 0o600)
+			os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %s\nhttp: {listen: %q}\nbus: {embedded: {listen: %q}}\n", filepath.Join(dir, "data"), httpAddr, addrs[1])), 0o600)
 			var stderr bytes.Buffer
 			cmd := exec.Command(relayBin, "serve", "-config", cfg)
 			cmd.Stderr = &stderr

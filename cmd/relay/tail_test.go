@@ -19,7 +19,8 @@ import (
 // line and as CloudEvents JSON.
 func TestTailPrintsEventsFromTheBus(t *testing.T) {
 	dir := t.TempDir()
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	httpAddr, natsAddr := addrs[0], addrs[1]
 	cfg := filepath.Join(dir, "c.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir: %s
 http: {listen: %q}
