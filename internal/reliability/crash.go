@@ -147,25 +147,7 @@ func CrashMatrix(ctx context.Context, o CrashOptions) (*CrashResult, error) {
 
 	settleStart := time.Now()
 	deadline := settleStart.Add(o.Settle)
-	var msgs []StreamMsg
-	var probs []string
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		msgs, err = ReadStream(rctx, relay.NATSURL(), "CAKEWORK")
-		cancel()
-		if err == nil {
-			probs = world.Check(msgs)
-			if len(probs) == 0 {
-				break
-			}
-		} else {
-			probs = []string{"read stream: " + err.Error()}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		_ = CtxSleep(ctx, time.Second)
-	}
+	msgs, probs := settleStream(ctx, relay.NATSURL(), world, deadline)
 	res.SettleStream = time.Since(settleStart)
 	res.StreamMsgs = len(msgs)
 	res.Problems = append(res.Problems, probs...)

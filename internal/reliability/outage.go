@@ -249,24 +249,7 @@ func NATSOutage(ctx context.Context, o OutageOptions) (*OutageResult, error) {
 
 	// Everything on the stream once, in order.
 	deadline := time.Now().Add(o.Settle)
-	var msgs []StreamMsg
-	var probs []string
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		msgs, err = ReadStream(rctx, relay.NATSURL(), "CAKEWORK")
-		cancel()
-		if err == nil {
-			if probs = world.Check(msgs); len(probs) == 0 {
-				break
-			}
-		} else {
-			probs = []string{"read stream: " + err.Error()}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		_ = CtxSleep(ctx, time.Second)
-	}
+	msgs, probs := settleStream(ctx, relay.NATSURL(), world, deadline)
 	res.StreamMsgs = len(msgs)
 	res.Problems = append(res.Problems, probs...)
 	res.Elapsed = time.Since(start)

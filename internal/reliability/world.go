@@ -385,3 +385,26 @@ func diffLines(want, got []string) string {
 	}
 	return ""
 }
+
+// settleStream reads the whole CAKEWORK stream until world.Check finds no
+// problem or the deadline passes (the relay may still be publishing what it
+// recovered), and returns the last reading and its problems.
+func settleStream(ctx context.Context, natsURL string, world *World, deadline time.Time) ([]StreamMsg, []string) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		msgs, err := ReadStream(rctx, natsURL, "CAKEWORK")
+		cancel()
+		var probs []string
+		if err == nil {
+			if probs = world.Check(msgs); len(probs) == 0 {
+				return msgs, nil
+			}
+		} else {
+			probs = []string{"read stream: " + err.Error()}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return msgs, probs
+		}
+		_ = CtxSleep(ctx, time.Second)
+	}
+}

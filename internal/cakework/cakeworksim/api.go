@@ -135,22 +135,16 @@ func (q *vmRequest) volume() int {
 }
 
 func (s *Sim) startVM(w http.ResponseWriter, r *http.Request) {
-	var req vmRequest
-	if err := readJSON(r, &req); err != nil {
-		fail(w, r, http.StatusBadRequest, "invalid JSON body")
-		return
-	}
-	if msg := req.validate(); msg != "" {
-		fail(w, r, http.StatusBadRequest, msg)
-		return
-	}
-	s.mu.Lock()
-	v := s.newVM(req, cakework.VMStarted, false)
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, toWireVM(v, fmtOffset, false))
+	s.createVM(w, r, cakework.VMStarted, false, http.StatusOK)
 }
 
+// cacheVM answers a stopped VM, and 201 where startVM answers 200: create
+// calls answered either.
 func (s *Sim) cacheVM(w http.ResponseWriter, r *http.Request) {
+	s.createVM(w, r, cakework.VMStopped, true, http.StatusCreated)
+}
+
+func (s *Sim) createVM(w http.ResponseWriter, r *http.Request, state string, cached bool, status int) {
 	var req vmRequest
 	if err := readJSON(r, &req); err != nil {
 		fail(w, r, http.StatusBadRequest, "invalid JSON body")
@@ -161,9 +155,9 @@ func (s *Sim) cacheVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	v := s.newVM(req, cakework.VMStopped, true)
+	v := s.newVM(req, state, cached)
 	s.mu.Unlock()
-	writeJSON(w, http.StatusCreated, toWireVM(v, fmtOffset, true))
+	writeJSON(w, status, toWireVM(v, fmtOffset, cached))
 }
 
 // newVM creates a VM from a request. Call with s.mu held.
