@@ -23,6 +23,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"sync"
@@ -44,7 +45,8 @@ func run() int {
 	duration := flag.Duration("duration", 10*time.Second, "measured load per target")
 	warmup := flag.Duration("warmup", time.Second, "unmeasured load before each measurement")
 	senders := flag.Int("senders", 64, "concurrent keep-alive senders")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the relay run to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the relay run (or of the bare run with -only bare) to this file")
+	traceFile := flag.String("trace", "", "write a 1 s execution trace of the relay run (after the warm-up) to this file")
 	only := flag.String("only", "", "run only bare or relay")
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
 	flag.Parse()
@@ -64,7 +66,11 @@ func run() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		bare = load("bare", "http://"+addr+"/webhooks/cakework", *senders, *warmup, *duration, "")
+		bareProfile := ""
+		if *only == "bare" {
+			bareProfile = *cpuprofile
+		}
+		bare = load("bare", "http://"+addr+"/webhooks/cakework", *senders, *warmup, *duration, bareProfile)
 		stop()
 		bare.print()
 	}
@@ -75,6 +81,9 @@ func run() int {
 			return 1
 		}
 		st0 := a.Deps().Store.Stats()
+		if *traceFile != "" {
+			go writeTrace(*traceFile, *warmup)
+		}
 		relay = load("relay", "http://"+a.HTTPAddr()+"/webhooks/cakework", *senders, *warmup, *duration, *cpuprofile)
 		st1 := a.Deps().Store.Stats()
 		depth := a.Deps().Store.OutboxDepth()
@@ -84,10 +93,15 @@ func run() int {
 		}
 		relay.print()
 		if c, u := st1.Commits-st0.Commits, st1.Updates-st0.Updates; c > 0 && u > 0 {
-			// Updates include the publisher's outbox deletes.
+			// Updates are the poller's, the publisher's and the journal checkpoints.
 			fmt.Printf("relay: %d commits, %.1f updates/commit, %.2f pages written/update, write+sync %s/commit\n",
 				c, float64(u)/float64(c), float64(st1.PagesWritten-st0.PagesWritten)/float64(u),
 				((st1.WriteTime - st0.WriteTime) / time.Duration(c)).Round(time.Microsecond))
+		}
+		if b := st1.JournalBatches - st0.JournalBatches; b > 0 {
+			fmt.Printf("relay: journal %d batches, %.1f webhooks/batch, write+sync %s/batch\n",
+				b, float64(st1.JournalRecords-st0.JournalRecords)/float64(b),
+				((st1.JournalWriteTime - st0.JournalWriteTime) / time.Duration(b)).Round(time.Microsecond))
 		}
 		fmt.Printf("relay: outbox depth at end of load %d, drained to JetStream in %s\n", depth, time.Since(t0).Round(time.Millisecond))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -100,6 +114,23 @@ func run() int {
 			relay.rps()/bare.rps(), relay.p(0.99))
 	}
 	return 0
+}
+
+// writeTrace records an execution trace of one second after the warm-up.
+func writeTrace(path string, warmup time.Duration) {
+	time.Sleep(warmup)
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer f.Close()
+	if err := trace.Start(f); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	time.Sleep(time.Second)
+	trace.Stop()
 }
 
 func startBare() (string, func(), error) {

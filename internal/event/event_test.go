@@ -1,6 +1,10 @@
 package event
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +110,31 @@ func TestFilter(t *testing.T) {
 		if got := strings.Join(f.Subjects("c"), " "); got != tt.subjects {
 			t.Errorf("%v subjects = %q, want %q", tt.globs, got, tt.subjects)
 		}
+	}
+}
+
+// The hand-written hot-path versions must agree with the definitions they
+// replace: the regexp for tokens, fmt's "%d:%s;" for ids (ids already
+// published must not change).
+func TestValidTokenAndIDMatchTheirDefinitions(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	slow := func(parts ...string) string {
+		h := sha256.New()
+		for _, p := range parts {
+			fmt.Fprintf(h, "%d:%s;", len(p), p)
+		}
+		return hex.EncodeToString(h.Sum(nil)[:16])
+	}
+	cases := []string{"", "a", "build-1_X", strings.Repeat("a", 128), strings.Repeat("a", 129), "a.b", "a b", "ü", "a\n", "-", "_"}
+	for _, c := range cases {
+		if got, want := ValidToken(c), re.MatchString(c); got != want {
+			t.Errorf("ValidToken(%q) = %v, want %v", c, got, want)
+		}
+		if got, want := ID("build", c, "succeeded"), slow("build", c, "succeeded"); got != want {
+			t.Errorf("ID(build, %q) = %s, want %s", c, got, want)
+		}
+	}
+	if got, want := ID(), slow(); got != want {
+		t.Errorf("ID() = %s, want %s", got, want)
 	}
 }

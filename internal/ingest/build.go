@@ -206,21 +206,43 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	if err != nil {
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())
 	}
-	var dup bool
-	err = in.store.Update(ctx, func(tx *state.Tx) error {
-		dup = false
-		if deliveryKey != "" && tx.HasWebhook(CakeworkReceiver, deliveryKey, now) || tx.ChangeAnnounced(id, now) {
-			dup = true
-			return nil
-		}
-		prev, known, err := tx.GetBuild(b.BuildID)
+	// What the poller recorded of the build, read before the journal
+	// batch: a poller commit that races this request announces the same
+	// change under the same event id, which JetStream drops.
+	var prev state.BuildState
+	var known bool
+	if err := in.store.View(func(tx *state.Tx) error {
+		var err error
+		prev, known, err = tx.GetBuild(b.BuildID)
 		if err != nil {
 			in.log.Warn("unreadable build state ignored", "build", b.BuildID, "err", err)
 			prev, known = state.BuildState{}, false
 		}
-		if known && (prev.Status == b.Status || prev.Finished() && b.Status == statusCreated) {
-			// Already announced by the poller, or a late "created" for a
-			// finished build.
+		return nil
+	}); err != nil {
+		return in.unavailable(err)
+	}
+	if known && (prev.Status == b.Status || prev.Finished() && b.Status == statusCreated) {
+		// Already announced by the poller, or a late "created" for a
+		// finished build.
+		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
+	}
+	if known && prev.Status != "" {
+		// The event says what the status was before.
+		d := b
+		d.PreviousStatus = prev.Status
+		e, err := event.New(event.KindBuild, b.BuildID, b.Status, id, at, d)
+		if err == nil {
+			payload, err = appendEvent(make([]byte, 0, 256+len(e.Data)), &e)
+		}
+		if err != nil {
+			return fail(http.StatusBadRequest, outBadRequest, err.Error())
+		}
+	}
+	var dup bool
+	err = in.store.Accept(ctx, func(tx *state.AcceptTx) error {
+		dup = false
+		if deliveryKey != "" && tx.HasWebhook(CakeworkReceiver, deliveryKey, now) || tx.ChangeAnnounced(id, now) {
 			dup = true
 			return nil
 		}
@@ -236,24 +258,12 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 				return err
 			}
 		}
-		p := payload
-		if known && prev.Status != "" {
-			d := b
-			d.PreviousStatus = prev.Status
-			e, err := event.New(event.KindBuild, b.BuildID, b.Status, id, at, d)
-			if err != nil {
-				return err
-			}
-			if p, err = appendEvent(make([]byte, 0, 256+len(e.Data)), &e); err != nil {
-				return err
-			}
-		}
 		if in.o.WatchBuilds {
 			if err := tx.QueueWatch(watchRaw); err != nil {
 				return err
 			}
 		}
-		return tx.Enqueue(subject, id, p)
+		return tx.Enqueue(subject, id, payload)
 	})
 	if err != nil {
 		return in.commitErr(ctx, err)
@@ -266,7 +276,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 
 // finishedByWebhook reports whether a final status of the build came in by
 // webhook recently (before the poller recorded it).
-func (in *Ingest) finishedByWebhook(tx *state.Tx, buildID string, now time.Time) bool {
+func (in *Ingest) finishedByWebhook(tx *state.AcceptTx, buildID string, now time.Time) bool {
 	for _, st := range []string{statusSucceeded, statusFailed} {
 		if tx.ChangeAnnounced(event.BuildStatusID(buildID, st), now) {
 			return true
@@ -329,7 +339,7 @@ func (in *Ingest) genericWebhook(ctx context.Context, rc *receiver, body []byte,
 	seenKey := seenKeyFor(deliveryID, id)
 	expires := now.Add(in.seenTTL)
 	var dup bool
-	err = in.store.Update(ctx, func(tx *state.Tx) error {
+	err = in.store.Accept(ctx, func(tx *state.AcceptTx) error {
 		dup = false
 		seen, err := tx.SeenWebhook(rc.name, seenKey, now, expires)
 		if err != nil || seen {

@@ -196,13 +196,9 @@ wait:
 		}
 	}
 	if acked > 0 {
-		seqs := make([]uint64, acked)
-		for i := range seqs {
-			seqs[i] = entries[i].Seq
-		}
 		// Use a fresh context: what JetStream has acknowledged must leave the
 		// outbox even when we are shutting down.
-		if err := r.o.Store.DeleteOutbox(context.WithoutCancel(ctx), seqs); err != nil {
+		if err := r.o.Store.DeleteOutbox(context.WithoutCancel(ctx), entries[:acked]); err != nil {
 			return 0, fmt.Errorf("outbox: delete published entries: %w", err)
 		}
 		r.published.Add(float64(acked))

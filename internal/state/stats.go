@@ -12,6 +12,11 @@ type Stats struct {
 	// time spent writing and syncing them.
 	PagesWritten int64
 	WriteTime    time.Duration
+	// JournalBatches and JournalRecords count the journal's writes (one
+	// pwrite and one fdatasync each) and the Accepts they carried;
+	// JournalWriteTime is the time spent in them.
+	JournalBatches, JournalRecords int64
+	JournalWriteTime               time.Duration
 }
 
 // Stats reports the store's counters.
@@ -22,5 +27,9 @@ func (s *Store) Stats() Stats {
 		Updates:      s.updates.Load(),
 		PagesWritten: ts.GetWrite(),
 		WriteTime:    ts.GetWriteTime(),
+
+		JournalBatches:   s.jbatches.Load(),
+		JournalRecords:   s.jrecords.Load(),
+		JournalWriteTime: time.Duration(s.jwriteNs.Load()),
 	}
 }

@@ -37,7 +37,13 @@ type Options struct {
 	// concurrent webhooks.
 	LingerFor  time.Duration
 	LingerFill int
-	Logger     *slog.Logger
+	// JournalSegmentBytes is the size of a journal segment (accept.go).
+	// Default 32 MiB.
+	JournalSegmentBytes int64
+	// CheckpointEvery is how often journaled seen ids and watches are
+	// written into bbolt. Default 100ms.
+	CheckpointEvery time.Duration
+	Logger          *slog.Logger
 }
 
 // Store is the bbolt-backed state. It is safe for concurrent use.
@@ -62,6 +68,24 @@ type Store struct {
 	seen seenIndex
 
 	commits, updates atomic.Int64
+
+	// The journal (accept.go): its batch loop, its outbox queue and its
+	// checkpoint.
+	j                  *journal
+	jbuf               []byte
+	areqs              chan *acceptReq
+	astop, astopped    chan struct{}
+	jq                 jqueue
+	jbatches, jrecords atomic.Int64
+	jwriteNs           atomic.Int64
+	pendMu             sync.Mutex
+	pend               []ckptRec
+	ckptRecords        int
+	ckptEvery          time.Duration
+	ckptKick           chan struct{}
+	ckptStop, ckptDone chan struct{}
+	ckptMu             sync.Mutex
+	ckptSeq, ackedSeq  uint64
 }
 
 type request struct {
@@ -90,6 +114,12 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.JournalSegmentBytes <= 0 {
+		opts.JournalSegmentBytes = 32 << 20
+	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 100 * time.Millisecond
+	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir %s: %w (set data_dir to a writable directory)", opts.Dir, err)
 	}
@@ -116,8 +146,24 @@ func Open(opts Options) (*Store, error) {
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),
 		notify:     make(chan struct{}, 1),
+		areqs:      make(chan *acceptReq, opts.MaxBatch),
+		astop:      make(chan struct{}),
+		astopped:   make(chan struct{}),
+		ckptEvery:  opts.CheckpointEvery,
+		// A checkpoint of this many records is a few milliseconds of
+		// bbolt work in the commit loop.
+		ckptRecords: 8192,
+		ckptKick:    make(chan struct{}, 1),
+		ckptStop:    make(chan struct{}),
+		ckptDone:    make(chan struct{}),
 	}
 	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	// Before the seen index is loaded: the replay puts journaled ids into
+	// the expiry index.
+	if err := s.openJournal(opts.JournalSegmentBytes); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -132,6 +178,8 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("read outbox of %s: %w", path, err)
 	}
 	go s.commitLoop()
+	go s.acceptLoop()
+	go s.checkpointLoop()
 	return s, nil
 }
 
@@ -145,9 +193,19 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.closeMu.Unlock()
+	// The journal's queued batches, then the checkpoint, then the commit
+	// loop; a last checkpoint straight on bbolt keeps the watermarks.
+	close(s.astop)
+	<-s.astopped
+	close(s.ckptStop)
+	<-s.ckptDone
 	close(s.stop)
 	<-s.stopped
-	return s.db.Close()
+	cerr := s.checkpoint(func(fn func(*Tx) error) error {
+		return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, seen: &s.seen}) })
+	})
+	jerr := s.j.close()
+	return errors.Join(cerr, jerr, s.db.Close())
 }
 
 // Ready reports whether the store can take writes.
@@ -190,14 +248,14 @@ func (s *Store) View(fn func(*Tx) error) error {
 	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, seen: &s.seen}) })
 }
 
-// linger gathers requests until the batch has lingerFill of them or
-// lingerFor has passed.
-func (s *Store) linger(batch []*request) []*request {
-	t := time.NewTimer(s.lingerFor)
+// lingerFor gathers requests from ch until the batch has fill of them or d
+// has passed.
+func lingerFor[R any](ch <-chan R, batch []R, fill int, d time.Duration) []R {
+	t := time.NewTimer(d)
 	defer t.Stop()
-	for len(batch) < s.lingerFill {
+	for len(batch) < fill {
 		select {
-		case r := <-s.reqs:
+		case r := <-ch:
 			batch = append(batch, r)
 		case <-t.C:
 			return batch
@@ -243,7 +301,7 @@ func (s *Store) commitLoop() {
 			// Several writers are arriving: wait a moment for more, so one
 			// commit (two fdatasyncs) serves more of them. A lone writer
 			// (the poller, one request) never waits.
-			batch = s.linger(batch)
+			batch = lingerFor(s.reqs, batch, s.lingerFill, s.lingerFor)
 		}
 		s.commit(batch)
 	}
@@ -299,7 +357,7 @@ func (s *Store) commit(batch []*request) {
 }
 
 // OutboxDepth is the number of events waiting to be published.
-func (s *Store) OutboxDepth() int { return int(s.outboxDepth.Load()) }
+func (s *Store) OutboxDepth() int { return int(s.outboxDepth.Load()) + s.jq.len() }
 
 // OutboxNotify receives a value after a commit added outbox entries.
 func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
@@ -312,14 +370,25 @@ type OutboxEntry struct {
 	Subject string `json:"subject"`
 	MsgID   string `json:"msgId"`
 	Payload []byte `json:"payload"`
+	// journal: the entry is in the journal's queue (accept.go), Seq is
+	// its place there.
+	journal bool
 }
 
 // outboxChunk is the size of the buffers PeekOutbox copies entries into.
 const outboxChunk = 64 << 10
 
-// PeekOutbox returns up to max of the oldest outbox entries, in order.
+// PeekOutbox returns up to max of the oldest outbox entries: those of
+// Updates (the poller's) in commit order, then those of Accepts (webhooks)
+// in commit order.
 func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
 	var out []OutboxEntry
+	if s.outboxDepth.Load() == 0 {
+		if err := s.Ready(); err != nil {
+			return nil, err
+		}
+		return s.jq.peek(out, max), nil
+	}
 	err := s.View(func(tx *Tx) error {
 		// bbolt's values live only as long as the transaction: copy them
 		// into a few large chunks, which the entries then point into.
@@ -342,11 +411,28 @@ func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return s.jq.peek(out, max), nil
 }
 
-// DeleteOutbox removes published entries.
-func (s *Store) DeleteOutbox(ctx context.Context, seqs []uint64) error {
+// DeleteOutbox removes published entries (as PeekOutbox returned them).
+func (s *Store) DeleteOutbox(ctx context.Context, entries []OutboxEntry) error {
+	var seqs, jseqs []uint64
+	for _, e := range entries {
+		if e.journal {
+			jseqs = append(jseqs, e.Seq)
+		} else {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	// The journal's entries need no write: the next checkpoint records
+	// how far JetStream has acknowledged.
+	s.jq.remove(jseqs)
+	if len(seqs) == 0 {
+		return nil
+	}
 	return s.Update(ctx, func(tx *Tx) error {
 		b := tx.tx.Bucket(bOutbox)
 		for _, seq := range seqs {

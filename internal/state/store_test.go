@@ -81,11 +81,7 @@ func TestConcurrentUpdatesCommitAndOutboxKeepsOrder(t *testing.T) {
 		}
 		last[k] = n
 	}
-	var seqs []uint64
-	for _, e := range entries[:10] {
-		seqs = append(seqs, e.Seq)
-	}
-	if err := s.DeleteOutbox(ctx, seqs); err != nil {
+	if err := s.DeleteOutbox(ctx, entries[:10]); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.OutboxDepth(); got != writers*each-10 {

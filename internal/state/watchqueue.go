@@ -41,6 +41,10 @@ func (t *Tx) QueueWatch(raw []byte) error {
 // they were queued, in chunks. An existing watch keeps its source and time.
 // It reports how many watches were added.
 func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
+	// Watches queued by Accept reach the bucket with the checkpoint.
+	if err := s.Checkpoint(ctx); err != nil {
+		return 0, fmt.Errorf("apply queued watches: %w", err)
+	}
 	const chunk = 5000
 	total := 0
 	for {

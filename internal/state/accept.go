@@ -1,0 +1,622 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Accept is the webhook hot path's commit: the dedup check, the seen ids,
+// the queued poller watches and the outbox entries of one request, made
+// durable in the journal (journal.go) instead of a bbolt commit.
+//
+// A request's changes are one journal record. Concurrent Accepts share a
+// batch: one goroutine runs their functions in turn (a later function sees
+// the ids an earlier one recorded, so two requests with one id cannot both
+// pass), writes the batch's records with one pwrite, fdatasyncs once, and
+// only then answers them, adds their ids to the in-memory seen index and
+// their events to the in-memory outbox queue the publisher reads. A
+// function that fails is answered with its error and leaves nothing.
+//
+// A checkpoint (every CheckpointEvery, and before the poller reads the
+// watch queue) writes the records' seen ids and watches into bbolt, where
+// Updates put them, in one transaction, with two watermarks in the meta
+// bucket: the last record checkpointed, and the last record whose events
+// JetStream acknowledged. A segment whose records are all under both is
+// recycled. Open replays what is over them: seen ids and watches into
+// bbolt, unacknowledged events back into the outbox queue. An event
+// acknowledged after the last checkpoint is published again after a crash,
+// and JetStream's duplicate window drops it, as for an outbox entry deleted
+// after its acknowledgement.
+
+// AcceptTx is one request's view in an Accept batch.
+type AcceptTx struct {
+	s *Store
+	// batch holds the ids recorded by earlier functions of the batch.
+	batch   map[seenHash]int64
+	seen    []jSeen
+	watches [][]byte
+	out     []jOut
+}
+
+type jSeen struct {
+	h    seenHash
+	exp  int64
+	ikey []byte // the expiry index key
+}
+
+type jOut struct {
+	subject, msgID string
+	payload        []byte
+}
+
+// SeenWebhook records a delivery id for receiver until expires, and reports
+// true (recording nothing) when it is already remembered and unexpired.
+func (t *AcceptTx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, error) {
+	k := key(receiver, id)
+	h := hashSeen(k)
+	if t.expiry(h) > now.UnixNano() {
+		return true, nil
+	}
+	exp := expires.UnixNano()
+	ik := make([]byte, 8+len(k))
+	binary.BigEndian.PutUint64(ik, uint64(exp))
+	copy(ik[8:], k)
+	t.seen = append(t.seen, jSeen{h: h, exp: exp, ikey: ik})
+	return false, nil
+}
+
+// HasWebhook reports whether a delivery id is remembered and unexpired.
+func (t *AcceptTx) HasWebhook(receiver, id string, now time.Time) bool {
+	return t.expiry(hashSeen(key(receiver, id))) > now.UnixNano()
+}
+
+// MarkChangeAnnounced remembers that the change with this event id was
+// announced, until expires.
+func (t *AcceptTx) MarkChangeAnnounced(eventID string, now, expires time.Time) error {
+	_, err := t.SeenWebhook(changeReceiver, changePrefix+eventID, now, expires)
+	return err
+}
+
+// ChangeAnnounced reports whether the change with this event id was
+// announced by webhook and is still remembered.
+func (t *AcceptTx) ChangeAnnounced(eventID string, now time.Time) bool {
+	return t.HasWebhook(changeReceiver, changePrefix+eventID, now)
+}
+
+// QueueWatch queues a watch encoded by EncodeQueuedWatch. raw must not
+// change afterwards.
+func (t *AcceptTx) QueueWatch(raw []byte) error {
+	t.watches = append(t.watches, raw)
+	return nil
+}
+
+// Enqueue adds an event to the outbox. payload must not change afterwards.
+func (t *AcceptTx) Enqueue(subject, msgID string, payload []byte) error {
+	t.out = append(t.out, jOut{subject: subject, msgID: msgID, payload: payload})
+	return nil
+}
+
+func (t *AcceptTx) expiry(h seenHash) int64 {
+	var e int64
+	for _, a := range t.seen {
+		if a.h == h && a.exp > e {
+			e = a.exp
+		}
+	}
+	if v, ok := t.batch[h]; ok && v > e {
+		e = v
+	}
+	if v, ok := t.s.seen.get(h); ok && v > e {
+		e = v
+	}
+	return e
+}
+
+func (t *AcceptTx) empty() bool { return len(t.seen) == 0 && len(t.watches) == 0 && len(t.out) == 0 }
+
+// appendBody encodes the request's changes as a record body:
+// uvarint-counted lists of expiry index keys, queued watches and outbox
+// entries (subject, msg id, payload), each field uvarint-length-prefixed.
+func (t *AcceptTx) appendBody(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(t.seen)))
+	for _, a := range t.seen {
+		b = appendField(b, a.ikey)
+	}
+	b = binary.AppendUvarint(b, uint64(len(t.watches)))
+	for _, w := range t.watches {
+		b = appendField(b, w)
+	}
+	b = binary.AppendUvarint(b, uint64(len(t.out)))
+	for _, o := range t.out {
+		b = binary.AppendUvarint(b, uint64(len(o.subject)))
+		b = append(b, o.subject...)
+		b = binary.AppendUvarint(b, uint64(len(o.msgID)))
+		b = append(b, o.msgID...)
+		b = appendField(b, o.payload)
+	}
+	return b
+}
+
+func appendField(b, f []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(f)))
+	return append(b, f...)
+}
+
+// decodeBody reads a record body. The slices point into body.
+func decodeBody(body []byte) (seen, watches [][]byte, out []jOut, err error) {
+	list := func() ([][]byte, error) {
+		n, w := binary.Uvarint(body)
+		if w <= 0 || n > uint64(len(body)) {
+			return nil, errOutboxEntry
+		}
+		body = body[w:]
+		l := make([][]byte, 0, n)
+		for range n {
+			f, rest, ok := cutField(body)
+			if !ok {
+				return nil, errOutboxEntry
+			}
+			l, body = append(l, f), rest
+		}
+		return l, nil
+	}
+	if seen, err = list(); err != nil {
+		return
+	}
+	if watches, err = list(); err != nil {
+		return
+	}
+	n, w := binary.Uvarint(body)
+	if w <= 0 || n > uint64(len(body)) {
+		return nil, nil, nil, errOutboxEntry
+	}
+	body = body[w:]
+	for range n {
+		var subj, id, payload []byte
+		var ok bool
+		if subj, body, ok = cutField(body); !ok {
+			return nil, nil, nil, errOutboxEntry
+		}
+		if id, body, ok = cutField(body); !ok {
+			return nil, nil, nil, errOutboxEntry
+		}
+		if payload, body, ok = cutField(body); !ok {
+			return nil, nil, nil, errOutboxEntry
+		}
+		out = append(out, jOut{subject: string(subj), msgID: string(id), payload: payload})
+	}
+	if len(body) != 0 {
+		return nil, nil, nil, errOutboxEntry
+	}
+	return seen, watches, out, nil
+}
+
+type acceptReq struct {
+	fn   func(*AcceptTx) error
+	done chan error
+}
+
+// Accept runs fn in the next journal batch and returns once its changes are
+// durable (or fn's error). fn runs once, alone, on the batch's goroutine,
+// and must only touch the AcceptTx. A function that changes nothing (a
+// duplicate) writes no record.
+func (s *Store) Accept(ctx context.Context, fn func(*AcceptTx) error) error {
+	r := &acceptReq{fn: fn, done: make(chan error, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.areqs <- r:
+		s.closeMu.RUnlock()
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	return <-r.done
+}
+
+func (s *Store) acceptLoop() {
+	defer close(s.astopped)
+	batch := make([]*acceptReq, 0, s.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.areqs:
+			batch = append(batch, r)
+		case <-s.astop:
+			for {
+				select {
+				case r := <-s.areqs:
+					batch = append(batch, r)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				s.acceptBatch(batch)
+			}
+			return
+		}
+	gather:
+		for len(batch) < s.maxBatch {
+			select {
+			case r := <-s.areqs:
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		if len(batch) > 1 && len(batch) < s.lingerFill {
+			// As in the commit loop: when several webhooks are arriving,
+			// one fdatasync (which costs CPU as well as time) serves more
+			// of them.
+			batch = lingerFor(s.areqs, batch, s.lingerFill, s.lingerFor)
+		}
+		s.acceptBatch(batch)
+	}
+}
+
+// ckptRec is a journaled record's bbolt side, waiting for the checkpoint.
+type ckptRec struct {
+	seq     uint64
+	seen    [][]byte
+	watches [][]byte
+}
+
+func (s *Store) acceptBatch(batch []*acceptReq) {
+	pend := map[seenHash]int64{}
+	buf := s.jbuf[:0]
+	seq := s.j.nextSeq
+	ok := make([]*acceptReq, 0, len(batch))
+	txs := make([]AcceptTx, 0, len(batch))
+	for _, r := range batch {
+		tx := AcceptTx{s: s, batch: pend}
+		if err := r.fn(&tx); err != nil {
+			r.done <- err
+			continue
+		}
+		if tx.empty() {
+			r.done <- nil
+			continue
+		}
+		for _, a := range tx.seen {
+			if old, ok := pend[a.h]; !ok || a.exp > old {
+				pend[a.h] = a.exp
+			}
+		}
+		start := len(buf)
+		buf = append(buf, make([]byte, recHeader)...)
+		buf = tx.appendBody(buf)
+		sealRecord(buf[start:], seq)
+		seq++
+		ok = append(ok, r)
+		txs = append(txs, tx)
+	}
+	if cap(buf) <= 4<<20 {
+		s.jbuf = buf
+	}
+	if len(ok) == 0 {
+		return
+	}
+	first := s.j.nextSeq
+	t0 := time.Now()
+	err := s.j.write(buf, len(ok))
+	s.jwriteNs.Add(int64(time.Since(t0)))
+	if err != nil {
+		s.log.Error("webhook journal write failed; the batch is refused", "err", err)
+		for _, r := range ok {
+			r.done <- err
+		}
+		return
+	}
+	s.jbatches.Add(1)
+	s.jrecords.Add(int64(len(ok)))
+	// Durable: now the ids count as seen and the events can go.
+	s.seen.apply(&seenChanges{add: pend})
+	recs := make([]ckptRec, len(txs))
+	var entries []jEntry
+	for i := range txs {
+		tx := &txs[i]
+		rs := first + uint64(i)
+		recs[i] = ckptRec{seq: rs, watches: tx.watches}
+		if len(tx.seen) > 0 {
+			recs[i].seen = make([][]byte, len(tx.seen))
+			for k, a := range tx.seen {
+				recs[i].seen[k] = a.ikey
+			}
+		}
+		for _, o := range tx.out {
+			entries = append(entries, jEntry{rec: rs, jOut: o})
+		}
+	}
+	s.pendMu.Lock()
+	s.pend = append(s.pend, recs...)
+	big := len(s.pend) >= s.ckptRecords
+	s.pendMu.Unlock()
+	s.jq.push(entries, first+uint64(len(ok))-1)
+	if len(entries) > 0 {
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+	if big {
+		select {
+		case s.ckptKick <- struct{}{}:
+		default:
+		}
+	}
+	for _, r := range ok {
+		r.done <- nil
+	}
+}
+
+// jEntry is an outbox entry waiting in the journal queue.
+type jEntry struct {
+	seq uint64 // this entry's, increasing
+	rec uint64 // the journal record's
+	jOut
+}
+
+// jqueue is the journal's outbox: events committed to the journal and not
+// yet acknowledged by JetStream, in commit order.
+type jqueue struct {
+	mu   sync.Mutex
+	q    []jEntry
+	next uint64 // seq of the next entry
+	// last is the last record committed; with an empty queue every record
+	// up to it is acknowledged.
+	last uint64
+}
+
+func (q *jqueue) push(es []jEntry, last uint64) {
+	q.mu.Lock()
+	for i := range es {
+		q.next++
+		es[i].seq = q.next
+	}
+	q.q = append(q.q, es...)
+	q.last = last
+	q.mu.Unlock()
+}
+
+func (q *jqueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.q)
+}
+
+// ackedUpTo is the last record all of whose events (and those of every
+// record before it) were acknowledged.
+func (q *jqueue) ackedUpTo() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.q) > 0 {
+		return q.q[0].rec - 1
+	}
+	return q.last
+}
+
+func (q *jqueue) peek(out []OutboxEntry, max int) []OutboxEntry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := 0; i < len(q.q) && len(out) < max; i++ {
+		e := &q.q[i]
+		out = append(out, OutboxEntry{Seq: e.seq, Subject: e.subject, MsgID: e.msgID, Payload: e.payload, journal: true})
+	}
+	return out
+}
+
+// remove drops the entries with these seqs (usually a prefix of the queue)
+// and reports how many went.
+func (q *jqueue) remove(seqs []uint64) int {
+	if len(seqs) == 0 {
+		return 0
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for n < len(q.q) && n < len(seqs) && q.q[n].seq == seqs[n] {
+		n++
+	}
+	if n == len(seqs) {
+		clear(q.q[:n])
+		q.q = q.q[n:]
+		if len(q.q) == 0 {
+			q.q = nil
+		}
+		return n
+	}
+	drop := make(map[uint64]bool, len(seqs))
+	for _, s := range seqs {
+		drop[s] = true
+	}
+	kept := q.q[:0]
+	removed := 0
+	for _, e := range q.q {
+		if drop[e.seq] {
+			removed++
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(q.q[len(kept):])
+	q.q = kept
+	return removed
+}
+
+// Journal watermarks in the meta bucket.
+const (
+	metaJournalCkpt  = "journal_checkpoint"
+	metaJournalAcked = "journal_acked"
+)
+
+// Checkpoint writes the journaled seen ids and watches into bbolt, with the
+// watermarks, and recycles the segments nothing needs any more. It runs by
+// itself every CheckpointEvery; the poller calls it (through
+// ApplyWatchQueue) so a queued watch is seen by its next tick.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	return s.checkpoint(func(fn func(*Tx) error) error { return s.Update(ctx, fn) })
+}
+
+func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	s.pendMu.Lock()
+	recs := s.pend
+	s.pend = nil
+	s.pendMu.Unlock()
+	acked := s.jq.ackedUpTo()
+	ckpt := s.ckptSeq
+	if len(recs) > 0 {
+		ckpt = recs[len(recs)-1].seq
+	}
+	if len(recs) == 0 && acked == s.ackedSeq {
+		return nil
+	}
+	err := update(func(tx *Tx) error {
+		idx := tx.tx.Bucket(bWebhookExpiry)
+		for _, r := range recs {
+			for _, k := range r.seen {
+				if err := idx.Put(k, nil); err != nil {
+					return err
+				}
+			}
+			for _, w := range r.watches {
+				if err := tx.QueueWatch(w); err != nil {
+					return err
+				}
+			}
+		}
+		meta := tx.tx.Bucket(bMeta)
+		if err := meta.Put([]byte(metaJournalCkpt), u64(ckpt)); err != nil {
+			return err
+		}
+		return meta.Put([]byte(metaJournalAcked), u64(acked))
+	})
+	if err != nil {
+		s.pendMu.Lock()
+		s.pend = append(recs, s.pend...)
+		s.pendMu.Unlock()
+		return fmt.Errorf("journal checkpoint: %w", err)
+	}
+	s.ckptSeq, s.ackedSeq = ckpt, acked
+	s.j.release(min(ckpt, acked))
+	return nil
+}
+
+func (s *Store) checkpointLoop() {
+	defer close(s.ckptDone)
+	t := time.NewTicker(s.ckptEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ckptStop:
+			return
+		case <-t.C:
+		case <-s.ckptKick:
+		}
+		if err := s.Checkpoint(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
+			s.log.Warn("journal checkpoint failed; retrying", "err", err)
+		}
+	}
+}
+
+// openJournal replays the journal into bbolt and the outbox queue. It runs
+// in Open, before the loops start.
+func (s *Store) openJournal(segSize int64) error {
+	dir := filepath.Join(filepath.Dir(s.path), journalDir)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create %s: %w (set data_dir to a writable directory)", dir, err)
+	}
+	var ckpt, acked uint64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		if v := meta.Get([]byte(metaJournalCkpt)); len(v) == 8 {
+			ckpt = bin64(v)
+		}
+		if v := meta.Get([]byte(metaJournalAcked)); len(v) == 8 {
+			acked = bin64(v)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	var apply []ckptRec
+	var entries []jEntry
+	last := max(ckpt, acked)
+	kept := segs[:0]
+	for _, seg := range segs {
+		if len(kept) > 0 && seg.first <= kept[len(kept)-1].last {
+			return fmt.Errorf("journal segment %s overlaps the one before it; move data_dir/%s aside to start without it (its unpublished events are then lost)", seg.path, journalDir)
+		}
+		seg.last, err = replaySegment(seg.path, seg.first, func(seq uint64, body []byte) error {
+			seen, watches, out, err := decodeBody(body)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", seq, err)
+			}
+			if seq > ckpt {
+				apply = append(apply, ckptRec{seq: seq, seen: seen, watches: watches})
+			}
+			if seq > acked {
+				for _, o := range out {
+					entries = append(entries, jEntry{rec: seq, jOut: o})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("replay journal segment %s: %w; move it aside to start without it (its unpublished events are then lost)", seg.path, err)
+		}
+		if seg.last < seg.first {
+			_ = os.Remove(seg.path)
+			continue
+		}
+		last = max(last, seg.last)
+		kept = append(kept, seg)
+	}
+	if len(apply) > 0 {
+		ckpt = apply[len(apply)-1].seq
+		if err := s.db.Update(func(btx *bolt.Tx) error {
+			tx := &Tx{tx: btx}
+			idx := btx.Bucket(bWebhookExpiry)
+			for _, r := range apply {
+				for _, k := range r.seen {
+					if err := idx.Put(k, nil); err != nil {
+						return err
+					}
+				}
+				for _, w := range r.watches {
+					if err := tx.QueueWatch(w); err != nil {
+						return err
+					}
+				}
+			}
+			return btx.Bucket(bMeta).Put([]byte(metaJournalCkpt), u64(ckpt))
+		}); err != nil {
+			return fmt.Errorf("replay journal into %s: %w", s.path, err)
+		}
+	}
+	_, err = os.Stat(filepath.Join(dir, spareName))
+	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: err == nil}
+	s.jq.push(entries, last)
+	s.ckptSeq, s.ackedSeq = ckpt, acked
+	s.j.release(min(ckpt, acked))
+	return nil
+}

@@ -1,0 +1,259 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// The journal is the webhook hot path's write-ahead log (see accept.go for
+// how the store uses it). It is a directory of segment files,
+// data_dir/journal/<first record seq>.wal, each a run of records:
+//
+//	u32 length of what follows the checksum (seq and body)
+//	u32 CRC-32C of seq and body
+//	u64 seq, one more than the record before it
+//	body
+//
+// A batch of records is written with one pwrite and made durable with one
+// fdatasync, against bbolt's two fdatasyncs and a pwrite per page. Segments
+// are preallocated (fallocate) and, once everything in them is published
+// and checkpointed into bbolt, recycled as the next segment, so a steady
+// write overwrites blocks the file already has and the fdatasync does not
+// wait for an extent or size change.
+//
+// Replay reads each segment from its start and stops at the first record
+// that is short, fails its checksum or does not carry the expected seq: a
+// torn write at the crash point, the zeros of a preallocated tail, or a
+// recycled file's old records (their seqs are lower). Only the end of a
+// segment can be torn, because a batch is acknowledged only after its
+// fdatasync; a batch whose write or sync failed is answered with the error,
+// and the journal moves to a new segment whose first seq is past the
+// failed batch.
+
+const (
+	journalDir    = "journal"
+	journalExt    = ".wal"
+	spareName     = "spare.wal"
+	recHeader     = 4 + 4 + 8
+	maxRecordBody = 1 << 30
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+type segment struct {
+	path        string
+	first, last uint64 // last < first: no record
+}
+
+// journal is the file side. It is used by one goroutine at a time (the
+// accept loop, or Open before the loop starts), except release, which the
+// checkpoint calls under the store's journal mutex.
+type journal struct {
+	dir     string
+	segSize int64
+
+	f       *os.File
+	cur     segment
+	off     int64
+	nextSeq uint64
+	broken  bool // the last write or sync failed: start a new segment
+
+	mu       sync.Mutex // closed and hasSpare: release runs on the checkpoint's goroutine
+	closed   []segment  // full segments still needed, oldest first
+	hasSpare bool
+}
+
+func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, journalExt) }
+
+// listSegments returns the segment files in dir in seq order.
+func listSegments(dir string) ([]segment, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var segs []segment
+	for _, e := range ents {
+		name := e.Name()
+		base, ok := strings.CutSuffix(name, journalExt)
+		if !ok || name == spareName {
+			continue
+		}
+		first, err := strconv.ParseUint(base, 10, 64)
+		if err != nil {
+			continue
+		}
+		segs = append(segs, segment{path: filepath.Join(dir, name), first: first, last: first - 1})
+	}
+	slices.SortFunc(segs, func(a, b segment) int {
+		switch {
+		case a.first < b.first:
+			return -1
+		case a.first > b.first:
+			return 1
+		}
+		return 0
+	})
+	return segs, nil
+}
+
+// replaySegment calls fn for each valid record of the segment, in order,
+// and returns the seq of the last one (first-1 when there is none).
+func replaySegment(path string, first uint64, fn func(seq uint64, body []byte) error) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return first - 1, err
+	}
+	want := first
+	for off := 0; len(data)-off >= recHeader; {
+		n := int(binary.LittleEndian.Uint32(data[off:]))
+		sum := binary.LittleEndian.Uint32(data[off+4:])
+		if n < 8 || n > len(data)-off-8 {
+			break
+		}
+		rec := data[off+8 : off+8+n]
+		if crc32.Checksum(rec, crcTable) != sum || binary.LittleEndian.Uint64(rec) != want {
+			break
+		}
+		if err := fn(want, rec[8:]); err != nil {
+			return want - 1, err
+		}
+		want++
+		off += 8 + n
+	}
+	return want - 1, nil
+}
+
+// sealRecord fills in the header of a record: rec is recHeader bytes of
+// room followed by the body.
+func sealRecord(rec []byte, seq uint64) {
+	binary.LittleEndian.PutUint32(rec, uint32(len(rec)-8))
+	binary.LittleEndian.PutUint64(rec[8:], seq)
+	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], crcTable))
+}
+
+// startSegment opens a new segment whose first record is j.nextSeq: the
+// spare file renamed, or a new file, preallocated.
+func (j *journal) startSegment() error {
+	name := filepath.Join(j.dir, segmentName(j.nextSeq))
+	var f *os.File
+	var err error
+	j.mu.Lock()
+	spare := j.hasSpare
+	j.hasSpare = false
+	j.mu.Unlock()
+	if spare {
+		if err = os.Rename(filepath.Join(j.dir, spareName), name); err == nil {
+			f, err = os.OpenFile(name, os.O_RDWR, 0o600)
+		}
+	}
+	if f == nil {
+		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err == nil {
+			// Not every file system can preallocate; writes then extend
+			// the file, which is correct but syncs slower.
+			preallocate(f, j.segSize)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("journal: create segment %s: %w (check that data_dir is writable and not full)", name, err)
+	}
+	if err := syncDir(j.dir); err != nil {
+		f.Close()
+		return err
+	}
+	j.f, j.off, j.broken = f, 0, false
+	j.cur = segment{path: name, first: j.nextSeq, last: j.nextSeq - 1}
+	return nil
+}
+
+// write appends a batch of encoded records (the seqs j.nextSeq onwards,
+// n of them) and syncs. On failure the seqs are spent and the next write
+// goes to a new segment.
+func (j *journal) write(buf []byte, n int) error {
+	if j.f == nil || j.broken || (j.off > 0 && j.off+int64(len(buf)) > j.segSize) {
+		if err := j.rotate(); err != nil {
+			j.nextSeq += uint64(n)
+			return err
+		}
+	}
+	first := j.nextSeq
+	j.nextSeq += uint64(n)
+	if _, err := j.f.WriteAt(buf, j.off); err != nil {
+		j.broken = true
+		return fmt.Errorf("journal: write %s: %w", j.cur.path, err)
+	}
+	if err := datasync(j.f); err != nil {
+		j.broken = true
+		return fmt.Errorf("journal: sync %s: %w", j.cur.path, err)
+	}
+	j.off += int64(len(buf))
+	j.cur.last = first + uint64(n) - 1
+	return nil
+}
+
+// rotate closes the current segment (kept until released) and starts the
+// next one.
+func (j *journal) rotate() error {
+	if j.f != nil {
+		j.f.Close()
+		j.f = nil
+		if j.cur.last >= j.cur.first {
+			j.mu.Lock()
+			j.closed = append(j.closed, j.cur)
+			j.mu.Unlock()
+		} else {
+			_ = os.Remove(j.cur.path)
+		}
+	}
+	return j.startSegment()
+}
+
+// release drops the closed segments whose records are all at or below
+// upTo: the first becomes the spare (if there is none), the rest are
+// removed.
+func (j *journal) release(upTo uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for len(j.closed) > 0 && j.closed[0].last <= upTo {
+		seg := j.closed[0]
+		j.closed = j.closed[1:]
+		if !j.hasSpare && os.Rename(seg.path, filepath.Join(j.dir, spareName)) == nil {
+			j.hasSpare = true
+			continue
+		}
+		_ = os.Remove(seg.path)
+	}
+}
+
+func (j *journal) close() error {
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	if j.cur.last < j.cur.first {
+		_ = os.Remove(j.cur.path)
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("journal: open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("journal: sync %s: %w", dir, err)
+	}
+	return nil
+}
