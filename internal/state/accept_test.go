@@ -1,0 +1,366 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var jNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+// openJ opens a store whose checkpoint only runs when asked (or at Close),
+// so a test decides what bbolt holds when it takes a crash copy.
+func openJ(t *testing.T, dir string, segBytes int64) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, LockTimeout: 100 * time.Millisecond, CheckpointEvery: time.Hour, JournalSegmentBytes: segBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// accept journals one webhook the way ingest does: dedup on its id, a
+// watch, and an event. It reports whether it was new.
+func accept(t *testing.T, s *Store, id string) bool {
+	t.Helper()
+	var dup bool
+	err := s.Accept(context.Background(), func(tx *AcceptTx) error {
+		seen, err := tx.SeenWebhook("r", id, jNow, jNow.Add(time.Hour))
+		if err != nil || seen {
+			dup = seen
+			return err
+		}
+		raw, err := EncodeQueuedWatch(KindBuild, id, Watch{Source: "webhook", AddedAt: jNow})
+		if err != nil {
+			return err
+		}
+		if err := tx.QueueWatch(raw); err != nil {
+			return err
+		}
+		return tx.Enqueue("cakework.build."+id+".succeeded", "evt-"+id, []byte(`{"id":"`+id+`"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return !dup
+}
+
+// crashCopy copies the data dir of a store that is still open, as a crash
+// would leave it: what Accept made durable is there, nothing Close does.
+func crashCopy(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if fi.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(filepath.Join(dst, rel))
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		_, err = io.Copy(out, in)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func outboxIDs(t *testing.T, s *Store) []string {
+	t.Helper()
+	es, err := s.PeekOutbox(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range es {
+		ids = append(ids, e.MsgID)
+	}
+	return ids
+}
+
+func watchedBuilds(t *testing.T, s *Store) map[string]Watch {
+	t.Helper()
+	if _, err := s.ApplyWatchQueue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var ws map[string]Watch
+	if err := s.View(func(tx *Tx) error {
+		var err error
+		ws, err = tx.Watches(KindBuild)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
+func seenID(t *testing.T, s *Store, id string) bool {
+	t.Helper()
+	var seen bool
+	s.View(func(tx *Tx) error { seen = tx.HasWebhook("r", id, jNow); return nil })
+	return seen
+}
+
+func TestAcceptedWebhooksSurviveACrashBeforeAnyCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	for i := range 20 {
+		if !accept(t, s, fmt.Sprint("b", i)) {
+			t.Fatalf("b%d: duplicate on first sight", i)
+		}
+	}
+	if accept(t, s, "b3") {
+		t.Fatal("a repeated id was accepted")
+	}
+	if d := s.OutboxDepth(); d != 20 {
+		t.Fatalf("outbox depth %d, want 20", d)
+	}
+
+	c := openJ(t, crashCopy(t, dir), 0)
+	if d := c.OutboxDepth(); d != 20 {
+		t.Fatalf("after the crash: outbox depth %d, want 20", d)
+	}
+	ids := outboxIDs(t, c)
+	for i, id := range ids {
+		if want := fmt.Sprint("evt-b", i); id != want {
+			t.Fatalf("after the crash: outbox[%d] = %s, want %s (commit order)", i, id, want)
+		}
+	}
+	for i := range 20 {
+		if !seenID(t, c, fmt.Sprint("b", i)) {
+			t.Fatalf("after the crash: b%d is not remembered", i)
+		}
+	}
+	if accept(t, c, "b7") {
+		t.Fatal("after the crash: a repeated id was accepted")
+	}
+	if ws := watchedBuilds(t, c); len(ws) != 20 || ws["b5"].Source != "webhook" {
+		t.Fatalf("after the crash: %d watches (%v), want 20 from webhook", len(ws), ws["b5"])
+	}
+}
+
+func TestAcknowledgedEventsAreNotPublishedAgainAfterACrash(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	for i := range 10 {
+		accept(t, s, fmt.Sprint("b", i))
+	}
+	es, err := s.PeekOutbox(4)
+	if err != nil || len(es) != 4 {
+		t.Fatalf("peek: %d entries, %v", len(es), err)
+	}
+	if err := s.DeleteOutbox(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	accept(t, s, "b10")
+
+	c := openJ(t, crashCopy(t, dir), 0)
+	ids := outboxIDs(t, c)
+	if len(ids) != 7 || ids[0] != "evt-b4" || ids[6] != "evt-b10" {
+		t.Fatalf("after the crash the outbox holds %v, want evt-b4..evt-b10", ids)
+	}
+	if !seenID(t, c, "b10") || !seenID(t, c, "b0") {
+		t.Fatal("after the crash: ids are forgotten")
+	}
+}
+
+func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	for i := range 5 {
+		accept(t, s, fmt.Sprint("b", i))
+	}
+	cdir := crashCopy(t, dir)
+	// Tear the last record: cut the segment a few bytes short of its end.
+	segs, err := listSegments(filepath.Join(cdir, journalDir))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments %v, %v", segs, err)
+	}
+	last, err := replaySegment(segs[0].path, segs[0].first, func(uint64, []byte) error { return nil })
+	if err != nil || last != segs[0].first+4 {
+		t.Fatalf("replay of the copy: last %d, %v", last, err)
+	}
+	size := journalEnd(t, segs[0])
+	if err := os.Truncate(segs[0].path, size-3); err != nil {
+		t.Fatal(err)
+	}
+
+	c := openJ(t, cdir, 0)
+	if ids := outboxIDs(t, c); len(ids) != 4 || ids[3] != "evt-b3" {
+		t.Fatalf("after the torn write the outbox holds %v, want evt-b0..evt-b3", ids)
+	}
+	if seenID(t, c, "b4") {
+		t.Fatal("the torn record's id is remembered")
+	}
+	// The sender retries the torn one; it is new, and survives another crash.
+	if !accept(t, c, "b4") {
+		t.Fatal("the retry of the torn webhook was taken for a duplicate")
+	}
+	c2 := openJ(t, crashCopy(t, cdir), 0)
+	if ids := outboxIDs(t, c2); len(ids) != 5 || ids[4] != "evt-b4" {
+		t.Fatalf("after the second crash the outbox holds %v", ids)
+	}
+}
+
+// journalEnd is where the segment's last valid record ends.
+func journalEnd(t *testing.T, seg segment) int64 {
+	t.Helper()
+	var end int64
+	if _, err := replaySegment(seg.path, seg.first, func(_ uint64, body []byte) error {
+		end += int64(recHeader + len(body))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return end
+}
+
+// After every segment was published, checkpointed and recycled, new records
+// must still get seqs above the watermarks, or a crash would take them for
+// acknowledged.
+func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 4096)
+	n := 0
+	drain := func(s *Store) {
+		es, err := s.PeekOutbox(1 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteOutbox(context.Background(), es); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Checkpoint(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		for range 100 {
+			accept(t, s, fmt.Sprint("b", n))
+			n++
+		}
+		drain(s)
+	}
+	files, _ := os.ReadDir(filepath.Join(dir, journalDir))
+	if len(files) > 2 {
+		var names []string
+		for _, f := range files {
+			names = append(names, f.Name())
+		}
+		t.Fatalf("journal holds %v after everything was published: want the current segment and a spare", names)
+	}
+	var hasSpare bool
+	for _, f := range files {
+		hasSpare = hasSpare || f.Name() == spareName
+	}
+	if !hasSpare {
+		t.Fatal("no segment was kept as the spare")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A start and stop with no webhook releases the last segment too: only
+	// the watermarks in bbolt remember where the seqs were.
+	idle := openJ(t, dir, 4096)
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if segs, _ := listSegments(filepath.Join(dir, journalDir)); len(segs) != 0 {
+		t.Fatalf("segments left after everything was published: %v", segs)
+	}
+
+	s2 := openJ(t, dir, 4096)
+	if d := s2.OutboxDepth(); d != 0 {
+		t.Fatalf("after a clean restart the outbox holds %d, want 0", d)
+	}
+	for range 30 {
+		accept(t, s2, fmt.Sprint("b", n))
+		n++
+	}
+	c := openJ(t, crashCopy(t, dir), 4096)
+	if ids := outboxIDs(t, c); len(ids) != 30 || ids[0] != "evt-b300" {
+		t.Fatalf("after the crash the outbox holds %d entries (%v...), want the 30 new ones", len(ids), ids[:min(len(ids), 3)])
+	}
+	if !seenID(t, c, "b0") || !seenID(t, c, "b329") {
+		t.Fatal("ids are forgotten")
+	}
+}
+
+func TestConcurrentAcceptsOfOneIDAdmitOne(t *testing.T) {
+	s := openJ(t, t.TempDir(), 0)
+	var admitted atomic.Int32
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				if accept(t, s, fmt.Sprint("same-", i)) {
+					admitted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := admitted.Load(); got != 20 {
+		t.Fatalf("%d admitted, want 20 (one per id)", got)
+	}
+	if d := s.OutboxDepth(); d != 20 {
+		t.Fatalf("outbox depth %d, want 20", d)
+	}
+}
+
+func TestFailedAcceptLeavesNothing(t *testing.T) {
+	s := openJ(t, t.TempDir(), 0)
+	boom := errors.New("boom")
+	err := s.Accept(context.Background(), func(tx *AcceptTx) error {
+		if _, err := tx.SeenWebhook("r", "x", jNow, jNow.Add(time.Hour)); err != nil {
+			return err
+		}
+		if err := tx.Enqueue("s", "evt-x", []byte("{}")); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err %v, want boom", err)
+	}
+	if seenID(t, s, "x") || s.OutboxDepth() != 0 {
+		t.Fatal("a failed Accept left its id or its event")
+	}
+	if !accept(t, s, "x") {
+		t.Fatal("the id of a failed Accept counts as seen")
+	}
+}
+
+func TestAcceptAfterCloseIsErrClosed(t *testing.T) {
+	s := openJ(t, t.TempDir(), 0)
+	s.Close()
+	err := s.Accept(context.Background(), func(*AcceptTx) error { return nil })
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("err %v, want ErrClosed", err)
+	}
+}
