@@ -55,6 +55,9 @@ func run() int {
 		return 2
 	}
 	orderedIDs = *ids == "ordered"
+	// As relay serve does, for both runs: GOMAXPROCS=N in the environment
+	// overrides it.
+	app.TuneProcs()
 
 	fmt.Printf("ingest benchmark: %d senders, %s each (after %s warm-up), %s ids, GOMAXPROCS=%d, %s\n",
 		*senders, *duration, *warmup, *ids, runtime.GOMAXPROCS(0), runtime.Version())

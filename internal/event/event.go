@@ -87,6 +87,22 @@ func New(kind, resourceID, action, id string, at time.Time, data any) (Event, er
 	if err != nil {
 		return Event{}, fmt.Errorf("encode %s.%s data: %w", kind, action, err)
 	}
+	return newEvent(kind, resourceID, action, id, at, raw), nil
+}
+
+// NewJSON is New with the data already encoded: compact JSON, HTML-escaped,
+// as json.Marshal writes it.
+func NewJSON(kind, resourceID, action, id string, at time.Time, raw json.RawMessage) (Event, error) {
+	if err := CheckToken(kind+" id", resourceID); err != nil {
+		return Event{}, err
+	}
+	if err := CheckToken(kind+" "+"event action", action); err != nil {
+		return Event{}, err
+	}
+	return newEvent(kind, resourceID, action, id, at, raw), nil
+}
+
+func newEvent(kind, resourceID, action, id string, at time.Time, raw json.RawMessage) Event {
 	return Event{
 		SpecVersion:     "1.0",
 		ID:              id,
@@ -96,7 +112,7 @@ func New(kind, resourceID, action, id string, at time.Time, data any) (Event, er
 		Time:            at.UTC(),
 		DataContentType: "application/json",
 		Data:            raw,
-	}, nil
+	}
 }
 
 // NewWebhook builds the event for a generic webhook receiver.

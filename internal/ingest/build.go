@@ -183,17 +183,6 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	if at.IsZero() {
 		at = now
 	}
-	// Build the event outside the transaction (it runs in the store's
-	// single commit loop). Only a known previous status changes it.
-	ev, err := event.New(event.KindBuild, b.BuildID, b.Status, id, at, b)
-	if err != nil {
-		return fail(http.StatusBadRequest, outBadRequest, err.Error())
-	}
-	payload, err := appendEvent(make([]byte, 0, 256+len(ev.Data)), &ev)
-	if err != nil {
-		return fail(http.StatusBadRequest, outBadRequest, err.Error())
-	}
-	subject := ev.NATSSubject(in.prefix)
 	// The change is remembered under the event id, and under the sender's
 	// delivery id when it gave one: a retry with the same delivery id, and
 	// the same change sent again under another, are both duplicates.
@@ -227,18 +216,17 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 		// finished build.
 		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
 	}
-	if known && prev.Status != "" {
-		// The event says what the status was before.
-		d := b
-		d.PreviousStatus = prev.Status
-		e, err := event.New(event.KindBuild, b.BuildID, b.Status, id, at, d)
-		if err == nil {
-			payload, err = appendEvent(make([]byte, 0, 256+len(e.Data)), &e)
-		}
-		if err != nil {
-			return fail(http.StatusBadRequest, outBadRequest, err.Error())
-		}
+	// Build the event outside the journal batch (it runs on the store's
+	// single goroutine). It says what the status was before, when known.
+	if known {
+		b.PreviousStatus = prev.Status
 	}
+	payload, err := buildEvent(&b, id, at)
+	if err != nil {
+		return fail(http.StatusBadRequest, outBadRequest, err.Error())
+	}
+	// As event.NATSSubject gives it; buildEvent checked both tokens.
+	subject := in.prefix + "." + event.KindBuild + "." + b.BuildID + "." + b.Status
 	var dup bool
 	err = in.store.Accept(ctx, func(tx *state.AcceptTx) error {
 		dup = false

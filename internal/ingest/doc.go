@@ -5,23 +5,25 @@
 //
 // Guarantees:
 //   - Durable before acknowledged: 202 is sent only after the event is in
-//     the state store's outbox and the bbolt commit (which fsyncs) returned.
-//     The outbox publisher moves it to JetStream later; ingest never waits
-//     for the bus, so a bus that is down does not stop ingest until the
-//     outbox reaches ingest.outbox_limit.
-//   - One transaction per request: the dedup check, the seen ids, the
-//     queued poller watch (state.Tx.QueueWatch, when the poller runs) and
-//     the outbox entry commit
-//     together or not at all. Ingest does not write the build's state
+//     the state store's webhook journal and its fdatasync returned
+//     (state.Store.Accept). The outbox publisher moves it to JetStream
+//     later; ingest never waits for the bus, so a bus that is down does not
+//     stop ingest until the outbox reaches ingest.outbox_limit.
+//   - One journal record per request: the dedup check, the seen ids, the
+//     queued poller watch (state.AcceptTx.QueueWatch, when the poller runs)
+//     and the event commit together or not at all. Concurrent requests
+//     share a batch (one fdatasync), and a later request in it sees the ids
+//     an earlier one recorded. Ingest does not write the build's state
 //     record: the poller owns it, folds the queued watch into its watch list
 //     on its next tick and confirms the status with getBuild, recording a
 //     change ingest announced (state's MarkChangeAnnounced) without a
-//     second event. Every write has a sequential key,
-//     so concurrent requests share commits (the store's group commit) and
-//     fsync cost is spread over every request waiting at the time.
+//     second event. Ingest reads that record before the batch: a poller
+//     commit that races the request announces the same change under the
+//     same event id, which JetStream drops.
 //   - Idempotent: a repeated webhook-id (or, when the sender gives none, a
 //     repeated event id) is answered 200 {"id", "duplicate": true} and
-//     publishes nothing. Seen ids are kept in bbolt for ingest.seen_ttl, so
+//     publishes nothing. Seen ids are kept (journal, then bbolt) for
+//     ingest.seen_ttl, so
 //     this holds past JetStream's duplicate window and across restarts. A
 //     Cakework build status the poller already recorded, or an earlier
 //     webhook already announced (the change id in the seen ids), is a

@@ -51,3 +51,50 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// appendBuildData appends the JSON of d, byte for byte what json.Marshal(d)
+// gives.
+func appendBuildData(b []byte, d *buildData) ([]byte, error) {
+	b = append(b, `{"buildId":`...)
+	b = appendString(b, d.BuildID)
+	if d.ImageID != "" {
+		b = append(b, `,"imageId":`...)
+		b = appendString(b, d.ImageID)
+	}
+	b = append(b, `,"status":`...)
+	b = appendString(b, d.Status)
+	for _, f := range [...]struct {
+		key string
+		t   time.Time
+	}{{`,"createdAt":`, d.CreatedAt}, {`,"updatedAt":`, d.UpdatedAt}} {
+		if f.t.IsZero() {
+			continue
+		}
+		tb, err := f.t.MarshalJSON()
+		if err != nil {
+			return b, err
+		}
+		b = append(b, f.key...)
+		b = append(b, tb...)
+	}
+	if d.PreviousStatus != "" {
+		b = append(b, `,"previousStatus":`...)
+		b = appendString(b, d.PreviousStatus)
+	}
+	b = append(b, `,"observedBy":`...)
+	b = appendString(b, d.ObservedBy)
+	return append(b, '}'), nil
+}
+
+// buildEvent encodes the event of a build change.
+func buildEvent(d *buildData, id string, at time.Time) ([]byte, error) {
+	raw, err := appendBuildData(make([]byte, 0, 192), d)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := event.NewJSON(event.KindBuild, d.BuildID, d.Status, id, at, raw)
+	if err != nil {
+		return nil, err
+	}
+	return appendEvent(make([]byte, 0, 256+len(raw)), &ev)
+}

@@ -13,6 +13,7 @@ func TestAppendEventMatchesJSONMarshal(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 891000000, time.FixedZone("x", 3600))
 	for _, d := range []buildData{
 		{BuildID: "b1", ImageID: "img-1", Status: statusSucceeded, ObservedBy: "webhook"},
+		{BuildID: "b3", Status: statusCreated, UpdatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), ObservedBy: "webhook"},
 		{BuildID: "b-2_x", ImageID: `needs "escaping" <&> \ é ` + "\x01\u2028", Status: statusFailed,
 			CreatedAt: at, UpdatedAt: at.Add(time.Second), PreviousStatus: statusCreated, ObservedBy: "webhook"},
 	} {
@@ -31,6 +32,13 @@ func TestAppendEventMatchesJSONMarshal(t *testing.T) {
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("appendEvent\n got %s\nwant %s", got, want)
+			}
+			// The hot path encodes the data by hand too.
+			if got, err = buildEvent(&d, ev.ID, when); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("buildEvent (%v)\n got %s\nwant %s", err, got, want)
+			}
+			if got := ev.NATSSubject("cakework"); got != "cakework.build."+d.BuildID+"."+d.Status {
+				t.Fatalf("subject %s", got)
 			}
 		}
 	}

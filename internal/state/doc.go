@@ -1,4 +1,5 @@
-// Package state is the relay's memory: one bbolt file, data_dir/relay.db.
+// Package state is the relay's memory: one bbolt file, data_dir/relay.db,
+// and the webhook journal, data_dir/journal/ (accept.go, journal.go).
 //
 // Guarantees:
 //   - Exclusive: a second process opening the same file fails within the open
@@ -17,6 +18,13 @@
 //   - Ordered outbox: outbox entries get increasing sequence numbers in commit
 //     order. Entries leave the outbox only through DeleteOutbox, which the
 //     publisher calls after JetStream acknowledged them.
+//   - Webhooks through the journal: Accept makes a webhook's seen ids,
+//     queued watches and events durable with one pwrite and one fdatasync
+//     per batch, where an Update costs bbolt's two fdatasyncs and a write
+//     per page. Their ids count as seen, and their events are in the
+//     outbox (PeekOutbox, after the Updates' entries), once that returns.
+//     A checkpoint moves the ids and watches into bbolt; Open replays the
+//     journal past it. See accept.go.
 //   - Versioned: a meta bucket holds the schema version; Open runs the
 //     migrations that are newer than the file, and refuses a file written by
 //     a newer relay.
