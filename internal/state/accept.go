@@ -276,11 +276,21 @@ type ckptRec struct {
 }
 
 func (s *Store) acceptBatch(batch []*acceptReq) {
+	if err := s.acceptRefusal(); err != nil {
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
 	pend := map[seenHash]int64{}
 	buf := s.jbuf[:0]
 	seq := s.j.nextSeq
 	ok := make([]*acceptReq, 0, len(batch))
 	txs := make([]AcceptTx, 0, len(batch))
+	// Functions that changed nothing (duplicates) are answered with the
+	// batch: a duplicate of an id recorded earlier in this batch must not
+	// be acknowledged before that record is durable.
+	var empty []*acceptReq
 	for _, r := range batch {
 		tx := AcceptTx{s: s, batch: pend}
 		if err := r.fn(&tx); err != nil {
@@ -288,7 +298,7 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 			continue
 		}
 		if tx.empty() {
-			r.done <- nil
+			empty = append(empty, r)
 			continue
 		}
 		for _, a := range tx.seen {
@@ -308,6 +318,9 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		s.jbuf = buf
 	}
 	if len(ok) == 0 {
+		for _, r := range empty {
+			r.done <- nil
+		}
 		return
 	}
 	first := s.j.nextSeq
@@ -316,7 +329,13 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	s.jwriteNs.Add(int64(time.Since(t0)))
 	if err != nil {
 		s.log.Error("webhook journal write failed; the batch is refused", "err", err)
+		if s.j.failed != nil {
+			s.jfailed.Store(&s.j.failed)
+		}
 		for _, r := range ok {
+			r.done <- err
+		}
+		for _, r := range empty {
 			r.done <- err
 		}
 		return
@@ -361,6 +380,30 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	for _, r := range ok {
 		r.done <- nil
 	}
+	for _, r := range empty {
+		r.done <- nil
+	}
+}
+
+// maxPendingCheckpoint bounds the journaled records waiting for a
+// checkpoint while checkpoints fail (bbolt cannot commit): past it the
+// journal refuses webhooks, as the bbolt path did at once.
+const maxPendingCheckpoint = 100000
+
+// acceptRefusal is why the journal takes no batch now, or nil.
+func (s *Store) acceptRefusal() error {
+	if e := s.jfailed.Load(); e != nil {
+		return *e
+	}
+	if e := s.ckptErr.Load(); e != nil {
+		s.pendMu.Lock()
+		n := len(s.pend)
+		s.pendMu.Unlock()
+		if n >= maxPendingCheckpoint {
+			return fmt.Errorf("%d webhooks wait for a journal checkpoint into %s, which fails: %w", n, s.path, *e)
+		}
+	}
+	return nil
 }
 
 // jEntry is an outbox entry waiting in the journal queue.
@@ -510,8 +553,11 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 		s.pendMu.Lock()
 		s.pend = append(recs, s.pend...)
 		s.pendMu.Unlock()
-		return fmt.Errorf("journal checkpoint: %w", err)
+		err = fmt.Errorf("journal checkpoint: %w", err)
+		s.ckptErr.Store(&err)
+		return err
 	}
+	s.ckptErr.Store(nil)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
 	s.j.release(min(ckpt, acked))
 	return nil
@@ -538,8 +584,13 @@ func (s *Store) checkpointLoop() {
 // in Open, before the loops start.
 func (s *Store) openJournal(segSize int64) error {
 	dir := filepath.Join(filepath.Dir(s.path), journalDir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create %s: %w (set data_dir to a writable directory)", dir, err)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create %s: %w (set data_dir to a writable directory)", dir, err)
+		}
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return err
+		}
 	}
 	var ckpt, acked uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
@@ -614,7 +665,7 @@ func (s *Store) openJournal(segSize int64) error {
 		}
 	}
 	_, err = os.Stat(filepath.Join(dir, spareName))
-	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: err == nil}
+	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: err == nil, sync: datasync}
 	s.jq.push(entries, last)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
 	s.j.release(min(ckpt, acked))

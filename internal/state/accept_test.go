@@ -364,3 +364,68 @@ func TestAcceptAfterCloseIsErrClosed(t *testing.T) {
 		t.Fatalf("err %v, want ErrClosed", err)
 	}
 }
+
+// A failed fdatasync refuses its batch, the duplicates in it of ids the
+// batch recorded included, and every later one until a restart, which
+// replays what reached the disk.
+func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	accept(t, s, "before")
+	boom := errors.New("EIO")
+	// Hold the loop so that the next two Accepts share one batch.
+	hold, held := make(chan struct{}), make(chan struct{})
+	go s.Accept(context.Background(), func(*AcceptTx) error {
+		close(held)
+		<-hold
+		return nil
+	})
+	<-held
+	s.j.sync = func(*os.File) error { return boom }
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			errs <- s.Accept(context.Background(), func(tx *AcceptTx) error {
+				seen, err := tx.SeenWebhook("r", "x", jNow, jNow.Add(time.Hour))
+				if err != nil || seen {
+					return err
+				}
+				return tx.Enqueue("s", "evt-x", []byte("{}"))
+			})
+		}()
+	}
+	for len(s.areqs) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	close(hold)
+	for range 2 {
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Fatalf("Accept in the failed batch: %v, want the sync error (a duplicate must not be acknowledged before its original is durable)", err)
+		}
+	}
+	if err := s.Ready(); err == nil || !errors.Is(err, boom) {
+		t.Fatalf("Ready after a failed sync: %v", err)
+	}
+	if err := s.Accept(context.Background(), func(tx *AcceptTx) error { return tx.Enqueue("s", "y", nil) }); !errors.Is(err, boom) {
+		t.Fatalf("Accept after a failed sync: %v, want refused", err)
+	}
+	if seenID(t, s, "x") {
+		t.Fatal("the refused id counts as seen")
+	}
+	if err := s.Close(); err != nil && !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	// The write itself reached the file (only the sync "failed"): the
+	// restart publishes it, and goes on past it.
+	r := openJ(t, dir, 0)
+	if ids := outboxIDs(t, r); len(ids) != 2 || ids[1] != "evt-x" {
+		t.Fatalf("after the restart the outbox holds %v", ids)
+	}
+	if !accept(t, r, "after") {
+		t.Fatal("a new id after the restart is a duplicate")
+	}
+	c := openJ(t, crashCopy(t, dir), 0)
+	if ids := outboxIDs(t, c); len(ids) != 3 || ids[2] != "evt-after" {
+		t.Fatalf("after a crash the outbox holds %v", ids)
+	}
+}

@@ -35,9 +35,11 @@ import (
 // torn write at the crash point, the zeros of a preallocated tail, or a
 // recycled file's old records (their seqs are lower). Only the end of a
 // segment can be torn, because a batch is acknowledged only after its
-// fdatasync; a batch whose write or sync failed is answered with the error,
-// and the journal moves to a new segment whose first seq is past the
-// failed batch.
+// fdatasync. A batch whose write or sync failed is answered with the error,
+// and the journal takes no more writes until the relay restarts (after a
+// failed fdatasync the kernel may have dropped the pages, and the file's
+// tail is unknown): the next Open replays whatever of it reached the disk,
+// and continues past it, so no seq is used twice.
 
 const (
 	journalDir    = "journal"
@@ -65,7 +67,8 @@ type journal struct {
 	cur     segment
 	off     int64
 	nextSeq uint64
-	broken  bool // the last write or sync failed: start a new segment
+	failed  error // a write or sync failed: no more writes
+	sync    func(*os.File) error
 
 	mu       sync.Mutex // closed and hasSpare: release runs on the checkpoint's goroutine
 	closed   []segment  // full segments still needed, oldest first
@@ -147,14 +150,13 @@ func (j *journal) startSegment() error {
 	var f *os.File
 	var err error
 	j.mu.Lock()
-	spare := j.hasSpare
-	j.hasSpare = false
-	j.mu.Unlock()
-	if spare {
+	if j.hasSpare {
+		j.hasSpare = false
 		if err = os.Rename(filepath.Join(j.dir, spareName), name); err == nil {
 			f, err = os.OpenFile(name, os.O_RDWR, 0o600)
 		}
 	}
+	j.mu.Unlock()
 	if f == nil {
 		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err == nil {
@@ -170,31 +172,34 @@ func (j *journal) startSegment() error {
 		f.Close()
 		return err
 	}
-	j.f, j.off, j.broken = f, 0, false
+	j.f, j.off = f, 0
 	j.cur = segment{path: name, first: j.nextSeq, last: j.nextSeq - 1}
 	return nil
 }
 
 // write appends a batch of encoded records (the seqs j.nextSeq onwards,
-// n of them) and syncs. On failure the seqs are spent and the next write
-// goes to a new segment.
+// n of them) and syncs. A failed write or sync fails every later write.
 func (j *journal) write(buf []byte, n int) error {
-	if j.f == nil || j.broken || (j.off > 0 && j.off+int64(len(buf)) > j.segSize) {
+	if j.failed != nil {
+		return j.failed
+	}
+	if j.f == nil || (j.off > 0 && j.off+int64(len(buf)) > j.segSize) {
+		// Creating a segment changes nothing on disk that replay reads
+		// until records are written, so a failure here can be retried.
 		if err := j.rotate(); err != nil {
-			j.nextSeq += uint64(n)
 			return err
 		}
 	}
 	first := j.nextSeq
-	j.nextSeq += uint64(n)
 	if _, err := j.f.WriteAt(buf, j.off); err != nil {
-		j.broken = true
-		return fmt.Errorf("journal: write %s: %w", j.cur.path, err)
+		j.failed = fmt.Errorf("journal: write %s failed (%w); restart the relay once the disk is fixed (nothing is lost: the batch was refused)", j.cur.path, err)
+		return j.failed
 	}
-	if err := datasync(j.f); err != nil {
-		j.broken = true
-		return fmt.Errorf("journal: sync %s: %w", j.cur.path, err)
+	if err := j.sync(j.f); err != nil {
+		j.failed = fmt.Errorf("journal: sync %s failed (%w); restart the relay once the disk is fixed (nothing is lost: the batch was refused)", j.cur.path, err)
+		return j.failed
 	}
+	j.nextSeq += uint64(n)
 	j.off += int64(len(buf))
 	j.cur.last = first + uint64(n) - 1
 	return nil

@@ -86,6 +86,9 @@ type Store struct {
 	ckptStop, ckptDone chan struct{}
 	ckptMu             sync.Mutex
 	ckptSeq, ackedSeq  uint64
+	// jfailed is the journal's write failure, ckptErr the last checkpoint's
+	// (nil after a success).
+	jfailed, ckptErr atomic.Pointer[error]
 }
 
 type request struct {
@@ -208,12 +211,21 @@ func (s *Store) Close() error {
 	return errors.Join(cerr, jerr, s.db.Close())
 }
 
+func (s *Store) isClosed() bool {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	return s.closed
+}
+
 // Ready reports whether the store can take writes.
 func (s *Store) Ready() error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return ErrClosed
+	}
+	if e := s.jfailed.Load(); e != nil {
+		return *e
 	}
 	return nil
 }
@@ -384,17 +396,23 @@ const outboxChunk = 64 << 10
 func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
 	var out []OutboxEntry
 	if s.outboxDepth.Load() == 0 {
-		if err := s.Ready(); err != nil {
-			return nil, err
+		if s.isClosed() {
+			return nil, ErrClosed
 		}
 		return s.jq.peek(out, max), nil
+	}
+	// With both queues full (a backlog after an outage), give each half
+	// of a batch, so neither waits for the other to drain.
+	boltMax := max
+	if n := s.jq.len(); n > 0 {
+		boltMax = max - min(n, max/2)
 	}
 	err := s.View(func(tx *Tx) error {
 		// bbolt's values live only as long as the transaction: copy them
 		// into a few large chunks, which the entries then point into.
 		var arena []byte
 		c := tx.tx.Bucket(bOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
+		for k, v := c.First(); k != nil && len(out) < boltMax; k, v = c.Next() {
 			if out == nil {
 				out = make([]OutboxEntry, 0, min(max, s.OutboxDepth()+16))
 			}

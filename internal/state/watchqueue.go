@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -41,10 +42,17 @@ func (t *Tx) QueueWatch(raw []byte) error {
 // they were queued, in chunks. An existing watch keeps its source and time.
 // It reports how many watches were added.
 func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
-	// Watches queued by Accept reach the bucket with the checkpoint.
-	if err := s.Checkpoint(ctx); err != nil {
-		return 0, fmt.Errorf("apply queued watches: %w", err)
+	// Watches queued by Accept reach the bucket with the checkpoint. If it
+	// fails, the watches already in bbolt are still applied.
+	ckptErr := s.Checkpoint(ctx)
+	n, err := s.applyWatchQueue(ctx)
+	if ckptErr != nil {
+		err = errors.Join(err, fmt.Errorf("apply queued watches: %w", ckptErr))
 	}
+	return n, err
+}
+
+func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
 	const chunk = 5000
 	total := 0
 	for {
