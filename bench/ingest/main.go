@@ -83,18 +83,23 @@ func run() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
 		st0 := a.Deps().Store.Stats()
 		if *traceFile != "" {
 			go writeTrace(*traceFile, *warmup)
 		}
 		relay = load("relay", "http://"+a.HTTPAddr()+"/webhooks/cakework", *senders, *warmup, *duration, *cpuprofile)
 		st1 := a.Deps().Store.Stats()
+		runtime.ReadMemStats(&ms1)
 		depth := a.Deps().Store.OutboxDepth()
 		t0 := time.Now()
 		for a.Deps().Store.OutboxDepth() > 0 && time.Since(t0) < 30*time.Second {
 			time.Sleep(10 * time.Millisecond)
 		}
 		relay.print()
+		fmt.Printf("relay: %d GC cycles during the load (GOGC %s), heap in use %.0f MB after it, total pause %s\n",
+			ms1.NumGC-ms0.NumGC, gogc(), float64(ms1.HeapInuse)/(1<<20), time.Duration(ms1.PauseTotalNs-ms0.PauseTotalNs).Round(time.Microsecond))
 		if c, u := st1.Commits-st0.Commits, st1.Updates-st0.Updates; c > 0 && u > 0 {
 			// Updates are the poller's, the publisher's and the journal checkpoints.
 			fmt.Printf("relay: %d commits, %.1f updates/commit, %.2f pages written/update, write+sync %s/commit\n",
@@ -117,6 +122,13 @@ func run() int {
 			relay.rps()/bare.rps(), relay.p(0.99))
 	}
 	return 0
+}
+
+func gogc() string {
+	if v := os.Getenv("GOGC"); v != "" {
+		return v
+	}
+	return "default"
 }
 
 // writeTrace records an execution trace of one second after the warm-up.

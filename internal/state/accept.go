@@ -211,61 +211,17 @@ type acceptReq struct {
 // duplicate) writes no record.
 func (s *Store) Accept(ctx context.Context, fn func(*AcceptTx) error) error {
 	r := &acceptReq{fn: fn, done: make(chan error, 1)}
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return ErrClosed
-	}
-	select {
-	case s.areqs <- r:
-		s.closeMu.RUnlock()
-	case <-ctx.Done():
-		s.closeMu.RUnlock()
-		return ctx.Err()
+	if err := submit(s, ctx, s.areqs, r); err != nil {
+		return err
 	}
 	return <-r.done
 }
 
 func (s *Store) acceptLoop() {
 	defer close(s.astopped)
-	batch := make([]*acceptReq, 0, s.maxBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case r := <-s.areqs:
-			batch = append(batch, r)
-		case <-s.astop:
-			for {
-				select {
-				case r := <-s.areqs:
-					batch = append(batch, r)
-					continue
-				default:
-				}
-				break
-			}
-			if len(batch) > 0 {
-				s.acceptBatch(batch)
-			}
-			return
-		}
-	gather:
-		for len(batch) < s.maxBatch {
-			select {
-			case r := <-s.areqs:
-				batch = append(batch, r)
-			default:
-				break gather
-			}
-		}
-		if len(batch) > 1 && len(batch) < s.lingerFill {
-			// As in the commit loop: when several webhooks are arriving,
-			// one fdatasync (which costs CPU as well as time) serves more
-			// of them.
-			batch = lingerFor(s.areqs, batch, s.lingerFill, s.lingerFor)
-		}
-		s.acceptBatch(batch)
-	}
+	// As in the commit loop: when several webhooks are arriving, one
+	// fdatasync (which costs CPU as well as time) serves more of them.
+	batchLoop(s.areqs, s.astop, s.maxBatch, s.lingerFill, s.lingerFor, s.acceptBatch)
 }
 
 // ckptRec is a journaled record's bbolt side, waiting for the checkpoint.
@@ -530,18 +486,8 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 		return nil
 	}
 	err := update(func(tx *Tx) error {
-		idx := tx.tx.Bucket(bWebhookExpiry)
-		for _, r := range recs {
-			for _, k := range r.seen {
-				if err := idx.Put(k, nil); err != nil {
-					return err
-				}
-			}
-			for _, w := range r.watches {
-				if err := tx.QueueWatch(w); err != nil {
-					return err
-				}
-			}
+		if err := putRecords(tx, recs); err != nil {
+			return err
 		}
 		meta := tx.tx.Bucket(bMeta)
 		if err := meta.Put([]byte(metaJournalCkpt), u64(ckpt)); err != nil {
@@ -560,6 +506,25 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 	s.ckptErr.Store(nil)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
 	s.j.release(min(ckpt, acked))
+	return nil
+}
+
+// putRecords writes journaled records' seen ids and watches where an
+// Update would have: the expiry index and the watch queue.
+func putRecords(tx *Tx, recs []ckptRec) error {
+	idx := tx.tx.Bucket(bWebhookExpiry)
+	for _, r := range recs {
+		for _, k := range r.seen {
+			if err := idx.Put(k, nil); err != nil {
+				return err
+			}
+		}
+		for _, w := range r.watches {
+			if err := tx.QueueWatch(w); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -645,19 +610,8 @@ func (s *Store) openJournal(segSize int64) error {
 	if len(apply) > 0 {
 		ckpt = apply[len(apply)-1].seq
 		if err := s.db.Update(func(btx *bolt.Tx) error {
-			tx := &Tx{tx: btx}
-			idx := btx.Bucket(bWebhookExpiry)
-			for _, r := range apply {
-				for _, k := range r.seen {
-					if err := idx.Put(k, nil); err != nil {
-						return err
-					}
-				}
-				for _, w := range r.watches {
-					if err := tx.QueueWatch(w); err != nil {
-						return err
-					}
-				}
+			if err := putRecords(&Tx{tx: btx}, apply); err != nil {
+				return err
 			}
 			return btx.Bucket(bMeta).Put([]byte(metaJournalCkpt), u64(ckpt))
 		}); err != nil {

@@ -235,21 +235,28 @@ func (s *Store) Ready() error {
 // error). fn may run more than once; see the package doc.
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	r := &request{fn: fn, done: make(chan error, 1)}
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return ErrClosed
-	}
-	select {
-	case s.reqs <- r:
-		s.closeMu.RUnlock()
-	case <-ctx.Done():
-		s.closeMu.RUnlock()
-		return ctx.Err()
+	if err := submit(s, ctx, s.reqs, r); err != nil {
+		return err
 	}
 	// Once queued the commit happens whatever the caller does; wait for it so
 	// the caller never reports failure for something that was committed.
 	return <-r.done
+}
+
+// submit queues r for a batch loop, unless the store is closed or ctx
+// ends first.
+func submit[R any](s *Store, ctx context.Context, ch chan<- R, r R) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	select {
+	case ch <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // View runs fn in a read-only transaction.
@@ -278,17 +285,28 @@ func lingerFor[R any](ch <-chan R, batch []R, fill int, d time.Duration) []R {
 
 func (s *Store) commitLoop() {
 	defer close(s.stopped)
-	batch := make([]*request, 0, s.maxBatch)
+	// Several writers are arriving: wait a moment for more, so one commit
+	// (two fdatasyncs) serves more of them. A lone writer (the poller, one
+	// request) never waits.
+	batchLoop(s.reqs, s.stop, s.maxBatch, s.lingerFill, s.lingerFor, s.commit)
+}
+
+// batchLoop is the group commit of Updates and Accepts: it takes the
+// requests waiting in reqs (up to maxBatch) as one batch, and when more than
+// one but fewer than fill arrived, waits up to linger for fill; while run
+// works on a batch, the next one gathers. After stop it runs what was
+// queued before and returns.
+func batchLoop[R any](reqs <-chan R, stop <-chan struct{}, maxBatch, fill int, linger time.Duration, run func([]R)) {
+	batch := make([]R, 0, maxBatch)
 	for {
 		batch = batch[:0]
 		select {
-		case r := <-s.reqs:
+		case r := <-reqs:
 			batch = append(batch, r)
-		case <-s.stop:
-			// Commit what was queued before Close.
+		case <-stop:
 			for {
 				select {
-				case r := <-s.reqs:
+				case r := <-reqs:
 					batch = append(batch, r)
 					continue
 				default:
@@ -296,26 +314,23 @@ func (s *Store) commitLoop() {
 				break
 			}
 			if len(batch) > 0 {
-				s.commit(batch)
+				run(batch)
 			}
 			return
 		}
 	gather:
-		for len(batch) < s.maxBatch {
+		for len(batch) < maxBatch {
 			select {
-			case r := <-s.reqs:
+			case r := <-reqs:
 				batch = append(batch, r)
 			default:
 				break gather
 			}
 		}
-		if len(batch) > 1 && len(batch) < s.lingerFill {
-			// Several writers are arriving: wait a moment for more, so one
-			// commit (two fdatasyncs) serves more of them. A lone writer
-			// (the poller, one request) never waits.
-			batch = lingerFor(s.reqs, batch, s.lingerFill, s.lingerFor)
+		if len(batch) > 1 && len(batch) < fill {
+			batch = lingerFor(reqs, batch, fill, linger)
 		}
-		s.commit(batch)
+		run(batch)
 	}
 }
 
