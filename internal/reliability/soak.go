@@ -53,6 +53,7 @@ type SoakSample struct {
 	HeapInuse          float64
 	Goroutines         float64
 	DBBytes, JSBytes   int64
+	JournalBytes       int64 // data_dir/journal: preallocated segments and the spare
 	Sent, Acked, Non2x int
 	Errors             int
 	P50, P99, Max      time.Duration
@@ -75,14 +76,14 @@ type SoakResult struct {
 
 // Header is the column header of Format.
 func (SoakSample) Header() string {
-	return "t\trss_MB\theap_MB\tgoroutines\tbbolt_MB\tjetstream_MB\tsent\tacked\tnon2xx\terrs\tp50\tp99\tmax\toutbox\tpublished\tlog_lines\tcallbacks\tharness_rss_MB"
+	return "t\trss_MB\theap_MB\tgoroutines\tbbolt_MB\tjournal_MB\tjetstream_MB\tsent\tacked\tnon2xx\terrs\tp50\tp99\tmax\toutbox\tpublished\tlog_lines\tcallbacks\tharness_rss_MB"
 }
 
 // Format renders a sample as one tab-separated line.
 func (s SoakSample) Format() string {
 	mb := func(b float64) string { return fmt.Sprintf("%.1f", b/(1<<20)) }
-	return fmt.Sprintf("%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%s",
-		s.At.Round(time.Second), mb(float64(s.RSS)), mb(s.HeapInuse), s.Goroutines, mb(float64(s.DBBytes)), mb(float64(s.JSBytes)),
+	return fmt.Sprintf("%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%s",
+		s.At.Round(time.Second), mb(float64(s.RSS)), mb(s.HeapInuse), s.Goroutines, mb(float64(s.DBBytes)), mb(float64(s.JournalBytes)), mb(float64(s.JSBytes)),
 		s.Sent, s.Acked, s.Non2x, s.Errors, s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Max.Round(time.Microsecond),
 		s.OutboxDepth, s.Published, s.PollerLogLines, s.CallbacksOK, mb(float64(s.SimRSS)))
 }
@@ -239,6 +240,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		}
 		s.DBBytes = FileSize(filepath.Join(cfg.DataDir, "relay.db"))
 		s.JSBytes = DirSize(filepath.Join(cfg.DataDir, "jetstream"))
+		s.JournalBytes = DirSize(filepath.Join(cfg.DataDir, "journal"))
 		cs, ca, cn, ce := sent.Load(), acked.Load(), non2xx.Load(), errs.Load()
 		s.Sent, s.Acked, s.Non2x, s.Errors = int(cs-prevSent), int(ca-prevAcked), int(cn-prevNon), int(ce-prevErr)
 		prevSent, prevAcked, prevNon, prevErr = cs, ca, cn, ce
