@@ -67,10 +67,7 @@ func (t *AcceptTx) SeenWebhook(receiver, id string, now, expires time.Time) (boo
 		return true, nil
 	}
 	exp := expires.UnixNano()
-	ik := make([]byte, 8+len(k))
-	binary.BigEndian.PutUint64(ik, uint64(exp))
-	copy(ik[8:], k)
-	t.seen = append(t.seen, jSeen{h: h, exp: exp, ikey: ik})
+	t.seen = append(t.seen, jSeen{h: h, exp: exp, ikey: expiryKey(exp, k)})
 	return false, nil
 }
 
@@ -137,16 +134,14 @@ func (t *AcceptTx) appendBody(b []byte) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(t.out)))
 	for _, o := range t.out {
-		b = binary.AppendUvarint(b, uint64(len(o.subject)))
-		b = append(b, o.subject...)
-		b = binary.AppendUvarint(b, uint64(len(o.msgID)))
-		b = append(b, o.msgID...)
+		b = appendField(b, o.subject)
+		b = appendField(b, o.msgID)
 		b = appendField(b, o.payload)
 	}
 	return b
 }
 
-func appendField(b, f []byte) []byte {
+func appendField[F string | []byte](b []byte, f F) []byte {
 	b = binary.AppendUvarint(b, uint64(len(f)))
 	return append(b, f...)
 }
@@ -318,7 +313,7 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	}
 	s.pendMu.Lock()
 	s.pend = append(s.pend, recs...)
-	big := len(s.pend) >= s.ckptRecords
+	big := len(s.pend) >= ckptRecords
 	s.pendMu.Unlock()
 	s.jq.push(entries, first+uint64(len(ok))-1)
 	if len(entries) > 0 {
@@ -340,6 +335,10 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		r.done <- nil
 	}
 }
+
+// ckptRecords records waiting start a checkpoint before its tick: a few
+// milliseconds of bbolt work in the commit loop.
+const ckptRecords = 8192
 
 // maxPendingCheckpoint bounds the journaled records waiting for a
 // checkpoint while checkpoints fail (bbolt cannot commit): past it the

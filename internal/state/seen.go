@@ -2,6 +2,7 @@ package state
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -34,6 +35,15 @@ func hashSeen(k []byte) seenHash {
 	var h seenHash
 	copy(h[:], sum[:16])
 	return h
+}
+
+// expiryKey is an id's key in the expiry index: the expiry (unix
+// nanoseconds, big-endian) then "<receiver>/<id>".
+func expiryKey(exp int64, k []byte) []byte {
+	ik := make([]byte, 8+len(k))
+	binary.BigEndian.PutUint64(ik, uint64(exp))
+	copy(ik[8:], k)
+	return ik
 }
 
 // seenIndex maps a remembered id to its expiry (unix nanoseconds).

@@ -80,7 +80,6 @@ type Store struct {
 	jwriteNs           atomic.Int64
 	pendMu             sync.Mutex
 	pend               []ckptRec
-	ckptRecords        int
 	ckptEvery          time.Duration
 	ckptKick           chan struct{}
 	ckptStop, ckptDone chan struct{}
@@ -153,12 +152,9 @@ func Open(opts Options) (*Store, error) {
 		astop:      make(chan struct{}),
 		astopped:   make(chan struct{}),
 		ckptEvery:  opts.CheckpointEvery,
-		// A checkpoint of this many records is a few milliseconds of
-		// bbolt work in the commit loop.
-		ckptRecords: 8192,
-		ckptKick:    make(chan struct{}, 1),
-		ckptStop:    make(chan struct{}),
-		ckptDone:    make(chan struct{}),
+		ckptKick:   make(chan struct{}, 1),
+		ckptStop:   make(chan struct{}),
+		ckptDone:   make(chan struct{}),
 	}
 	if err := s.migrate(); err != nil {
 		db.Close()
@@ -261,8 +257,10 @@ func submit[R any](s *Store, ctx context.Context, ch chan<- R, r R) error {
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
-	if err := s.Ready(); err != nil {
-		return err
+	// Not Ready: after a journal failure, reads (the publisher's among
+	// them) go on.
+	if s.isClosed() {
+		return ErrClosed
 	}
 	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, seen: &s.seen}) })
 }

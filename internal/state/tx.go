@@ -1,7 +1,6 @@
 package state
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -165,10 +164,7 @@ func (t *Tx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, err
 		return false, nil
 	}
 	exp := expires.UnixNano()
-	ik := make([]byte, 8+len(k))
-	binary.BigEndian.PutUint64(ik, uint64(exp))
-	copy(ik[8:], k)
-	if err := t.tx.Bucket(bWebhookExpiry).Put(ik, nil); err != nil {
+	if err := t.tx.Bucket(bWebhookExpiry).Put(expiryKey(exp, k), nil); err != nil {
 		return false, err
 	}
 	if t.seenCh.add == nil {
