@@ -47,6 +47,7 @@ func run() int {
 	senders := flag.Int("senders", 64, "concurrent keep-alive senders")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the relay run (or of the bare run with -only bare) to this file")
 	traceFile := flag.String("trace", "", "write a 1 s execution trace of the relay run (after the warm-up) to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile (whole process, load generator included) after the relay run to this file")
 	only := flag.String("only", "", "run only bare or relay")
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
 	flag.Parse()
@@ -98,6 +99,11 @@ func run() int {
 			time.Sleep(10 * time.Millisecond)
 		}
 		relay.print()
+		if *memprofile != "" {
+			if err := writeAllocs(*memprofile); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}
 		fmt.Printf("relay: %d GC cycles during the load (GOGC %s), heap in use %.0f MB after it, total pause %s\n",
 			ms1.NumGC-ms0.NumGC, gogc(), float64(ms1.HeapInuse)/(1<<20), time.Duration(ms1.PauseTotalNs-ms0.PauseTotalNs).Round(time.Microsecond))
 		if c, u := st1.Commits-st0.Commits, st1.Updates-st0.Updates; c > 0 && u > 0 {
@@ -129,6 +135,16 @@ func gogc() string {
 		return v
 	}
 	return "default"
+}
+
+// writeAllocs writes the allocation profile since the process started.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 // writeTrace records an execution trace of one second after the warm-up.
