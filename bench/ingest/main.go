@@ -56,12 +56,12 @@ func run() int {
 		return 2
 	}
 	orderedIDs = *ids == "ordered"
-	// As relay serve does, for both runs: GOMAXPROCS=N in the environment
-	// overrides it.
-	app.TuneProcs()
+	// As relay serve does, for both runs: GOMAXPROCS and GOGC in the
+	// environment override it.
+	procs, gcPercent := app.TuneRuntime()
 
-	fmt.Printf("ingest benchmark: %d senders, %s each (after %s warm-up), %s ids, GOMAXPROCS=%d, %s\n",
-		*senders, *duration, *warmup, *ids, runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Printf("ingest benchmark: %d senders, %s each (after %s warm-up), %s ids, GOMAXPROCS=%d, GOGC=%d, %s\n",
+		*senders, *duration, *warmup, *ids, procs, gcPercent, runtime.Version())
 
 	var bare, relay result
 	if *only != "relay" {
@@ -104,8 +104,8 @@ func run() int {
 				fmt.Fprintln(os.Stderr, err)
 			}
 		}
-		fmt.Printf("relay: %d GC cycles during the load (GOGC %s), heap in use %.0f MB after it, total pause %s\n",
-			ms1.NumGC-ms0.NumGC, gogc(), float64(ms1.HeapInuse)/(1<<20), time.Duration(ms1.PauseTotalNs-ms0.PauseTotalNs).Round(time.Microsecond))
+		fmt.Printf("relay: %d GC cycles during the load, heap in use %.0f MB after it, total pause %s\n",
+			ms1.NumGC-ms0.NumGC, float64(ms1.HeapInuse)/(1<<20), time.Duration(ms1.PauseTotalNs-ms0.PauseTotalNs).Round(time.Microsecond))
 		if c, u := st1.Commits-st0.Commits, st1.Updates-st0.Updates; c > 0 && u > 0 {
 			// Updates are the poller's, the publisher's and the journal checkpoints.
 			fmt.Printf("relay: %d commits, %.1f updates/commit, %.2f pages written/update, write+sync %s/commit\n",
@@ -128,13 +128,6 @@ func run() int {
 			relay.rps()/bare.rps(), relay.p(0.99))
 	}
 	return 0
-}
-
-func gogc() string {
-	if v := os.Getenv("GOGC"); v != "" {
-		return v
-	}
-	return "default"
 }
 
 // writeAllocs writes the allocation profile since the process started.

@@ -51,7 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	app.TuneProcs()
+	app.TuneRuntime()
 	opts := app.Options{Config: cfg, Logger: log, Version: version, Components: app.DefaultComponents(cfg)}
 	// Leave a second of the 5 s a supervisor allows for process exit.
 	if err := app.Run(ctx, opts, 4*time.Second); err != nil {

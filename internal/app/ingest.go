@@ -19,6 +19,6 @@ func ingestComponent(d *Deps) (Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	in.Mount(d.HTTP.Router())
+	in.Mount(d.HTTP)
 	return in, nil
 }

@@ -46,9 +46,18 @@ type Server struct {
 	srv   *http.Server
 	ln    net.Listener
 
+	// exact routes skip the router's matching and its two request copies
+	// (the webhook hot path); the router still has them, for 405s.
+	exact map[string]exactRoute
+
 	mu     sync.RWMutex
 	checks []namedCheck
 	status map[string]func() any
+}
+
+type exactRoute struct {
+	method string
+	h      http.Handler
 }
 
 type namedCheck struct {
@@ -64,7 +73,7 @@ func New(o Options) *Server {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{o: o, log: o.Logger.With("component", "http"), root: mux.NewRouter(), status: map[string]func() any{}}
+	s := &Server{o: o, log: o.Logger.With("component", "http"), root: mux.NewRouter(), exact: map[string]exactRoute{}, status: map[string]func() any{}}
 	s.root.Use(s.limitBody)
 	s.root.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]any{"ok": true})
@@ -93,6 +102,23 @@ func New(o Options) *Server {
 
 // Router is where public routes (webhook receivers) are mounted.
 func (s *Server) Router() *mux.Router { return s.root }
+
+// HandleExact routes method on exactly path (no variables, no trailing
+// slash) to h, on the public router. Call it before Start.
+func (s *Server) HandleExact(method, path string, h http.HandlerFunc) {
+	s.root.Handle(path, h).Methods(method)
+	s.exact[path] = exactRoute{method: method, h: s.limitBody(h)}
+}
+
+// ServeHTTP serves an exact route directly and everything else through the
+// router.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e, ok := s.exact[r.URL.Path]; ok && r.Method == e.method {
+		e.h.ServeHTTP(w, r)
+		return
+	}
+	s.root.ServeHTTP(w, r)
+}
 
 // Admin is the /v1 subrouter; every route on it needs the admin token.
 func (s *Server) Admin() *mux.Router { return s.admin }
@@ -200,7 +226,7 @@ func (s *Server) Addr() string {
 // Start serves in the background. Call Listen first.
 func (s *Server) Start() {
 	s.srv = &http.Server{
-		Handler:           s.root,
+		Handler:           s,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       s.o.ReadTimeout,
 		WriteTimeout:      s.o.WriteTimeout,

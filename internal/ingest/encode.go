@@ -1,11 +1,11 @@
 package ingest
 
 import (
-	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/jsonenc"
 )
 
 // appendEvent appends the JSON of e, byte for byte what json.Marshal(e)
@@ -17,19 +17,19 @@ func appendEvent(b []byte, e *event.Event) ([]byte, error) {
 		return b, errors.New("event time year outside of range [0,9999]")
 	}
 	b = append(b, `{"specversion":`...)
-	b = appendString(b, e.SpecVersion)
+	b = jsonenc.AppendString(b, e.SpecVersion)
 	b = append(b, `,"id":`...)
-	b = appendString(b, e.ID)
+	b = jsonenc.AppendString(b, e.ID)
 	b = append(b, `,"source":`...)
-	b = appendString(b, e.Source)
+	b = jsonenc.AppendString(b, e.Source)
 	b = append(b, `,"type":`...)
-	b = appendString(b, e.Type)
+	b = jsonenc.AppendString(b, e.Type)
 	b = append(b, `,"subject":`...)
-	b = appendString(b, e.Subject)
+	b = jsonenc.AppendString(b, e.Subject)
 	b = append(b, `,"time":"`...)
 	b = e.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","datacontenttype":`...)
-	b = appendString(b, e.DataContentType)
+	b = jsonenc.AppendString(b, e.DataContentType)
 	b = append(b, `,"data":`...)
 	if len(e.Data) == 0 {
 		b = append(b, "null"...)
@@ -39,30 +39,17 @@ func appendEvent(b []byte, e *event.Event) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendString appends s as a JSON string, escaped as json.Marshal does.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
 // appendBuildData appends the JSON of d, byte for byte what json.Marshal(d)
 // gives.
 func appendBuildData(b []byte, d *buildData) ([]byte, error) {
 	b = append(b, `{"buildId":`...)
-	b = appendString(b, d.BuildID)
+	b = jsonenc.AppendString(b, d.BuildID)
 	if d.ImageID != "" {
 		b = append(b, `,"imageId":`...)
-		b = appendString(b, d.ImageID)
+		b = jsonenc.AppendString(b, d.ImageID)
 	}
 	b = append(b, `,"status":`...)
-	b = appendString(b, d.Status)
+	b = jsonenc.AppendString(b, d.Status)
 	for _, f := range [...]struct {
 		key string
 		t   time.Time
@@ -70,19 +57,17 @@ func appendBuildData(b []byte, d *buildData) ([]byte, error) {
 		if f.t.IsZero() {
 			continue
 		}
-		tb, err := f.t.MarshalJSON()
-		if err != nil {
+		var err error
+		if b, err = jsonenc.AppendTime(append(b, f.key...), f.t); err != nil {
 			return b, err
 		}
-		b = append(b, f.key...)
-		b = append(b, tb...)
 	}
 	if d.PreviousStatus != "" {
 		b = append(b, `,"previousStatus":`...)
-		b = appendString(b, d.PreviousStatus)
+		b = jsonenc.AppendString(b, d.PreviousStatus)
 	}
 	b = append(b, `,"observedBy":`...)
-	b = appendString(b, d.ObservedBy)
+	b = jsonenc.AppendString(b, d.ObservedBy)
 	return append(b, '}'), nil
 }
 

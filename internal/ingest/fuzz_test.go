@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -89,7 +89,8 @@ func FuzzHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	r := mux.NewRouter()
+	// The server the relay runs, with its exact-route fast path.
+	r := httpapi.New(httpapi.Options{MaxBodyBytes: 4096})
 	in.Mount(r)
 	wh, _ := standardwebhooks.NewWebhook(testSecret)
 	allowed := map[int]bool{200: true, 202: true, 400: true, 401: true, 404: true, 413: true, 415: true, 503: true}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -38,7 +38,8 @@ func BenchmarkCakeworkWebhook(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := mux.NewRouter()
+	// The server the relay runs, with its exact-route fast path.
+	r := httpapi.New(httpapi.Options{})
 	in.Mount(r)
 
 	type pre struct {

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -24,6 +23,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -87,7 +87,8 @@ func (e *env) open() {
 		t.Fatal(err)
 	}
 	e.in = in
-	r := mux.NewRouter()
+	// The server the relay runs, with its exact-route fast path.
+	r := httpapi.New(httpapi.Options{MaxBodyBytes: e.max})
 	in.Mount(r)
 	e.srv = httptest.NewServer(r)
 	t.Cleanup(e.close)

@@ -200,23 +200,29 @@ func (in *Ingest) Start(context.Context) error { return nil }
 func (in *Ingest) Stop(context.Context) error { return nil }
 
 // Mount adds the receivers' routes to r.
-func (in *Ingest) Mount(r *mux.Router) {
-	r.HandleFunc("/webhooks/cakework", func(w http.ResponseWriter, req *http.Request) {
+func (in *Ingest) Mount(r Router) {
+	r.HandleExact(http.MethodPost, "/webhooks/cakework", func(w http.ResponseWriter, req *http.Request) {
 		in.serve(w, req, in.cakework, "")
-	}).Methods(http.MethodPost)
+	})
 	for _, status := range []string{statusSucceeded, statusFailed} {
-		r.HandleFunc("/webhooks/cakework/build/"+status, func(w http.ResponseWriter, req *http.Request) {
+		r.HandleExact(http.MethodPost, "/webhooks/cakework/build/"+status, func(w http.ResponseWriter, req *http.Request) {
 			in.serve(w, req, in.cakework, status)
-		}).Methods(http.MethodPost)
+		})
 	}
 	for _, rc := range in.generic {
-		r.HandleFunc("/webhooks/"+rc.name, func(w http.ResponseWriter, req *http.Request) {
+		r.HandleExact(http.MethodPost, "/webhooks/"+rc.name, func(w http.ResponseWriter, req *http.Request) {
 			in.serve(w, req, rc, "")
-		}).Methods(http.MethodPost)
+		})
 	}
-	r.HandleFunc("/webhooks/{name}", func(w http.ResponseWriter, req *http.Request) {
+	r.Router().HandleFunc("/webhooks/{name}", func(w http.ResponseWriter, req *http.Request) {
 		in.serve(w, req, in.unknown, "")
 	}).Methods(http.MethodPost)
+}
+
+// Router is where Mount puts the receivers (httpapi.Server).
+type Router interface {
+	HandleExact(method, path string, h http.HandlerFunc)
+	Router() *mux.Router
 }
 
 // answer is the outcome of one request, before it is written.

@@ -617,8 +617,16 @@ func (s *Store) openJournal(segSize int64) error {
 			return fmt.Errorf("replay journal into %s: %w", s.path, err)
 		}
 	}
-	_, err = os.Stat(filepath.Join(dir, spareName))
-	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: err == nil, sync: datasync}
+	// A spare is used only at full size (an interrupted preparation leaves
+	// a .tmp file, removed here).
+	spare := filepath.Join(dir, spareName)
+	fi, err := os.Stat(spare)
+	hasSpare := err == nil && fi.Size() >= segSize
+	if err == nil && !hasSpare {
+		_ = os.Remove(spare)
+	}
+	_ = os.Remove(spare + ".tmp")
+	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: hasSpare, sync: datasync}
 	s.jq.push(entries, last)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
 	s.j.release(min(ckpt, acked))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -225,6 +226,118 @@ func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	}
 }
 
+// publishAll acknowledges everything in the outbox, as the publisher does,
+// and checkpoints.
+func publishAll(t *testing.T, s *Store) {
+	t.Helper()
+	es, err := s.PeekOutbox(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteOutbox(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// A fresh journal starts a short preallocated segment, writes a full-size
+// spare of zeros in the background once that is half full, and moves to it:
+// fdatasyncs then overwrite written blocks. A short segment is never kept
+// as the spare.
+func TestJournalMovesToAWrittenSpare(t *testing.T) {
+	dir := t.TempDir()
+	const seg = 64 << 10
+	s := openJ(t, dir, seg)
+	spare := filepath.Join(dir, journalDir, spareName)
+	n := 0
+	next := func() {
+		accept(t, s, fmt.Sprint("b", n))
+		n++
+	}
+	next()
+	first := s.j.cur.path
+	if got := fileSize(t, first); got != seg/8 {
+		t.Fatalf("first segment is %d bytes, want %d (an eighth of the segment size)", got, seg/8)
+	}
+	for s.j.off <= seg/16 {
+		next()
+	}
+	s.j.prepWG.Wait()
+	data, err := os.ReadFile(spare)
+	if err != nil {
+		t.Fatalf("no spare once the first segment was half full: %v", err)
+	}
+	if len(data) != seg || strings.Trim(string(data), "\x00") != "" {
+		t.Fatalf("spare is %d bytes (want %d) of which not all zeros", len(data), seg)
+	}
+	for s.j.cur.path == first {
+		next()
+	}
+	if got := fileSize(t, s.j.cur.path); got != seg || s.j.segCap != seg {
+		t.Fatalf("second segment is %d bytes with room for %d, want the %d-byte spare", got, s.j.segCap, seg)
+	}
+	if _, err := os.Stat(spare); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the spare is still there after the rotation (%v)", err)
+	}
+	// The short segment is released, and removed rather than kept.
+	publishAll(t, s)
+	s.j.prepWG.Wait()
+	if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("released first segment still there (%v)", err)
+	}
+	if fi, err := os.Stat(spare); err == nil && fi.Size() != seg {
+		t.Fatalf("a %d-byte spare, want %d", fi.Size(), seg)
+	}
+	// Replay reads past the zeros of the spare's tail as the end.
+	for range 5 {
+		next()
+	}
+	c := openJ(t, crashCopy(t, dir), seg)
+	if ids := outboxIDs(t, c); len(ids) != 5 || ids[4] != fmt.Sprint("evt-b", n-1) {
+		t.Fatalf("after a crash the outbox holds %v, want the 5 unpublished events", ids)
+	}
+}
+
+// Open ignores a spare left short or half written.
+func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
+	dir := t.TempDir()
+	const seg = 64 << 10
+	s := openJ(t, dir, seg)
+	accept(t, s, "a")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	spare := filepath.Join(dir, journalDir, spareName)
+	for _, p := range []string{spare, spare + ".tmp"} {
+		if err := os.WriteFile(p, []byte("short"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := openJ(t, dir, seg)
+	if r.j.hasSpare {
+		t.Fatal("a 5-byte spare.wal was taken as the spare")
+	}
+	for _, p := range []string{spare, spare + ".tmp"} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s is still there (%v)", filepath.Base(p), err)
+		}
+	}
+	if !accept(t, r, "b") || accept(t, r, "a") {
+		t.Fatal("after the restart b is a duplicate or a is new")
+	}
+}
+
 // journalEnd is where the segment's last valid record ends.
 func journalEnd(t *testing.T, seg segment) int64 {
 	t.Helper()
@@ -245,18 +358,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 	dir := t.TempDir()
 	s := openJ(t, dir, 4096)
 	n := 0
-	drain := func(s *Store) {
-		es, err := s.PeekOutbox(1 << 20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.DeleteOutbox(context.Background(), es); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Checkpoint(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	drain := func(s *Store) { publishAll(t, s) }
 	for range 3 {
 		for range 100 {
 			accept(t, s, fmt.Sprint("b", n))
@@ -264,6 +366,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 		}
 		drain(s)
 	}
+	s.j.prepWG.Wait() // a spare being written would be a third file
 	files, _ := os.ReadDir(filepath.Join(dir, journalDir))
 	if len(files) > 2 {
 		var names []string

@@ -24,11 +24,15 @@ import (
 //	body
 //
 // A batch of records is written with one pwrite and made durable with one
-// fdatasync, against bbolt's two fdatasyncs and a pwrite per page. Segments
-// are preallocated (fallocate) and, once everything in them is published
-// and checkpointed into bbolt, recycled as the next segment, so a steady
-// write overwrites blocks the file already has and the fdatasync does not
-// wait for an extent or size change.
+// fdatasync, against bbolt's two fdatasyncs and a pwrite per page. A
+// segment, once everything in it is published and checkpointed into bbolt,
+// is recycled as the next one (spare.wal), so a steady write overwrites
+// blocks the file already has and the fdatasync does not wait for an extent
+// or size change. Without a spare (a fresh start, or segments held by an
+// outage) a short preallocated segment is used while a spare of zeros is
+// written in the background: an fdatasync into preallocated blocks commits
+// their conversion too (here 0.37-0.43 ms and 115 µs of CPU against
+// 0.28-0.31 ms and 86 µs when overwriting).
 //
 // Replay reads each segment from its start and stops at the first record
 // that is short, fails its checksum or does not carry the expected seq: a
@@ -70,9 +74,14 @@ type journal struct {
 	failed  error // a write or sync failed: no more writes
 	sync    func(*os.File) error
 
-	mu       sync.Mutex // closed and hasSpare: release runs on the checkpoint's goroutine
-	closed   []segment  // full segments still needed, oldest first
-	hasSpare bool
+	segCap int64 // the current segment's size: segSize, or less (see startSegment)
+	kicked bool  // prepareSpare was called for the current segment
+
+	mu        sync.Mutex // closed, hasSpare, preparing: release runs on the checkpoint's goroutine
+	closed    []segment  // full segments still needed, oldest first
+	hasSpare  bool       // spare.wal is there: segSize bytes, all written
+	preparing bool       // prepareSpare is writing one
+	prepWG    sync.WaitGroup
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, journalExt) }
@@ -144,7 +153,13 @@ func sealRecord(rec []byte, seq uint64) {
 }
 
 // startSegment opens a new segment whose first record is j.nextSeq: the
-// spare file renamed, or a new file, preallocated.
+// spare file renamed, or, when there is none ready, a new preallocated file
+// of an eighth of the segment size. Once a segment is half full, a spare is
+// prepared in the background if there is none (so a relay that takes a few
+// webhooks never writes one). A spare's blocks are all written, so an fdatasync after a
+// record overwrites data in place; in a preallocated file each fdatasync
+// also commits the file system's conversion of the blocks it wrote (about
+// 10% of the relay's webhook throughput on a busy machine here).
 func (j *journal) startSegment() error {
 	name := filepath.Join(j.dir, segmentName(j.nextSeq))
 	var f *os.File
@@ -157,12 +172,14 @@ func (j *journal) startSegment() error {
 		}
 	}
 	j.mu.Unlock()
+	j.segCap = j.segSize
 	if f == nil {
 		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err == nil {
 			// Not every file system can preallocate; writes then extend
 			// the file, which is correct but syncs slower.
-			preallocate(f, j.segSize)
+			j.segCap = max(j.segSize/8, 4<<10)
+			preallocate(f, j.segCap)
 		}
 	}
 	if err != nil {
@@ -174,7 +191,55 @@ func (j *journal) startSegment() error {
 	}
 	j.f, j.off = f, 0
 	j.cur = segment{path: name, first: j.nextSeq, last: j.nextSeq - 1}
+	j.kicked = false
 	return nil
+}
+
+// prepareSpare starts writing a spare in the background unless there is
+// one or one is being written. A failure leaves none: the next segment is
+// then preallocated instead.
+func (j *journal) prepareSpare() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.hasSpare || j.preparing {
+		return
+	}
+	j.preparing = true
+	j.prepWG.Add(1)
+	go func() {
+		defer j.prepWG.Done()
+		tmp := filepath.Join(j.dir, spareName+".tmp")
+		err := writeZeros(tmp, j.segSize)
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		j.preparing = false
+		if err == nil && !j.hasSpare {
+			if err = os.Rename(tmp, filepath.Join(j.dir, spareName)); err == nil {
+				j.hasSpare = true
+				return
+			}
+		}
+		_ = os.Remove(tmp)
+	}()
+}
+
+// writeZeros creates path with size bytes of zeros, written and synced.
+func writeZeros(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, min(size, 1<<20))
+	for off := int64(0); off < size && err == nil; off += int64(len(zeros)) {
+		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off)
+	}
+	if err == nil {
+		err = datasync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // write appends a batch of encoded records (the seqs j.nextSeq onwards,
@@ -183,7 +248,7 @@ func (j *journal) write(buf []byte, n int) error {
 	if j.failed != nil {
 		return j.failed
 	}
-	if j.f == nil || (j.off > 0 && j.off+int64(len(buf)) > j.segSize) {
+	if j.f == nil || (j.off > 0 && j.off+int64(len(buf)) > j.segCap) {
 		// Creating a segment changes nothing on disk that replay reads
 		// until records are written, so a failure here can be retried.
 		if err := j.rotate(); err != nil {
@@ -202,6 +267,10 @@ func (j *journal) write(buf []byte, n int) error {
 	j.nextSeq += uint64(n)
 	j.off += int64(len(buf))
 	j.cur.last = first + uint64(n) - 1
+	if !j.kicked && j.off > j.segCap/2 {
+		j.kicked = true
+		j.prepareSpare()
+	}
 	return nil
 }
 
@@ -231,7 +300,9 @@ func (j *journal) release(upTo uint64) {
 	for len(j.closed) > 0 && j.closed[0].last <= upTo {
 		seg := j.closed[0]
 		j.closed = j.closed[1:]
-		if !j.hasSpare && os.Rename(seg.path, filepath.Join(j.dir, spareName)) == nil {
+		// Only a full-size segment makes a spare (not a short first one).
+		if fi, err := os.Stat(seg.path); !j.hasSpare && err == nil && fi.Size() >= j.segSize &&
+			os.Rename(seg.path, filepath.Join(j.dir, spareName)) == nil {
 			j.hasSpare = true
 			continue
 		}
@@ -240,6 +311,7 @@ func (j *journal) release(upTo uint64) {
 }
 
 func (j *journal) close() error {
+	j.prepWG.Wait()
 	if j.f == nil {
 		return nil
 	}

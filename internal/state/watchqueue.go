@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/cakework-relay/cakework-relay/internal/jsonenc"
 )
 
 // The watch queue lets the webhook hot path register a poller watch with an
@@ -22,9 +24,22 @@ type queuedWatch struct {
 }
 
 // EncodeQueuedWatch encodes a watch for QueueWatch, so callers can do it
-// outside the commit loop.
+// outside the commit loop. The bytes are json.Marshal's (a test compares
+// them), written without reflection: it runs once per webhook.
 func EncodeQueuedWatch(kind, id string, w Watch) ([]byte, error) {
-	return json.Marshal(queuedWatch{Kind: kind, ID: id, Watch: w})
+	b := make([]byte, 0, 64+len(kind)+len(id)+len(w.Source))
+	b = append(b, `{"kind":`...)
+	b = jsonenc.AppendString(b, kind)
+	b = append(b, `,"id":`...)
+	b = jsonenc.AppendString(b, id)
+	b = append(b, `,"watch":{"source":`...)
+	b = jsonenc.AppendString(b, w.Source)
+	b = append(b, `,"addedAt":`...)
+	b, err := jsonenc.AppendTime(b, w.AddedAt)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, "}}"...), nil
 }
 
 // QueueWatch appends a watch encoded by EncodeQueuedWatch. raw must not

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -63,5 +65,29 @@ func TestWatchQueueLargerThanAChunk(t *testing.T) {
 	n, err := s.ApplyWatchQueue(ctx)
 	if err != nil || n != total {
 		t.Fatalf("applied %d, %v; want %d", n, err, total)
+	}
+}
+
+func TestEncodeQueuedWatchMatchesJSONMarshal(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 891000000, time.FixedZone("x", 3600))
+	for _, c := range []struct {
+		kind, id string
+		w        Watch
+	}{
+		{KindBuild, "b1", Watch{Source: "webhook", AddedAt: at}},
+		{KindVM, "vm-2_x", Watch{Source: "config", AddedAt: at.UTC().Truncate(time.Second)}},
+		{KindBuild, `needs "escaping" <&> \ é ` + "\x01\u2028\xff", Watch{Source: "admin"}},
+	} {
+		want, err := json.Marshal(queuedWatch{Kind: c.kind, ID: c.id, Watch: c.w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := EncodeQueuedWatch(c.kind, c.id, c.w)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("EncodeQueuedWatch (%v)\n got %s\nwant %s", err, got, want)
+		}
+	}
+	if _, err := EncodeQueuedWatch(KindBuild, "b", Watch{AddedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+		t.Fatal("year 10000 encoded; json.Marshal refuses it")
 	}
 }
