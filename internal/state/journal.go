@@ -156,10 +156,10 @@ func sealRecord(rec []byte, seq uint64) {
 // spare file renamed, or, when there is none ready, a new preallocated file
 // of an eighth of the segment size. Once a segment is half full, a spare is
 // prepared in the background if there is none (so a relay that takes a few
-// webhooks never writes one). A spare's blocks are all written, so an fdatasync after a
-// record overwrites data in place; in a preallocated file each fdatasync
-// also commits the file system's conversion of the blocks it wrote (about
-// 10% of the relay's webhook throughput on a busy machine here).
+// webhooks never writes one). A spare's blocks are all written, so an
+// fdatasync after a record overwrites data in place; in a preallocated file
+// each fdatasync also commits the file system's conversion of the blocks it
+// wrote (see the figures above).
 func (j *journal) startSegment() error {
 	name := filepath.Join(j.dir, segmentName(j.nextSeq))
 	var f *os.File
