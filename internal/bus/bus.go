@@ -354,6 +354,12 @@ func (b *Bus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) 
 	return b.js.PublishMsgAsync(b.msg(subject, msgID, data, hdr))
 }
 
+// PublishNoAck sends without a reply subject: JetStream stores the message
+// (or drops it as a duplicate, or refuses it) and answers nothing.
+func (b *Bus) PublishNoAck(subject, msgID string, data []byte) error {
+	return b.nc.PublishMsg(b.msg(subject, msgID, data, nil))
+}
+
 func (b *Bus) msg(subject, msgID string, data []byte, hdr nats.Header) *nats.Msg {
 	m := nats.NewMsg(subject)
 	m.Data = data

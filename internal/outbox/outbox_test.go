@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -146,4 +147,147 @@ func TestBusDownKeepsEntries(t *testing.T) {
 	if st.OutboxDepth() != 3 || r.LastError() == nil {
 		t.Fatalf("depth %d, last error %v", st.OutboxDepth(), r.LastError())
 	}
+}
+
+func enqueueRange(t *testing.T, st *state.Store, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		err := st.Update(context.Background(), func(tx *state.Tx) error {
+			return tx.Enqueue(fmt.Sprintf("cakework.vm.v%d.started", i%3), fmt.Sprintf("evt-%d", i), []byte(fmt.Sprint(i)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func batches(r *Relay, acks string) float64 {
+	return testutil.ToFloat64(r.batches.WithLabelValues(acks))
+}
+
+func wantBatches(t *testing.T, r *Relay, each, one, oneThenEach float64) {
+	t.Helper()
+	if e, o, f := batches(r, "each"), batches(r, "one"), batches(r, "one_then_each"); e != each || o != one || f != oneThenEach {
+		t.Fatalf("batches acked each/one/one_then_each: %v/%v/%v, want %v/%v/%v", e, o, f, each, one, oneThenEach)
+	}
+}
+
+// wantOnce checks that the stream holds each of want once, in any order.
+func wantOnce(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	n := map[string]int{}
+	for _, g := range got {
+		n[g]++
+	}
+	for _, w := range want {
+		if n[w] != 1 {
+			t.Fatalf("%q is on the stream %d times (stream: %v)", w, n[w], got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("stream holds %v, want %d messages", got, len(want))
+	}
+}
+
+func TestOneAckPerBatchOnceTheSequenceIsKnown(t *testing.T) {
+	st, b, _ := openAll(t, t.TempDir())
+	r := New(Options{Store: st, Bus: b, Batch: 10})
+	enqueueRange(t, st, 0, 25)
+	if err := r.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantInOrder(t, streamMsgs(t, b), 25)
+	// The first batch learns the stream's sequence; the next two need one
+	// acknowledgement each.
+	wantBatches(t, r, 1, 2, 0)
+}
+
+// A message of a one-ack batch that JetStream does not store (here a
+// duplicate, as after a crash between an acknowledgement and the outbox
+// delete) makes the count come short: the batch is sent again with an
+// acknowledgement per message.
+func TestOneAckBatchWithADuplicateIsSentAgainWithAcks(t *testing.T) {
+	ctx := context.Background()
+	st, b, _ := openAll(t, t.TempDir())
+	r := New(Options{Store: st, Bus: b, Batch: 100})
+	if _, err := b.Publish(ctx, "cakework.vm.v1.started", "evt-7", []byte("7"), nil); err != nil {
+		t.Fatal(err)
+	}
+	enqueueRange(t, st, 0, 5)
+	if _, err := r.PublishOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	enqueueRange(t, st, 5, 5) // evt-7 is already on the stream
+	if n, err := r.PublishOnce(ctx); err != nil || n != 5 {
+		t.Fatalf("second batch: %d published, %v", n, err)
+	}
+	wantBatches(t, r, 1, 0, 1)
+	wantOnce(t, streamMsgs(t, b), "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+	if st.OutboxDepth() != 0 {
+		t.Fatalf("outbox depth %d after both batches", st.OutboxDepth())
+	}
+}
+
+// A message from another publisher between two batches makes the count
+// come long: the batch is sent again with acknowledgements (all duplicates
+// now), and the next batch learns the sequence again before it uses one
+// acknowledgement.
+func TestOneAckBatchAfterAnotherPublisherIsSentAgainWithAcks(t *testing.T) {
+	ctx := context.Background()
+	st, b, _ := openAll(t, t.TempDir())
+	r := New(Options{Store: st, Bus: b, Batch: 5})
+	enqueueRange(t, st, 0, 5)
+	if _, err := r.PublishOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "cakework.vm.other.started", "foreign", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	enqueueRange(t, st, 5, 15)
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantBatches(t, r, 2, 1, 1)
+	var want []string
+	for i := range 20 {
+		want = append(want, fmt.Sprint(i))
+	}
+	wantOnce(t, streamMsgs(t, b), append(want, "x")...)
+}
+
+// A message JetStream refuses gets no answer without a reply subject; the
+// count comes short, the batch is sent again with acknowledgements, and the
+// refusal is an error that leaves the message in the outbox.
+func TestOneAckBatchWithARefusedMessageKeepsIt(t *testing.T) {
+	ctx := context.Background()
+	st, b, _ := openAll(t, t.TempDir())
+	r := New(Options{Store: st, Bus: b, Batch: 100})
+	enqueueRange(t, st, 0, 5)
+	if _, err := r.PublishOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.JetStream().Stream(ctx, "CAKEWORK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = 512
+	if _, err := b.JetStream().UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	enqueueRange(t, st, 5, 2)
+	if err := st.Update(ctx, func(tx *state.Tx) error {
+		return tx.Enqueue("cakework.vm.v1.started", "evt-big", make([]byte, 1024))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	enqueueRange(t, st, 8, 2)
+	if _, err := r.PublishOnce(ctx); err == nil {
+		t.Fatal("a batch with a message the stream refuses was published without an error")
+	}
+	wantBatches(t, r, 1, 0, 0)
+	if d := st.OutboxDepth(); d != 3 {
+		t.Fatalf("outbox depth %d, want 3 (the refused message and the two after it)", d)
+	}
+	wantOnce(t, streamMsgs(t, b), "0", "1", "2", "3", "4", "5", "6", "8", "9")
 }
