@@ -354,10 +354,16 @@ func (b *Bus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) 
 	return b.js.PublishMsgAsync(b.msg(subject, msgID, data, hdr))
 }
 
-// PublishNoAck sends without a reply subject: JetStream stores the message
-// (or drops it as a duplicate, or refuses it) and answers nothing.
-func (b *Bus) PublishNoAck(subject, msgID string, data []byte) error {
-	return b.nc.PublishMsg(b.msg(subject, msgID, data, nil))
+// PublishNoAck sends without a reply subject, with
+// Nats-Expected-Last-Msg-Id expectLast (when not empty): JetStream stores
+// the message only if the stream's last message has that id (and drops a
+// duplicate), and answers nothing.
+func (b *Bus) PublishNoAck(subject, msgID string, data []byte, expectLast string) error {
+	var hdr nats.Header
+	if expectLast != "" {
+		hdr = nats.Header{jetstream.ExpectedLastMsgIDHeader: []string{expectLast}}
+	}
+	return b.nc.PublishMsg(b.msg(subject, msgID, data, hdr))
 }
 
 func (b *Bus) msg(subject, msgID string, data []byte, hdr nats.Header) *nats.Msg {

@@ -9,18 +9,21 @@
 // per-resource order holds unless a single message fails while the ones
 // after it succeed (then the retried one lands after them).
 //
-// One acknowledgement per batch. Once the stream's last sequence is known
+// One acknowledgement per batch. Once the stream's last message is known
 // (from the last acknowledgement of a batch), the next batch goes out with
 // no reply subject on all but its last message, which alone asks for an
-// acknowledgement. JetStream stores one connection's messages to a stream in
-// the order they were sent, so that acknowledgement comes after every other
-// message of the batch was handled; if its sequence is the known one plus
-// the batch's size, every message was stored (a message dropped as a
-// duplicate, refused, or one from another publisher in between makes the
-// count differ). Otherwise, and after any error, the batch is published
-// again with an acknowledgement per message, and the duplicate window drops
-// what was already stored. Dropping the per-message acknowledgements gave
-// the relay 5-8% more webhook throughput (BENCHMARKS.md).
+// acknowledgement. Every message carries Nats-Expected-Last-Msg-Id, the id
+// of the message before it (the first: the last one stored), so JetStream
+// stores it only right after its predecessor; one not stored (a duplicate,
+// a refusal) or another publisher's message in between fails every later
+// check, and the last acknowledgement is an error. JetStream handles one
+// connection's messages to a stream in order, so a good acknowledgement
+// (whose sequence must also be the known one plus the batch's size) proves
+// the whole batch is stored. Otherwise, and after any error, the batch is
+// published again with an acknowledgement per message, and the duplicate
+// window drops what was already stored. Dropping the per-message
+// acknowledgements gave the relay 5-8% more webhook throughput
+// (BENCHMARKS.md).
 package outbox
 
 import (
@@ -29,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,9 +47,10 @@ import (
 // Publisher is the part of the bus the outbox needs.
 type Publisher interface {
 	PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error)
-	// PublishNoAck sends with no reply subject: JetStream stores the
-	// message and answers nothing.
-	PublishNoAck(subject, msgID string, data []byte) error
+	// PublishNoAck sends with no reply subject, for JetStream to store
+	// only if the stream's last message id is expectLast; it answers
+	// nothing.
+	PublishNoAck(subject, msgID string, data []byte, expectLast string) error
 }
 
 // Options configure a Relay.
@@ -76,10 +81,11 @@ type Relay struct {
 	mu      sync.Mutex
 	lastErr error
 	running sync.Mutex
-	// lastSeq is the stream's last sequence after the last batch, when
-	// known (held under running).
-	lastSeq  uint64
-	seqKnown bool
+	// lastSeq and lastMsgID are the stream's last message after the last
+	// batch, when known (held under running).
+	lastSeq   uint64
+	lastMsgID string
+	seqKnown  bool
 }
 
 // New builds a Relay. Metrics are registered on o.Registerer when set.
@@ -227,29 +233,49 @@ func (r *Relay) PublishOnce(ctx context.Context) (int, error) {
 	return acked, nil
 }
 
+// errCodeWrongLastMsgID is JetStream's answer to a message whose
+// Nats-Expected-Last-Msg-Id is not the stream's last message id
+// (JSStreamWrongLastMsgIDErrF; nats.go has no constant for it).
+const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+
 // publishOneAck sends the batch with an acknowledgement for its last
 // message only, and reports whether that proves every message was stored.
+// Each message expects the one before it (the first, the last message
+// stored) to be the stream's last: a message not stored, or another
+// publisher's in between, makes every later one of the batch fail the
+// check, the last one included, so its ack is an error.
 func (r *Relay) publishOneAck(ctx context.Context, entries []state.OutboxEntry) (bool, error) {
 	r.seqKnown = false
+	prev := r.lastMsgID
+	// An empty id would break the chain (the header means "no check").
+	if prev == "" || slices.ContainsFunc(entries, func(e state.OutboxEntry) bool { return e.MsgID == "" }) {
+		return false, nil
+	}
 	last := len(entries) - 1
 	for _, e := range entries[:last] {
-		if err := r.o.Bus.PublishNoAck(e.Subject, e.MsgID, e.Payload); err != nil {
+		if err := r.o.Bus.PublishNoAck(e.Subject, e.MsgID, e.Payload, prev); err != nil {
 			return false, err
 		}
+		prev = e.MsgID
 	}
 	e := entries[last]
-	f, err := r.o.Bus.PublishAsync(e.Subject, e.MsgID, e.Payload, nil)
+	f, err := r.o.Bus.PublishAsync(e.Subject, e.MsgID, e.Payload, nats.Header{jetstream.ExpectedLastMsgIDHeader: []string{prev}})
 	if err != nil {
 		return false, err
 	}
 	ack, err := r.waitAck(ctx, f)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastMsgID {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
+	// The chain held; the sequence is checked as well.
 	if ack.Duplicate || ack.Sequence != r.lastSeq+uint64(len(entries)) {
 		return false, nil
 	}
-	r.lastSeq, r.seqKnown = ack.Sequence, true
+	r.lastSeq, r.lastMsgID, r.seqKnown = ack.Sequence, e.MsgID, true
 	return true, nil
 }
 
@@ -269,14 +295,15 @@ func (r *Relay) publishEach(ctx context.Context, entries []state.OutboxEntry) (i
 	}
 	acked := 0
 	var ack *jetstream.PubAck
+	var ackID string
 	var ackErr error
 	timeout := r.o.Clock.After(r.o.AckTimeout)
 wait:
 	for _, f := range futures {
 		select {
 		case a := <-f.Ok():
+			ack, ackID = a, entries[acked].MsgID
 			acked++
-			ack = a
 		case err := <-f.Err():
 			ackErr = err
 			break wait
@@ -294,7 +321,7 @@ wait:
 	// A duplicate's acknowledgement carries the original's sequence, not
 	// the stream's last.
 	if ack != nil && !ack.Duplicate {
-		r.lastSeq, r.seqKnown = ack.Sequence, true
+		r.lastSeq, r.lastMsgID, r.seqKnown = ack.Sequence, ackID, true
 	}
 	return acked, nil
 }

@@ -267,8 +267,9 @@ func TestJournalMovesToAWrittenSpare(t *testing.T) {
 	}
 	next()
 	first := s.j.cur.path
-	if got := fileSize(t, first); got != seg/8 {
-		t.Fatalf("first segment is %d bytes, want %d (an eighth of the segment size)", got, seg/8)
+	// (Without fallocate, off Linux, the file is only as long as its records.)
+	if got := fileSize(t, first); s.j.segCap != seg/8 || got > seg/8 {
+		t.Fatalf("first segment is %d bytes with room for %d, want %d (an eighth of the segment size)", got, s.j.segCap, seg/8)
 	}
 	for s.j.off <= seg/16 {
 		next()

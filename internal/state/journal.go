@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // The journal is the webhook hot path's write-ahead log (see accept.go for
@@ -82,6 +83,7 @@ type journal struct {
 	hasSpare  bool       // spare.wal is there: segSize bytes, all written
 	preparing bool       // prepareSpare is writing one
 	prepWG    sync.WaitGroup
+	prepStop  atomic.Bool // close: stop writing a spare
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, journalExt) }
@@ -209,7 +211,7 @@ func (j *journal) prepareSpare() {
 	go func() {
 		defer j.prepWG.Done()
 		tmp := filepath.Join(j.dir, spareName+".tmp")
-		err := writeZeros(tmp, j.segSize)
+		err := writeZeros(tmp, j.segSize, &j.prepStop)
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		j.preparing = false
@@ -223,14 +225,19 @@ func (j *journal) prepareSpare() {
 	}()
 }
 
-// writeZeros creates path with size bytes of zeros, written and synced.
-func writeZeros(path string, size int64) error {
+// writeZeros creates path with size bytes of zeros, written and synced,
+// unless stop is set first.
+func writeZeros(path string, size int64, stop *atomic.Bool) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	zeros := make([]byte, min(size, 1<<20))
 	for off := int64(0); off < size && err == nil; off += int64(len(zeros)) {
+		if stop.Load() {
+			err = errors.New("journal closed")
+			break
+		}
 		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off)
 	}
 	if err == nil {
@@ -311,6 +318,8 @@ func (j *journal) release(upTo uint64) {
 }
 
 func (j *journal) close() error {
+	// A spare half written is removed; the next start writes one again.
+	j.prepStop.Store(true)
 	j.prepWG.Wait()
 	if j.f == nil {
 		return nil
