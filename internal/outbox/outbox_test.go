@@ -161,6 +161,21 @@ func enqueueRange(t *testing.T, st *state.Store, from, n int) {
 	}
 }
 
+// limitMsgSize makes the stream refuse messages over max bytes.
+func limitMsgSize(t *testing.T, b *bus.Bus, max int32) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.JetStream().Stream(ctx, "CAKEWORK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = max
+	if _, err := b.JetStream().UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func batches(r *Relay, acks string) float64 {
 	return testutil.ToFloat64(r.batches.WithLabelValues(acks))
 }
@@ -265,15 +280,7 @@ func TestOneAckBatchWithARefusedMessageKeepsIt(t *testing.T) {
 	if _, err := r.PublishOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s, err := b.JetStream().Stream(ctx, "CAKEWORK")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
-	cfg.MaxMsgSize = 512
-	if _, err := b.JetStream().UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	limitMsgSize(t, b, 512)
 	enqueueRange(t, st, 5, 2)
 	if err := st.Update(ctx, func(tx *state.Tx) error {
 		return tx.Enqueue("cakework.vm.v1.started", "evt-big", make([]byte, 1024))
@@ -301,15 +308,7 @@ func TestOneAckBatchWithAForeignAndARefusedMessageKeepsTheRefused(t *testing.T) 
 	if _, err := r.PublishOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s, err := b.JetStream().Stream(ctx, "CAKEWORK")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
-	cfg.MaxMsgSize = 512
-	if _, err := b.JetStream().UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	limitMsgSize(t, b, 512)
 	if _, err := b.Publish(ctx, "cakework.vm.other.started", "foreign", []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
