@@ -116,7 +116,7 @@ func New(o Options) *Relay {
 		}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_outbox_batches_total",
-			Help: "Outbox batches published, by how they were acknowledged: one (only the last message), each (every message), or one_then_each (the count was off, so published again with an ack each).",
+			Help: "Outbox batches published, by how they were acknowledged: one (only the last message), each (every message), or one_then_each (the last ack showed a message missing or another publisher in between, so published again with an ack each).",
 		}, []string{"acks"}),
 	}
 	if o.Registerer != nil {
