@@ -161,6 +161,17 @@ func enqueueRange(t *testing.T, st *state.Store, from, n int) {
 	}
 }
 
+// enqueueBig adds evt-big, 1 KiB, which limitMsgSize(512) makes the stream
+// refuse.
+func enqueueBig(t *testing.T, st *state.Store) {
+	t.Helper()
+	if err := st.Update(context.Background(), func(tx *state.Tx) error {
+		return tx.Enqueue("cakework.vm.v1.started", "evt-big", make([]byte, 1024))
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // limitMsgSize makes the stream refuse messages over max bytes.
 func limitMsgSize(t *testing.T, b *bus.Bus, max int32) {
 	t.Helper()
@@ -282,11 +293,7 @@ func TestOneAckBatchWithARefusedMessageKeepsIt(t *testing.T) {
 	}
 	limitMsgSize(t, b, 512)
 	enqueueRange(t, st, 5, 2)
-	if err := st.Update(ctx, func(tx *state.Tx) error {
-		return tx.Enqueue("cakework.vm.v1.started", "evt-big", make([]byte, 1024))
-	}); err != nil {
-		t.Fatal(err)
-	}
+	enqueueBig(t, st) // over the limit: refused
 	enqueueRange(t, st, 8, 2)
 	if _, err := r.PublishOnce(ctx); err == nil {
 		t.Fatal("a batch with a message the stream refuses was published without an error")
@@ -313,11 +320,7 @@ func TestOneAckBatchWithAForeignAndARefusedMessageKeepsTheRefused(t *testing.T) 
 		t.Fatal(err)
 	}
 	enqueueRange(t, st, 5, 1)
-	if err := st.Update(ctx, func(tx *state.Tx) error {
-		return tx.Enqueue("cakework.vm.v1.started", "evt-big", make([]byte, 1024))
-	}); err != nil {
-		t.Fatal(err)
-	}
+	enqueueBig(t, st) // over the limit: refused
 	enqueueRange(t, st, 7, 2) // not next to the last message: its own check cannot see it
 	if _, err := r.PublishOnce(ctx); err == nil {
 		t.Fatal("a batch with a refused message was published without an error")
