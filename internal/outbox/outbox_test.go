@@ -16,7 +16,7 @@ import (
 
 // relayDir opens a store and an embedded bus on one data dir, as the daemon
 // does, and returns a func that "crashes" them (closes without draining).
-func openAll(t *testing.T, dir string) (*state.Store, *bus.Bus, func()) {
+func openAll(t testing.TB, dir string) (*state.Store, *bus.Bus, func()) {
 	t.Helper()
 	st, err := state.Open(state.Options{Dir: dir})
 	if err != nil {
@@ -320,7 +320,7 @@ func TestOneAckBatchWithAForeignAndARefusedMessageKeepsTheRefused(t *testing.T) 
 		t.Fatal(err)
 	}
 	enqueueRange(t, st, 5, 1)
-	enqueueBig(t, st) // over the limit: refused
+	enqueueBig(t, st)         // over the limit: refused
 	enqueueRange(t, st, 7, 2) // not next to the last message: its own check cannot see it
 	if _, err := r.PublishOnce(ctx); err == nil {
 		t.Fatal("a batch with a refused message was published without an error")
