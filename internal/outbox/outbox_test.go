@@ -161,6 +161,24 @@ func enqueueRange(t *testing.T, st *state.Store, from, n int) {
 	}
 }
 
+// seqKnown opens a store and a bus and publishes evt-0 to evt-4 with a
+// relay built from o (Store and Bus filled in), so that it knows the
+// stream's last message.
+func seqKnown(t *testing.T, o Options) (*state.Store, *bus.Bus, *Relay) {
+	t.Helper()
+	st, b, _ := openAll(t, t.TempDir())
+	o.Store, o.Bus = st, b
+	r := New(o)
+	enqueueRange(t, st, 0, 5)
+	if _, err := r.PublishOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !r.seqKnown {
+		t.Fatal("the first batch did not make the stream's last message known")
+	}
+	return st, b, r
+}
+
 // enqueueBig adds evt-big, 1 KiB, which limitMsgSize(512) makes the stream
 // refuse.
 func enqueueBig(t *testing.T, st *state.Store) {
@@ -259,12 +277,7 @@ func TestOneAckBatchWithADuplicateIsSentAgainWithAcks(t *testing.T) {
 // with acknowledgements, and the batch after it needs one again.
 func TestOneAckBatchAfterAnotherPublisherIsSentAgainWithAcks(t *testing.T) {
 	ctx := context.Background()
-	st, b, _ := openAll(t, t.TempDir())
-	r := New(Options{Store: st, Bus: b, Batch: 5})
-	enqueueRange(t, st, 0, 5)
-	if _, err := r.PublishOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, b, r := seqKnown(t, Options{Batch: 5})
 	if _, err := b.Publish(ctx, "cakework.vm.other.started", "foreign", []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -285,12 +298,7 @@ func TestOneAckBatchAfterAnotherPublisherIsSentAgainWithAcks(t *testing.T) {
 // refusal is an error that leaves the message in the outbox.
 func TestOneAckBatchWithARefusedMessageKeepsIt(t *testing.T) {
 	ctx := context.Background()
-	st, b, _ := openAll(t, t.TempDir())
-	r := New(Options{Store: st, Bus: b, Batch: 100})
-	enqueueRange(t, st, 0, 5)
-	if _, err := r.PublishOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, b, r := seqKnown(t, Options{Batch: 100})
 	limitMsgSize(t, b, 512)
 	enqueueRange(t, st, 5, 2)
 	enqueueBig(t, st) // over the limit: refused
@@ -309,12 +317,7 @@ func TestOneAckBatchWithARefusedMessageKeepsIt(t *testing.T) {
 // batch window: the counts would match, the chain of expected ids does not.
 func TestOneAckBatchWithAForeignAndARefusedMessageKeepsTheRefused(t *testing.T) {
 	ctx := context.Background()
-	st, b, _ := openAll(t, t.TempDir())
-	r := New(Options{Store: st, Bus: b, Batch: 100})
-	enqueueRange(t, st, 0, 5)
-	if _, err := r.PublishOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, b, r := seqKnown(t, Options{Batch: 100})
 	limitMsgSize(t, b, 512)
 	if _, err := b.Publish(ctx, "cakework.vm.other.started", "foreign", []byte("x"), nil); err != nil {
 		t.Fatal(err)
@@ -335,12 +338,7 @@ func TestOneAckBatchWithAForeignAndARefusedMessageKeepsTheRefused(t *testing.T) 
 // nothing, and the retry starts with an ack per message.
 func TestOneAckBatchOnAClosedBusKeepsEntries(t *testing.T) {
 	ctx := context.Background()
-	st, b, _ := openAll(t, t.TempDir())
-	r := New(Options{Store: st, Bus: b, Batch: 100, AckTimeout: 200 * time.Millisecond})
-	enqueueRange(t, st, 0, 5)
-	if _, err := r.PublishOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, b, r := seqKnown(t, Options{Batch: 100, AckTimeout: 200 * time.Millisecond})
 	enqueueRange(t, st, 5, 5)
 	b.Close(ctx)
 	if n, err := r.PublishOnce(ctx); err == nil || n != 0 {
