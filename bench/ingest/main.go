@@ -117,6 +117,10 @@ func run() int {
 				b, float64(st1.JournalRecords-st0.JournalRecords)/float64(b),
 				((st1.JournalWriteTime - st0.JournalWriteTime) / time.Duration(b)).Round(time.Microsecond))
 		}
+		if n := st1.BusSyncs + st1.BusSyncErrors - st0.BusSyncs - st0.BusSyncErrors; n > 0 {
+			fmt.Printf("relay: JetStream file syncs %d (%d failed), %s each\n",
+				n, st1.BusSyncErrors-st0.BusSyncErrors, ((st1.BusSyncTime - st0.BusSyncTime) / time.Duration(n)).Round(time.Microsecond))
+		}
 		fmt.Printf("relay: outbox depth at end of load %d, drained to JetStream in %s\n", depth, time.Since(t0).Round(time.Millisecond))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		a.Stop(ctx)

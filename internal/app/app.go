@@ -171,6 +171,19 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Events the embedded server acknowledged leave the journal and the
+	// outbox only once its files are synced (bus/sync.go).
+	a.store.SetBusSync(a.bus.StreamSyncer())
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "relay_bus_syncs_total",
+			Help: "fdatasyncs of the embedded JetStream's stream files before acknowledged events leave the journal or the outbox (0 with an external NATS).",
+		}, func() float64 { return float64(a.store.Stats().BusSyncs) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "relay_bus_sync_errors_total",
+			Help: "Failed syncs of the embedded JetStream's files; until one succeeds, acknowledged events stay in the journal and the outbox.",
+		}, func() float64 { return float64(a.store.Stats().BusSyncErrors) }),
+	)
 	a.outbox = outbox.New(outbox.Options{Store: a.store, Bus: a.bus, Clock: a.o.Clock, Logger: a.log, Registerer: reg})
 	a.http.AddReadyCheck("state", a.store.Ready)
 	a.http.AddReadyCheck("bus", a.bus.Ready)

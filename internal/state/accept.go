@@ -476,7 +476,13 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 	recs := s.pend
 	s.pend = nil
 	s.pendMu.Unlock()
+	// What was acknowledged before the bus sync is on the bus's disk after
+	// it; only that may leave the journal. Without a sync the watermark
+	// stays, and the events are published again after a crash.
 	acked := s.jq.ackedUpTo()
+	if acked != s.ackedSeq && s.syncBus() != nil {
+		acked = s.ackedSeq
+	}
 	ckpt := s.ckptSeq
 	if len(recs) > 0 {
 		ckpt = recs[len(recs)-1].seq

@@ -54,6 +54,22 @@ func accept(t *testing.T, s *Store, id string) bool {
 	return !dup
 }
 
+// acceptAck accepts webhooks b0..b<n-1> and acknowledges the first ack of
+// their events, as the publisher does.
+func acceptAck(t *testing.T, s *Store, n, ack int) {
+	t.Helper()
+	for i := range n {
+		accept(t, s, fmt.Sprint("b", i))
+	}
+	es, err := s.PeekOutbox(ack)
+	if err != nil || len(es) != ack {
+		t.Fatalf("peek: %d entries, %v", len(es), err)
+	}
+	if err := s.DeleteOutbox(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // crashCopy copies the data dir of a store that is still open, as a crash
 // would leave it: what Accept made durable is there, nothing Close does.
 func crashCopy(t *testing.T, src string) string {
@@ -163,16 +179,7 @@ func TestAcceptedWebhooksSurviveACrashBeforeAnyCheckpoint(t *testing.T) {
 func TestAcknowledgedEventsAreNotPublishedAgainAfterACrash(t *testing.T) {
 	dir := t.TempDir()
 	s := openJ(t, dir, 0)
-	for i := range 10 {
-		accept(t, s, fmt.Sprint("b", i))
-	}
-	es, err := s.PeekOutbox(4)
-	if err != nil || len(es) != 4 {
-		t.Fatalf("peek: %d entries, %v", len(es), err)
-	}
-	if err := s.DeleteOutbox(context.Background(), es); err != nil {
-		t.Fatal(err)
-	}
+	acceptAck(t, s, 10, 4)
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}

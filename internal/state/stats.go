@@ -17,6 +17,11 @@ type Stats struct {
 	// JournalWriteTime is the time spent in them.
 	JournalBatches, JournalRecords int64
 	JournalWriteTime               time.Duration
+	// BusSyncs and BusSyncErrors count the calls of the bus sync
+	// (SetBusSync) that succeeded and failed; BusSyncTime is the time
+	// spent in them.
+	BusSyncs, BusSyncErrors int64
+	BusSyncTime             time.Duration
 }
 
 // Stats reports the store's counters.
@@ -31,5 +36,9 @@ func (s *Store) Stats() Stats {
 		JournalBatches:   s.jbatches.Load(),
 		JournalRecords:   s.jrecords.Load(),
 		JournalWriteTime: time.Duration(s.jwriteNs.Load()),
+
+		BusSyncs:      s.busSyncs.Load(),
+		BusSyncErrors: s.busSyncErrs.Load(),
+		BusSyncTime:   time.Duration(s.busSyncNs.Load()),
 	}
 }

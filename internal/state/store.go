@@ -88,6 +88,11 @@ type Store struct {
 	// jfailed is the journal's write failure, ckptErr the last checkpoint's
 	// (nil after a success).
 	jfailed, ckptErr atomic.Pointer[error]
+	// busSync makes what the bus acknowledged durable (SetBusSync);
+	// busSyncFailed is whether its last call failed, for logging.
+	busSync                          atomic.Pointer[func() error]
+	busSyncFailed                    atomic.Bool
+	busSyncs, busSyncErrs, busSyncNs atomic.Int64
 }
 
 type request struct {
@@ -464,6 +469,9 @@ func (s *Store) DeleteOutbox(ctx context.Context, entries []OutboxEntry) error {
 	if len(seqs) == 0 {
 		return nil
 	}
+	if err := s.syncBus(); err != nil {
+		return fmt.Errorf("%w; the outbox keeps %d published events and publishes them again (JetStream drops the repeats)", err, len(seqs))
+	}
 	return s.Update(ctx, func(tx *Tx) error {
 		b := tx.tx.Bucket(bOutbox)
 		for _, seq := range seqs {
@@ -534,4 +542,42 @@ func u64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
+}
+
+// SetBusSync sets the function that makes what the bus acknowledged so far
+// durable on disk (bus.StreamSyncer). The store calls it before it forgets
+// acknowledged events: before it deletes outbox entries, and before a
+// checkpoint records how far the journal's events were acknowledged. Nil
+// (the default, and for an external NATS) trusts the acknowledgement.
+func (s *Store) SetBusSync(fn func() error) {
+	if fn == nil {
+		s.busSync.Store(nil)
+		return
+	}
+	s.busSync.Store(&fn)
+}
+
+// syncBus runs the bus sync, if any, and logs when it starts or stops
+// failing.
+func (s *Store) syncBus() error {
+	fn := s.busSync.Load()
+	if fn == nil {
+		return nil
+	}
+	t0 := time.Now()
+	err := (*fn)()
+	s.busSyncNs.Add(int64(time.Since(t0)))
+	if err != nil {
+		s.busSyncErrs.Add(1)
+		err = fmt.Errorf("the bus acknowledged events it has not synced to disk: %w", err)
+		if !s.busSyncFailed.Swap(true) {
+			s.log.Error("cannot sync the bus's files; acknowledged events stay in the journal and the outbox until it works", "err", err)
+		}
+		return err
+	}
+	s.busSyncs.Add(1)
+	if s.busSyncFailed.Swap(false) {
+		s.log.Info("the bus's files sync again")
+	}
+	return nil
 }

@@ -1,0 +1,113 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// Events the bus acknowledged leave the journal only after the bus synced
+// its files: the embedded server acknowledges from the page cache, and a
+// machine crash before its own fsync would lose them.
+func TestAckedEventsStayInTheJournalUntilTheBusSyncs(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	fail := errors.New("disk gone")
+	calls := 0
+	s.SetBusSync(func() error { calls++; return fail })
+	acceptAck(t, s, 10, 4)
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Fatalf("the checkpoint called the bus sync %d times, want 1", calls)
+	}
+	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 10 || ids[0] != "evt-b0" {
+		t.Fatalf("the sync failed, yet after a crash the outbox holds %v, want evt-b0..evt-b9", ids)
+	}
+
+	s.SetBusSync(func() error { calls++; return nil })
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 6 || ids[0] != "evt-b4" {
+		t.Fatalf("after the sync and a crash the outbox holds %v, want evt-b4..evt-b9", ids)
+	}
+	// Nothing newly acknowledged: no sync.
+	n := calls
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls != n {
+		t.Errorf("a checkpoint with nothing newly acknowledged synced the bus")
+	}
+}
+
+// Only what was acknowledged before the sync began is covered by it.
+func TestCheckpointRecordsWhatWasAckedBeforeTheSync(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	for i := range 10 {
+		accept(t, s, fmt.Sprint("b", i))
+	}
+	es, err := s.PeekOutbox(10)
+	if err != nil || len(es) != 10 {
+		t.Fatalf("peek: %d entries, %v", len(es), err)
+	}
+	if err := s.DeleteOutbox(context.Background(), es[:4]); err != nil {
+		t.Fatal(err)
+	}
+	s.SetBusSync(func() error {
+		// Acknowledged while the sync runs: not necessarily on disk.
+		return s.DeleteOutbox(context.Background(), es[4:8])
+	})
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 6 || ids[0] != "evt-b4" {
+		t.Fatalf("after a crash the outbox holds %v, want evt-b4..evt-b9", ids)
+	}
+}
+
+// An outbox entry (a polled event) is deleted only after the bus synced.
+func TestOutboxEntriesStayUntilTheBusSyncs(t *testing.T) {
+	dir := t.TempDir()
+	s := openJ(t, dir, 0)
+	if err := s.Update(context.Background(), func(tx *Tx) error {
+		for i := range 3 {
+			if err := tx.Enqueue("cakework.vm.v1.started", fmt.Sprint("vm-", i), []byte(`{}`)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.PeekOutbox(10)
+	if err != nil || len(es) != 3 {
+		t.Fatalf("peek: %d entries, %v", len(es), err)
+	}
+	synced := false
+	s.SetBusSync(func() error { return errors.New("disk gone") })
+	if err := s.DeleteOutbox(context.Background(), es[:2]); err == nil {
+		t.Fatal("DeleteOutbox reported success though the bus could not sync")
+	}
+	if ids := outboxIDs(t, s); !slices.Equal(ids, []string{"vm-0", "vm-1", "vm-2"}) {
+		t.Fatalf("after a failed sync the outbox holds %v", ids)
+	}
+	if s.OutboxDepth() != 3 {
+		t.Fatalf("outbox depth %d, want 3", s.OutboxDepth())
+	}
+	s.SetBusSync(func() error { synced = true; return nil })
+	if err := s.DeleteOutbox(context.Background(), es[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if !synced {
+		t.Fatal("entries were deleted without a bus sync")
+	}
+	if ids := outboxIDs(t, s); !slices.Equal(ids, []string{"vm-2"}) {
+		t.Fatalf("outbox holds %v, want vm-2", ids)
+	}
+}
