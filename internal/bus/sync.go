@@ -47,15 +47,23 @@ func (b *Bus) streamSync() *streamSync {
 // days has thousands of blocks.
 type streamSync struct {
 	dir string
+	// fsync is fdatasync and dirSync fsyncs a directory; tests wrap them.
+	fsync   func(*os.File) error
+	dirSync func(string) error
 
 	mu sync.Mutex
 	// synced is each recent block's size and modification time when it
-	// was last synced; a block is synced again only when they change.
-	// Blocks are append-only, so a write changes the size.
+	// was last synced; a block is synced again only when either changes.
 	synced map[string]fileSig
 	// from is the index of the last block at the last sync.
-	from  uint64
-	files int // fsyncs done, for tests
+	from uint64
+	// dirDirty: a block was created since the directories were last
+	// synced (kept across a failed directory sync, so it is retried).
+	dirDirty bool
+	// broken is the first failed fdatasync. After one, Linux may report
+	// success for data it failed to write, so no later sync is trusted.
+	broken error
+	files  int // fdatasyncs done, for tests
 }
 
 type fileSig struct {
@@ -64,19 +72,23 @@ type fileSig struct {
 }
 
 func newStreamSync(dir string) *streamSync {
-	return &streamSync{dir: dir, synced: map[string]fileSig{}}
+	// The directories are synced on the first call: the relay may have
+	// crashed before they were.
+	return &streamSync{dir: dir, fsync: fdatasync, dirSync: fsyncDir, synced: map[string]fileSig{}, dirDirty: true}
 }
 
 func (s *streamSync) sync() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
 	msgs := filepath.Join(s.dir, "msgs")
 	ents, err := os.ReadDir(msgs)
 	if err != nil {
 		return fmt.Errorf("sync the event stream's files: %w (check data_dir/jetstream is readable)", err)
 	}
 	seen := map[string]bool{}
-	newFile := false
 	last := s.from
 	for _, e := range ents {
 		name := e.Name()
@@ -98,38 +110,40 @@ func (s *streamSync) sync() error {
 		if ok && old == sig {
 			continue
 		}
-		newFile = newFile || !ok
-		if err := fdatasyncPath(filepath.Join(msgs, name)); errors.Is(err, os.ErrNotExist) {
+		if err := s.fsyncPath(filepath.Join(msgs, name)); errors.Is(err, os.ErrNotExist) {
 			continue
 		} else if err != nil {
-			return fmt.Errorf("sync the event stream's file %s: %w (check the disk under data_dir)", name, err)
+			s.broken = fmt.Errorf("fdatasync of the event stream's file %s failed: %w; the disk under data_dir lost writes, so the relay keeps every event JetStream acknowledged since and trusts no later sync: fix the disk and restart the relay", name, err)
+			return s.broken
 		}
 		s.files++
 		s.synced[name] = sig
+		s.dirDirty = s.dirDirty || !ok
 	}
 	for name := range s.synced {
 		if !seen[name] {
 			delete(s.synced, name)
 		}
 	}
-	s.from = last
-	if newFile {
-		// A new block's directory entry, so it is found after a crash.
+	if s.dirDirty {
+		// New blocks' directory entries, so they are found after a crash.
 		for _, d := range []string{msgs, s.dir} {
-			if err := fsyncDir(d); err != nil {
-				return fmt.Errorf("sync the event stream's directory %s: %w", d, err)
+			if err := s.dirSync(d); err != nil {
+				return fmt.Errorf("sync the event stream's directory %s: %w (check the disk under data_dir)", d, err)
 			}
 		}
+		s.dirDirty = false
 	}
+	s.from = last
 	return nil
 }
 
-func fdatasyncPath(path string) error {
+func (s *streamSync) fsyncPath(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	err = fdatasync(f)
+	err = s.fsync(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -3,9 +3,12 @@ package bus
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -17,6 +20,11 @@ func TestStreamSyncerSyncsTheBlockWithTheMessage(t *testing.T) {
 	s := b.streamSync()
 	if s == nil {
 		t.Fatal("no syncer for the embedded server")
+	}
+	var fsynced []string
+	s.fsync = func(f *os.File) error {
+		fsynced = append(fsynced, filepath.Base(f.Name()))
+		return fdatasync(f)
 	}
 	if err := s.sync(); err != nil {
 		t.Fatal(err)
@@ -41,6 +49,9 @@ func TestStreamSyncerSyncsTheBlockWithTheMessage(t *testing.T) {
 		}
 		if bytes.Contains(data, payload) {
 			found = true
+			if !slices.Contains(fsynced, name) {
+				t.Errorf("%s holds the message but was not fdatasynced (fdatasynced: %v)", name, fsynced)
+			}
 			if int64(len(data)) != sig.size {
 				t.Errorf("%s: synced at %d bytes, now %d", name, sig.size, len(data))
 			}
@@ -129,5 +140,61 @@ func TestStreamSyncerLooksAtTheLastBlocksOnly(t *testing.T) {
 	}
 	if err := s.sync(); err != nil || s.files != 5 {
 		t.Fatalf("third sync with nothing new: %d more files, %v", s.files-5, err)
+	}
+}
+
+// A failed directory sync is retried on the next call, even though the
+// new block itself was synced.
+func TestStreamSyncerRetriesAFailedDirectorySync(t *testing.T) {
+	dir := t.TempDir()
+	msgs := filepath.Join(dir, "msgs")
+	if err := os.MkdirAll(msgs, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	s := newStreamSync(dir)
+	if err := s.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(msgs, "1.blk"), []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dirSyncs := 0
+	s.dirSync = func(string) error { dirSyncs++; return errors.New("EIO") }
+	if err := s.sync(); err == nil {
+		t.Fatal("a failed directory sync was not reported")
+	}
+	s.dirSync = func(d string) error { dirSyncs++; return fsyncDir(d) }
+	dirSyncs = 0
+	if err := s.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if dirSyncs == 0 {
+		t.Fatal("the directories were not synced again after the failure")
+	}
+}
+
+// After a failed fdatasync no later sync is trusted (Linux can report
+// success for pages whose write failed).
+func TestStreamSyncerStaysBrokenAfterAFailedFdatasync(t *testing.T) {
+	dir := t.TempDir()
+	msgs := filepath.Join(dir, "msgs")
+	if err := os.MkdirAll(msgs, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(msgs, "1.blk"), []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStreamSync(dir)
+	s.fsync = func(*os.File) error { return errors.New("EIO") }
+	if err := s.sync(); err == nil {
+		t.Fatal("a failed fdatasync was not reported")
+	}
+	s.fsync = fdatasync
+	err := s.sync()
+	if err == nil {
+		t.Fatal("a sync after a failed fdatasync reported success")
+	}
+	if !strings.Contains(err.Error(), "restart the relay") {
+		t.Errorf("the error does not say what to do: %v", err)
 	}
 }

@@ -479,20 +479,29 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 	// What was acknowledged before the bus sync is on the bus's disk after
 	// it; only that may leave the journal. Without a sync the watermark
 	// stays, and the events are published again after a crash.
+	// The same for acknowledged outbox entries (DeleteOutbox holds them).
 	acked := s.jq.ackedUpTo()
-	if acked != s.ackedSeq && s.syncBus() != nil {
-		acked = s.ackedSeq
+	dels := s.heldAcked()
+	if (acked != s.ackedSeq || len(dels) > 0) && s.syncBus() != nil {
+		acked, dels = s.ackedSeq, nil
 	}
 	ckpt := s.ckptSeq
 	if len(recs) > 0 {
 		ckpt = recs[len(recs)-1].seq
 	}
-	if len(recs) == 0 && acked == s.ackedSeq {
+	if len(recs) == 0 && acked == s.ackedSeq && len(dels) == 0 {
 		return nil
 	}
 	err := update(func(tx *Tx) error {
 		if err := putRecords(tx, recs); err != nil {
 			return err
+		}
+		// Not through tx.outboxAdded: holdAcked took them off the depth.
+		ob := tx.tx.Bucket(bOutbox)
+		for _, q := range dels {
+			if err := ob.Delete(u64(q)); err != nil {
+				return err
+			}
 		}
 		meta := tx.tx.Bucket(bMeta)
 		if err := meta.Put([]byte(metaJournalCkpt), u64(ckpt)); err != nil {
@@ -509,6 +518,7 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 		return err
 	}
 	s.ckptErr.Store(nil)
+	s.releaseAcked(dels)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
 	s.j.release(min(ckpt, acked))
 	return nil

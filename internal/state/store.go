@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,12 @@ type Store struct {
 	busSync                          atomic.Pointer[func() error]
 	busSyncFailed                    atomic.Bool
 	busSyncs, busSyncErrs, busSyncNs atomic.Int64
+	busSyncErr                       atomic.Pointer[error]
+	// ackedBolt holds outbox entries JetStream acknowledged, waiting for
+	// a bus sync (in the checkpoint) before they are deleted; PeekOutbox
+	// skips them and OutboxDepth does not count them.
+	ackedMu   sync.Mutex
+	ackedBolt map[uint64]struct{}
 }
 
 type request struct {
@@ -430,7 +437,12 @@ func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
 		// into a few large chunks, which the entries then point into.
 		var arena []byte
 		c := tx.tx.Bucket(bOutbox).Cursor()
+		s.ackedMu.Lock()
+		defer s.ackedMu.Unlock()
 		for k, v := c.First(); k != nil && len(out) < boltMax; k, v = c.Next() {
+			if _, held := s.ackedBolt[binary.BigEndian.Uint64(k)]; held {
+				continue
+			}
 			if out == nil {
 				out = make([]OutboxEntry, 0, min(max, s.OutboxDepth()+16))
 			}
@@ -469,8 +481,10 @@ func (s *Store) DeleteOutbox(ctx context.Context, entries []OutboxEntry) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	if err := s.syncBus(); err != nil {
-		return fmt.Errorf("%w; the outbox keeps %d published events and publishes them again (JetStream drops the repeats)", err, len(seqs))
+	if s.busSync.Load() != nil {
+		// Deleted by the next checkpoint, after its bus sync.
+		s.holdAcked(seqs)
+		return nil
 	}
 	return s.Update(ctx, func(tx *Tx) error {
 		b := tx.tx.Bucket(bOutbox)
@@ -570,14 +584,72 @@ func (s *Store) syncBus() error {
 	if err != nil {
 		s.busSyncErrs.Add(1)
 		err = fmt.Errorf("the bus acknowledged events it has not synced to disk: %w", err)
+		s.busSyncErr.Store(&err)
 		if !s.busSyncFailed.Swap(true) {
 			s.log.Error("cannot sync the bus's files; acknowledged events stay in the journal and the outbox until it works", "err", err)
 		}
 		return err
 	}
 	s.busSyncs.Add(1)
+	s.busSyncErr.Store(nil)
 	if s.busSyncFailed.Swap(false) {
 		s.log.Info("the bus's files sync again")
 	}
 	return nil
+}
+
+// BusSyncError is the last bus sync's failure, nil after a success (a
+// readiness check: while it fails, acknowledged events pile up in the
+// journal and the outbox).
+func (s *Store) BusSyncError() error {
+	if e := s.busSyncErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// holdAcked keeps acknowledged outbox entries until a checkpoint's bus
+// sync covers them.
+func (s *Store) holdAcked(seqs []uint64) {
+	s.ackedMu.Lock()
+	if s.ackedBolt == nil {
+		s.ackedBolt = map[uint64]struct{}{}
+	}
+	n := 0
+	for _, q := range seqs {
+		if _, ok := s.ackedBolt[q]; !ok {
+			s.ackedBolt[q] = struct{}{}
+			n++
+		}
+	}
+	s.ackedMu.Unlock()
+	s.outboxDepth.Add(-int64(n))
+	select {
+	case s.ckptKick <- struct{}{}:
+	default:
+	}
+}
+
+// heldAcked lists the held entries (a snapshot: the checkpoint deletes
+// these after its sync, and entries held later wait for the next one).
+func (s *Store) heldAcked() []uint64 {
+	s.ackedMu.Lock()
+	defer s.ackedMu.Unlock()
+	if len(s.ackedBolt) == 0 {
+		return nil
+	}
+	l := make([]uint64, 0, len(s.ackedBolt))
+	for q := range s.ackedBolt {
+		l = append(l, q)
+	}
+	slices.Sort(l)
+	return l
+}
+
+func (s *Store) releaseAcked(seqs []uint64) {
+	s.ackedMu.Lock()
+	for _, q := range seqs {
+		delete(s.ackedBolt, q)
+	}
+	s.ackedMu.Unlock()
 }
