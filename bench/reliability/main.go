@@ -82,7 +82,14 @@ func soak(ctx context.Context, bin, dir string, args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Printf("# total: sent %d, acked %d, non-2xx %d, errors %d\n", res.Sent, res.Acked, res.Non2xx, res.Errors)
+	ps := res.Problems()
+	fmt.Printf("# total: sent %d, acked %d, non-2xx %d, errors %d, %d problems\n", res.Sent, res.Acked, res.Non2xx, res.Errors, len(ps))
+	for _, p := range ps {
+		fmt.Println("# problem:", p)
+	}
+	if len(ps) > 0 {
+		return 1
+	}
 	return 0
 }
 

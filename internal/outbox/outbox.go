@@ -177,7 +177,18 @@ func (r *Relay) Drain(ctx context.Context) error {
 		if r.o.Store.OutboxDepth() == 0 {
 			return nil
 		}
-		if _, err := r.PublishOnce(ctx); err != nil {
+		n, err := r.PublishOnce(ctx)
+		if err == nil && n == 0 {
+			// What is left was published and waits for the checkpoint that
+			// syncs the bus before it is deleted (state.DeleteOutbox).
+			if err = r.o.Store.Checkpoint(ctx); err == nil {
+				if serr := r.o.Store.BusSyncError(); serr != nil && r.o.Store.OutboxDepth() > 0 {
+					return fmt.Errorf("outbox: %d published events wait for the bus to sync its files: %w", r.o.Store.OutboxDepth(), serr)
+				}
+				continue
+			}
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("outbox: %d events left unpublished: %w", r.o.Store.OutboxDepth(), err)
 			}

@@ -2,8 +2,10 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -346,5 +348,34 @@ func TestOneAckBatchOnAClosedBusKeepsEntries(t *testing.T) {
 	}
 	if d := st.OutboxDepth(); d != 5 || r.seqKnown {
 		t.Fatalf("after the failure: depth %d (want 5), sequence still known %v", d, r.seqKnown)
+	}
+}
+
+// With the bus sync on (as the app runs the embedded server), published
+// entries wait for a checkpoint; Drain runs it, and reports a sync that
+// fails instead of spinning.
+func TestDrainWithTheBusSync(t *testing.T) {
+	st, b, _ := openAll(t, t.TempDir())
+	st.SetBusSync(b.StreamSyncer())
+	enqueue(t, st, 20)
+	r := New(Options{Store: st, Bus: b, Batch: 7})
+	if err := r.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantInOrder(t, streamMsgs(t, b), 20)
+	if st.OutboxDepth() != 0 || st.Stats().BusSyncs == 0 {
+		t.Fatalf("after drain: depth %d, %d bus syncs", st.OutboxDepth(), st.Stats().BusSyncs)
+	}
+
+	st.SetBusSync(func() error { return errors.New("disk gone") })
+	enqueue(t, st, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := r.Drain(ctx)
+	if err == nil || !strings.Contains(err.Error(), "sync") || ctx.Err() != nil {
+		t.Fatalf("drain with a failing bus sync: %v (ctx %v)", err, ctx.Err())
+	}
+	if st.OutboxDepth() != 3 {
+		t.Fatalf("depth %d, want the 3 published events kept", st.OutboxDepth())
 	}
 }

@@ -122,6 +122,9 @@ func TestSoakShort(t *testing.T) {
 	if last.OutboxDepth > 5000 {
 		t.Errorf("the outbox fell behind: depth %.0f", last.OutboxDepth)
 	}
+	for _, p := range res.Problems() {
+		t.Error(p)
+	}
 	for _, s := range res.Samples {
 		if s.P99 > 2*time.Second {
 			t.Errorf("%s: ingest p99 %s", s.At, s.P99)

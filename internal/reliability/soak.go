@@ -74,6 +74,18 @@ type SoakResult struct {
 	RelayLogs string
 }
 
+// Problems are what the samples show wrong whatever the load: an outbox
+// depth below zero (a miscount).
+func (r *SoakResult) Problems() []string {
+	var ps []string
+	for _, s := range r.Samples {
+		if s.OutboxDepth < 0 {
+			ps = append(ps, fmt.Sprintf("%s: outbox depth %.0f, below zero", s.At.Round(time.Second), s.OutboxDepth))
+		}
+	}
+	return ps
+}
+
 // Header is the column header of Format.
 func (SoakSample) Header() string {
 	return "t\trss_MB\theap_MB\tgoroutines\tbbolt_MB\tjournal_MB\tjetstream_MB\tsent\tacked\tnon2xx\terrs\tp50\tp99\tmax\toutbox\tpublished\tlog_lines\tcallbacks\tharness_rss_MB"

@@ -496,12 +496,18 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 		if err := putRecords(tx, recs); err != nil {
 			return err
 		}
-		// Not through tx.outboxAdded: holdAcked took them off the depth.
+		// An entry may be held twice (a peek from before the delete of
+		// an earlier checkpoint): only what is there counts.
 		ob := tx.tx.Bucket(bOutbox)
 		for _, q := range dels {
-			if err := ob.Delete(u64(q)); err != nil {
+			k := u64(q)
+			if ob.Get(k) == nil {
+				continue
+			}
+			if err := ob.Delete(k); err != nil {
 				return err
 			}
+			tx.outboxAdded--
 		}
 		meta := tx.tx.Bucket(bMeta)
 		if err := meta.Put([]byte(metaJournalCkpt), u64(ckpt)); err != nil {

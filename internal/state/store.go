@@ -97,7 +97,7 @@ type Store struct {
 	busSyncErr                       atomic.Pointer[error]
 	// ackedBolt holds outbox entries JetStream acknowledged, waiting for
 	// a bus sync (in the checkpoint) before they are deleted; PeekOutbox
-	// skips them and OutboxDepth does not count them.
+	// skips them, OutboxDepth counts them until they are deleted.
 	ackedMu   sync.Mutex
 	ackedBolt map[uint64]struct{}
 }
@@ -615,15 +615,10 @@ func (s *Store) holdAcked(seqs []uint64) {
 	if s.ackedBolt == nil {
 		s.ackedBolt = map[uint64]struct{}{}
 	}
-	n := 0
 	for _, q := range seqs {
-		if _, ok := s.ackedBolt[q]; !ok {
-			s.ackedBolt[q] = struct{}{}
-			n++
-		}
+		s.ackedBolt[q] = struct{}{}
 	}
 	s.ackedMu.Unlock()
-	s.outboxDepth.Add(-int64(n))
 	select {
 	case s.ckptKick <- struct{}{}:
 	default:
