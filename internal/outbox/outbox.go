@@ -122,7 +122,7 @@ func New(o Options) *Relay {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(r.published, r.failures, r.batches,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "relay_outbox_depth", Help: "Events committed but not yet acknowledged by JetStream.",
+				Name: "relay_outbox_depth", Help: "Events committed and not yet published to JetStream (a published polled event counts until the checkpoint that deletes it, about 100 ms later).",
 			}, func() float64 { return float64(o.Store.OutboxDepth()) }))
 	}
 	return r
