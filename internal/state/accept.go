@@ -496,18 +496,8 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 		if err := putRecords(tx, recs); err != nil {
 			return err
 		}
-		// An entry may be held twice (a peek from before the delete of
-		// an earlier checkpoint): only what is there counts.
-		ob := tx.tx.Bucket(bOutbox)
-		for _, q := range dels {
-			k := u64(q)
-			if ob.Get(k) == nil {
-				continue
-			}
-			if err := ob.Delete(k); err != nil {
-				return err
-			}
-			tx.outboxAdded--
+		if err := tx.deleteOutbox(dels); err != nil {
+			return err
 		}
 		meta := tx.tx.Bucket(bMeta)
 		if err := meta.Put([]byte(metaJournalCkpt), u64(ckpt)); err != nil {

@@ -486,20 +486,24 @@ func (s *Store) DeleteOutbox(ctx context.Context, entries []OutboxEntry) error {
 		s.holdAcked(seqs)
 		return nil
 	}
-	return s.Update(ctx, func(tx *Tx) error {
-		b := tx.tx.Bucket(bOutbox)
-		for _, seq := range seqs {
-			k := u64(seq)
-			if b.Get(k) == nil {
-				continue
-			}
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-			tx.outboxAdded--
+	return s.Update(ctx, func(tx *Tx) error { return tx.deleteOutbox(seqs) })
+}
+
+// deleteOutbox deletes outbox entries, skipping those already gone (an
+// entry can be acknowledged twice: a peek from before an earlier delete).
+func (t *Tx) deleteOutbox(seqs []uint64) error {
+	b := t.tx.Bucket(bOutbox)
+	for _, seq := range seqs {
+		k := u64(seq)
+		if b.Get(k) == nil {
+			continue
 		}
-		return nil
-	})
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+		t.outboxAdded--
+	}
+	return nil
 }
 
 // ExpireWebhookIDs deletes remembered webhook ids whose expiry is before
