@@ -97,21 +97,7 @@ func TestStreamSyncerMissingDirIsAnError(t *testing.T) {
 // Only the blocks from the last one seen onwards are synced: the server
 // appends to its last block and starts new ones after it.
 func TestStreamSyncerLooksAtTheLastBlocksOnly(t *testing.T) {
-	dir := t.TempDir()
-	msgs := filepath.Join(dir, "msgs")
-	if err := os.MkdirAll(msgs, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, data string) {
-		f, err := os.OpenFile(filepath.Join(msgs, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.WriteString(data); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
+	dir, write := fakeStream(t)
 	write("1.blk", "a")
 	write("2.blk", "b")
 	write("index.db", "x")
@@ -146,18 +132,12 @@ func TestStreamSyncerLooksAtTheLastBlocksOnly(t *testing.T) {
 // A failed directory sync is retried on the next call, even though the
 // new block itself was synced.
 func TestStreamSyncerRetriesAFailedDirectorySync(t *testing.T) {
-	dir := t.TempDir()
-	msgs := filepath.Join(dir, "msgs")
-	if err := os.MkdirAll(msgs, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	dir, write := fakeStream(t)
 	s := newStreamSync(dir)
 	if err := s.sync(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(msgs, "1.blk"), []byte("a"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	write("1.blk", "a")
 	dirSyncs := 0
 	s.dirSync = func(string) error { dirSyncs++; return errors.New("EIO") }
 	if err := s.sync(); err == nil {
@@ -176,14 +156,8 @@ func TestStreamSyncerRetriesAFailedDirectorySync(t *testing.T) {
 // After a failed fdatasync no later sync is trusted (Linux can report
 // success for pages whose write failed).
 func TestStreamSyncerStaysBrokenAfterAFailedFdatasync(t *testing.T) {
-	dir := t.TempDir()
-	msgs := filepath.Join(dir, "msgs")
-	if err := os.MkdirAll(msgs, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(msgs, "1.blk"), []byte("a"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, write := fakeStream(t)
+	write("1.blk", "a")
 	s := newStreamSync(dir)
 	s.fsync = func(*os.File) error { return errors.New("EIO") }
 	if err := s.sync(); err == nil {
@@ -196,5 +170,26 @@ func TestStreamSyncerStaysBrokenAfterAFailedFdatasync(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "restart the relay") {
 		t.Errorf("the error does not say what to do: %v", err)
+	}
+}
+
+// fakeStream is a stream directory with an empty msgs/, and a func that
+// appends to a file in it.
+func fakeStream(t *testing.T) (string, func(name, data string)) {
+	t.Helper()
+	dir := t.TempDir()
+	msgs := filepath.Join(dir, "msgs")
+	if err := os.MkdirAll(msgs, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	return dir, func(name, data string) {
+		f, err := os.OpenFile(filepath.Join(msgs, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(data); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
 	}
 }
