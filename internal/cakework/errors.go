@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -229,4 +231,40 @@ func tidy(s string) string {
 		s = s[:cut] + "…"
 	}
 	return s
+}
+
+// Hint says what an operator can do about err, in a few words, or "" when
+// there is nothing to add. Poller warnings end with it.
+func Hint(err error) string {
+	var dns *net.DNSError
+	var te *TransportError
+	ae, isAPI := asAPIError(err)
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &dns):
+		return "the host name does not resolve: is cakework.url right?"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused: is cakework.url right, and is the API up?"
+	case errors.As(err, &te) && errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return "no answer within cakework.timeout: is cakework.url reachable from here?"
+	case errors.As(err, &te):
+		return "the request got no answer: is cakework.url right, and is the API reachable from here?"
+	case isAPI && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden):
+		return "the API key is rejected: set cakework.api_key (or CAKEWORK_API_KEY) to a valid key"
+	case isAPI && ae.Status == http.StatusTooManyRequests:
+		return "rate limited: lower cakework.rate_limit, or poll less often"
+	case isAPI && ae.Status >= 500:
+		return "the Cakework API is failing; the relay backs off and retries"
+	case isAPI && ae.Status == http.StatusNotFound && ae.Op == opListVMs:
+		return "listVMs is not found: is cakework.url the API's base URL?"
+	case errors.Is(err, ErrMalformedResponse):
+		return "the answer is not the Cakework API's JSON: is cakework.url the API (not a web page or a proxy)?"
+	}
+	return ""
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

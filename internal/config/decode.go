@@ -199,9 +199,14 @@ func (d *decoder) scalar(n *yaml.Node, path, want string, secret bool) (string, 
 		d.mismatch(n, path, want, secret)
 		return "", false
 	}
-	s, err := expand(n.Value, d.env)
+	s, empty, err := expandReport(n.Value, d.env)
 	if err != nil {
 		d.probs.add(path, err.Error())
+		return "", false
+	}
+	if secret && len(empty) > 0 {
+		// A secret that silently becomes empty turns signing or auth off.
+		d.probs.add(path, fmt.Sprintf("${%s} is empty (the variable is unset or empty): set it, or write ${%s:-} if this secret is meant to be empty", empty[0], empty[0]))
 		return "", false
 	}
 	return s, true

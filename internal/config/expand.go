@@ -13,9 +13,18 @@ import (
 //
 // Errors never quote s, because s may be a secret.
 func expand(s string, env func(string) (string, bool)) (string, error) {
+	out, _, err := expandReport(s, env)
+	return out, err
+}
+
+// expandReport is expand, and also names the variables written as ${VAR}
+// (no default) that came out empty: in a secret, that is almost always a
+// variable the user forgot to set, and ${VAR:-} says empty is meant.
+func expandReport(s string, env func(string) (string, bool)) (string, []string, error) {
 	if !strings.Contains(s, "$") {
-		return s, nil
+		return s, nil, nil
 	}
+	var empty []string
 	var b strings.Builder
 	b.Grow(len(s))
 	for i := 0; i < len(s); {
@@ -32,19 +41,22 @@ func expand(s string, env func(string) (string, bool)) (string, error) {
 		case '{':
 			end := strings.IndexByte(s[i+2:], '}')
 			if end < 0 {
-				return "", errors.New(`unterminated "${" (close it with "}", or write "$$" for a literal "$")`)
+				return "", nil, errors.New(`unterminated "${" (close it with "}", or write "$$" for a literal "$")`)
 			}
 			expr := s[i+2 : i+2+end]
 			name, def, hasDef := strings.Cut(expr, ":-")
 			if !validVarName(name) {
-				return "", errors.New(`bad "${...}": use ${NAME} or ${NAME:-default}, NAME made of letters, digits and _ (write "$$" for a literal "$")`)
+				return "", nil, errors.New(`bad "${...}": use ${NAME} or ${NAME:-default}, NAME made of letters, digits and _ (write "$$" for a literal "$")`)
 			}
 			if strings.Contains(def, "${") {
-				return "", errors.New(`bad "${...}": a default cannot contain another "${...}"`)
+				return "", nil, errors.New(`bad "${...}": a default cannot contain another "${...}"`)
 			}
 			v, ok := env(name)
 			if hasDef && (!ok || v == "") {
 				v = def
+			}
+			if !hasDef && v == "" {
+				empty = append(empty, name)
 			}
 			b.WriteString(v)
 			i += 2 + end + 1
@@ -53,7 +65,7 @@ func expand(s string, env func(string) (string, bool)) (string, error) {
 			i++
 		}
 	}
-	return b.String(), nil
+	return b.String(), empty, nil
 }
 
 func validVarName(s string) bool {

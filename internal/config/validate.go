@@ -8,10 +8,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/slack/headline"
 )
 
 var (
@@ -241,13 +243,16 @@ func (c *Config) validateSinks(v validator) {
 			v.add(path+".flood.threshold", "must be at least 1")
 		}
 		v.duration(path+".flood.window", s.Flood.Window)
+		// The Slack sink parses its templates with the same function, so
+		// check-config and serve accept the same ones.
 		for k, text := range s.Templates {
 			kp := fmt.Sprintf("%s.templates[%q]", path, k)
 			if !eventGlob.MatchString(k) {
 				v.add(kp, "the key must be a short event type like build.failed")
+				continue
 			}
-			if _, err := template.New(k).Parse(text); err != nil {
-				v.add(kp, "not a Go text/template: "+err.Error())
+			if _, err := headline.Parse(map[string]string{k: text}); err != nil {
+				v.add(kp, strings.TrimPrefix(err.Error(), fmt.Sprintf("templates[%q]: ", k)))
 			}
 		}
 	}
@@ -355,6 +360,12 @@ func (v validator) events(path string, globs []string) {
 	for i, g := range globs {
 		if !eventGlob.MatchString(g) {
 			v.add(fmt.Sprintf("%s[%d]", path, i), fmt.Sprintf(`%s is not an event filter; use short types like "build.failed", "vm.*" or "*"`, echo(g, false)))
+			continue
+		}
+		// The sinks build their filters with the same check, so
+		// check-config and serve agree on what matches nothing.
+		if err := event.CheckGlob(g); err != nil {
+			v.add(fmt.Sprintf("%s[%d]", path, i), err.Error())
 		}
 	}
 }

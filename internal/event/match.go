@@ -12,17 +12,31 @@ import (
 // "vm.auto*" matches "vm.autostopped".
 type Filter struct{ globs []string }
 
-// NewFilter checks the globs. An empty list matches everything.
+// NewFilter checks the globs. An empty list matches everything. A glob that
+// no event the relay emits can match is an error with a suggestion: a sink
+// filtered on it would silently receive nothing.
 func NewFilter(globs []string) (Filter, error) {
 	for _, g := range globs {
-		if g == "" {
-			return Filter{}, fmt.Errorf("empty event filter; use \"*\" for every event")
-		}
-		if _, err := path.Match(strings.ReplaceAll(g, ".", "/"), ""); err != nil {
-			return Filter{}, fmt.Errorf("event filter %q: %w", g, err)
+		if err := CheckGlob(g); err != nil {
+			return Filter{}, err
 		}
 	}
 	return Filter{globs: globs}, nil
+}
+
+// CheckGlob checks one filter glob: its syntax, and that some event the
+// relay emits can match it.
+func CheckGlob(g string) error {
+	if g == "" {
+		return fmt.Errorf("empty event filter; use \"*\" for every event")
+	}
+	if _, err := path.Match(strings.ReplaceAll(g, ".", "/"), ""); err != nil {
+		return fmt.Errorf("event filter %q: %w", g, err)
+	}
+	if !reachable(g) {
+		return unreachableError(g)
+	}
+	return nil
 }
 
 // Match reports whether the short type matches any glob.

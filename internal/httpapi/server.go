@@ -50,9 +50,10 @@ type Server struct {
 	// (the webhook hot path); the router still has them, for 405s.
 	exact map[string]exactRoute
 
-	mu     sync.RWMutex
-	checks []namedCheck
-	status map[string]func() any
+	mu       sync.RWMutex
+	checks   []namedCheck
+	degraded []namedCheck
+	status   map[string]func() any
 }
 
 type exactRoute struct {
@@ -130,6 +131,15 @@ func (s *Server) AddReadyCheck(name string, fn Check) {
 	s.checks = append(s.checks, namedCheck{name, fn})
 }
 
+// AddDegradedCheck adds a condition that makes the relay degraded, not
+// unready: it still accepts webhooks, so /readyz stays 200 but says
+// "degraded" with the reasons, and so does /v1/status.
+func (s *Server) AddDegradedCheck(name string, fn Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.degraded = append(s.degraded, namedCheck{name, fn})
+}
+
 // AddStatus adds a section to GET /v1/status.
 func (s *Server) AddStatus(name string, fn func() any) {
 	s.mu.Lock()
@@ -142,6 +152,18 @@ func (s *Server) Ready() error {
 	s.mu.RLock()
 	checks := append([]namedCheck(nil), s.checks...)
 	s.mu.RUnlock()
+	return run(checks)
+}
+
+// Degraded runs the degraded checks and returns every failure.
+func (s *Server) Degraded() error {
+	s.mu.RLock()
+	checks := append([]namedCheck(nil), s.degraded...)
+	s.mu.RUnlock()
+	return run(checks)
+}
+
+func run(checks []namedCheck) error {
 	var errs []error
 	for _, c := range checks {
 		if err := c.fn(); err != nil {
@@ -151,12 +173,19 @@ func (s *Server) Ready() error {
 	return errors.Join(errs...)
 }
 
+// readyz: 503 when not ready; otherwise 200 with status "ok", or
+// "degraded" and the reasons.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if err := s.Ready(); err != nil {
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": strings.ReplaceAll(err.Error(), "\n", "; ")})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "status": "unready", "error": strings.ReplaceAll(err.Error(), "\n", "; ")})
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"ready": true})
+	out := map[string]any{"ready": true, "status": "ok"}
+	if err := s.Degraded(); err != nil {
+		out["status"] = "degraded"
+		out["degraded"] = strings.Split(err.Error(), "\n")
+	}
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
@@ -171,11 +200,19 @@ func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
 		out[n] = s.status[n]()
 	}
 	s.mu.RUnlock()
+	out["status"] = "ok"
 	if err := s.Ready(); err != nil {
 		out["ready"] = false
+		out["status"] = "unready"
 		out["notReady"] = strings.Split(err.Error(), "\n")
 	} else {
 		out["ready"] = true
+	}
+	if err := s.Degraded(); err != nil {
+		if out["status"] == "ok" {
+			out["status"] = "degraded"
+		}
+		out["degraded"] = strings.Split(err.Error(), "\n")
 	}
 	WriteJSON(w, http.StatusOK, out)
 }

@@ -3,6 +3,7 @@ package poller
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"sort"
@@ -43,6 +44,8 @@ type env struct {
 	noBus bool
 	// key overrides the API key the poller sends.
 	key string
+	// logger, when set, is the poller's logger.
+	logger *slog.Logger
 }
 
 func testConfig() config.Poller {
@@ -101,6 +104,7 @@ func (e *env) open() *env {
 		Store:         e.store,
 		Clock:         e.clk,
 		Backoff:       cakework.Backoff{Initial: time.Second, Max: 4 * time.Second},
+		Logger:        e.logger,
 	}
 	if e.bus != nil {
 		o.NATS = e.bus.Conn()

@@ -86,6 +86,10 @@ type ScheduleStatus struct {
 	LastError   time.Time `json:"lastErrorAt,omitzero"`
 	LastErr     string    `json:"lastError,omitempty"`
 	LastTookMs  int64     `json:"lastTookMs"`
+	// Failing is set from the first failed tick until one succeeds.
+	Failing      bool      `json:"failing"`
+	FailingSince time.Time `json:"failingSince,omitzero"`
+	Hint         string    `json:"hint,omitempty"`
 }
 
 // Status is the poller's section of GET /v1/status.
@@ -108,6 +112,11 @@ func (p *Poller) Status() Status {
 			Schedule: s.spec, Ticks: s.ticks, Errors: s.errors,
 			LastSuccess: s.lastSuccess, LastError: s.lastError, LastErr: s.lastErr,
 			LastTookMs: s.lastTook.Milliseconds(),
+		}
+		if h := s.health.Current(); h.Failing {
+			ss := st.Schedules[name]
+			ss.Failing, ss.FailingSince, ss.Hint = true, h.Since, s.hint
+			st.Schedules[name] = ss
 		}
 		s.mu.Unlock()
 	}

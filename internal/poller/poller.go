@@ -17,6 +17,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -327,6 +328,9 @@ type schedule struct {
 	cron cron.Schedule
 	fn   func(context.Context) error
 	busy sync.Mutex
+	// health makes a failing schedule loud once: WARN on the first
+	// failure and on recovery, rate-limited between, and "degraded".
+	health health.Tracker
 
 	mu          sync.Mutex
 	ticks       int64
@@ -335,6 +339,7 @@ type schedule struct {
 	lastError   time.Time
 	lastErr     string
 	lastTook    time.Duration
+	hint        string // what to check, for the last failure
 }
 
 // scheduled is what cron runs: jitter, then the tick.
@@ -396,6 +401,9 @@ func (p *Poller) tick(ctx context.Context, s *schedule) error {
 	}
 	s.mu.Unlock()
 	p.m.tickSeconds.WithLabelValues(s.name).Observe(took.Seconds())
+	if ctx.Err() == nil {
+		p.noteHealth(s, err)
+	}
 	if err != nil {
 		p.m.ticks.WithLabelValues(s.name, "error").Inc()
 		return err
@@ -403,6 +411,61 @@ func (p *Poller) tick(ctx context.Context, s *schedule) error {
 	p.m.ticks.WithLabelValues(s.name, "ok").Inc()
 	p.m.lastSuccess.WithLabelValues(s.name).Set(float64(p.clk.Now().UnixNano()) / 1e9)
 	return nil
+}
+
+// noteHealth logs a schedule's failing and recovered transitions at WARN,
+// with the cause and what to check, and a reminder at most every
+// health.DefaultRepeat while it keeps failing.
+func (p *Poller) noteHealth(s *schedule, err error) {
+	now := p.clk.Now()
+	if err == nil {
+		if c, st := s.health.OK(now); c == health.Recovered {
+			p.log.Warn("poller schedule recovered", "schedule", s.name, "failures", st.Failures,
+				"failing_for", now.Sub(st.Since).Round(time.Second))
+		}
+		return
+	}
+	h := cakework.Hint(err)
+	s.mu.Lock()
+	s.hint = h
+	s.mu.Unlock()
+	c, st := s.health.Fail(now, err)
+	if c == health.Quiet {
+		return
+	}
+	msg := "poller schedule failing; its events wait until it recovers"
+	if c == health.StillFailing {
+		msg = "poller schedule still failing"
+	}
+	attrs := []any{"schedule", s.name, "err", err}
+	if h != "" {
+		attrs = append(attrs, "fix", h)
+	}
+	if c == health.StillFailing {
+		attrs = append(attrs, "failures", st.Failures, "since", st.Since.UTC().Format(time.RFC3339))
+	}
+	p.log.Warn(msg, attrs...)
+}
+
+// Degraded is the "poller" degraded check: every schedule that is failing.
+func (p *Poller) Degraded() error {
+	var errs []error
+	for _, name := range []string{ScheduleVMs, ScheduleBuilds, ScheduleLogs} {
+		s := p.sched[name]
+		if s == nil {
+			continue
+		}
+		if err := s.health.Degraded(); err != nil {
+			msg := fmt.Sprintf("schedule %s %v", name, err)
+			s.mu.Lock()
+			if s.hint != "" {
+				msg += " (" + s.hint + ")"
+			}
+			s.mu.Unlock()
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // paused reports whether a 429 pause is on; loops stop starting calls.

@@ -142,6 +142,7 @@ func (p *Poller) Register(srv *httpapi.Server) {
 		a.HandleFunc("/watches/"+path+"/{id}", p.handleWatch(kind)).Methods(http.MethodPut, http.MethodDelete)
 	}
 	srv.AddReadyCheck("cakework", p.Ready)
+	srv.AddDegradedCheck("poller", p.Degraded)
 	srv.AddStatus("poller", func() any { return p.Status() })
 }
 

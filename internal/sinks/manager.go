@@ -144,11 +144,21 @@ func (m *Manager) Status() map[string]Status {
 	return out
 }
 
-// Register mounts GET /dlq and POST /dlq/{id}/replay on the admin router
-// and adds the "sinks" status section.
+// Register mounts GET /dlq and POST /dlq/{id}/replay on the admin router,
+// and adds the "sinks" status section and degraded check.
 func (m *Manager) Register(h *httpapi.Server) {
 	m.Mount(h.Admin())
 	h.AddStatus("sinks", func() any { return m.Status() })
+	h.AddDegradedCheck("sinks", m.Degraded)
+}
+
+// Degraded lists every sink whose target is failing.
+func (m *Manager) Degraded() error {
+	var errs []error
+	for _, r := range m.list() {
+		errs = append(errs, r.Degraded())
+	}
+	return errors.Join(errs...)
 }
 
 // Mount adds the DLQ routes to r (the /v1 admin subrouter).

@@ -18,6 +18,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -29,6 +30,9 @@ type Options struct {
 	Name string
 	// Kind is the sink type shown in status and logs: http, slack, autostop.
 	Kind string
+	// Endpoint names the target in logs and status, with no secret in it
+	// (a callback URL without query or credentials, a Slack channel).
+	Endpoint string
 	// Events are short-type globs ("build.*", "vm.autostopped", "*").
 	// Empty means every event.
 	Events []string
@@ -138,6 +142,10 @@ type Runner struct {
 	backFlushed bool
 
 	delivered, failed, retried, deadLettered atomic.Uint64
+
+	// health makes a failing target loud once: WARN when sends start
+	// failing and when one succeeds again, and "degraded" meanwhile.
+	health health.Tracker
 
 	mu        sync.Mutex
 	lastErr   string
@@ -580,6 +588,7 @@ func (r *Runner) deliver(ev event.Event, attempts int, onRetry func(attempts int
 		if res.Outcome == Done {
 			r.delivered.Add(1)
 			r.m.delivered.Inc()
+			r.noteHealth(nil)
 			return delivery{outcome: outDelivered, attempts: attempts}
 		}
 		if r.sendCtx.Err() != nil {
@@ -590,6 +599,7 @@ func (r *Runner) deliver(ev event.Event, attempts int, onRetry func(attempts int
 		r.failed.Add(1)
 		r.m.failed.Inc()
 		r.noteError(err)
+		r.noteHealth(err)
 		if res.Outcome == GiveUp {
 			if res.Disable {
 				r.disable(err)
@@ -695,6 +705,38 @@ func (r *Runner) noteError(err error) {
 	r.mu.Unlock()
 }
 
+// noteHealth logs the target's failing and recovered transitions at WARN,
+// with the endpoint and the last answer, and a reminder at most every
+// health.DefaultRepeat while it keeps failing.
+func (r *Runner) noteHealth(err error) {
+	now := r.o.Clock.Now()
+	if err == nil {
+		if c, st := r.health.OK(now); c == health.Recovered {
+			r.log.Warn("sink recovered: a send succeeded", "endpoint", r.o.Endpoint, "failures", st.Failures,
+				"failing_for", now.Sub(st.Since).Round(time.Second))
+		}
+		return
+	}
+	c, st := r.health.Fail(now, err)
+	switch c {
+	case health.Failing:
+		r.log.Warn("sink failing: its events are retried with backoff, then dead-lettered; check the endpoint",
+			"endpoint", r.o.Endpoint, "err", err, "max_attempts", r.o.Retry.MaxAttempts)
+	case health.StillFailing:
+		r.log.Warn("sink still failing", "endpoint", r.o.Endpoint, "err", err, "failures", st.Failures,
+			"since", st.Since.UTC().Format(time.RFC3339))
+	}
+}
+
+// Degraded is nil while the last send succeeded (or none failed), or why
+// the sink is degraded.
+func (r *Runner) Degraded() error {
+	if err := r.health.Degraded(); err != nil {
+		return fmt.Errorf("%s (%s) %w", r.o.Name, r.o.Endpoint, err)
+	}
+	return nil
+}
+
 func (r *Runner) disable(err error) {
 	r.mu.Lock()
 	already := r.disabled != nil
@@ -723,14 +765,18 @@ func (r *Runner) disabledErr() error {
 
 // Status is a sink's section of GET /v1/status. Counters are since start.
 type Status struct {
-	Kind           string     `json:"kind"`
-	Delivered      uint64     `json:"delivered"`
-	Failed         uint64     `json:"failed"`
-	Retried        uint64     `json:"retried"`
-	DeadLettered   uint64     `json:"deadLettered"`
-	InFlight       int        `json:"inFlight"`
-	LastError      string     `json:"lastError,omitempty"`
-	LastErrorAt    *time.Time `json:"lastErrorAt,omitempty"`
+	Kind         string     `json:"kind"`
+	Endpoint     string     `json:"endpoint,omitempty"`
+	Delivered    uint64     `json:"delivered"`
+	Failed       uint64     `json:"failed"`
+	Retried      uint64     `json:"retried"`
+	DeadLettered uint64     `json:"deadLettered"`
+	InFlight     int        `json:"inFlight"`
+	LastError    string     `json:"lastError,omitempty"`
+	LastErrorAt  *time.Time `json:"lastErrorAt,omitempty"`
+	// Failing is set from a failed send until one succeeds.
+	Failing        bool       `json:"failing"`
+	FailingSince   *time.Time `json:"failingSince,omitempty"`
 	Disabled       bool       `json:"disabled"`
 	DisabledAt     *time.Time `json:"disabledAt,omitempty"`
 	DisabledReason string     `json:"disabledReason,omitempty"`
@@ -740,10 +786,15 @@ type Status struct {
 func (r *Runner) Status() Status {
 	s := Status{
 		Kind:         r.o.Kind,
+		Endpoint:     r.o.Endpoint,
 		Delivered:    r.delivered.Load(),
 		Failed:       r.failed.Load(),
 		Retried:      r.retried.Load(),
 		DeadLettered: r.deadLettered.Load(),
+	}
+	if h := r.health.Current(); h.Failing {
+		t := h.Since.UTC()
+		s.Failing, s.FailingSince = true, &t
 	}
 	r.heldMu.Lock()
 	s.InFlight = len(r.held)

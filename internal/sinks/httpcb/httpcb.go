@@ -113,7 +113,7 @@ func New(c config.HTTPCB, o Options) (*Sender, error) {
 // SinkOptions are the framework options this entry asks for (name, kind,
 // events, concurrency, retry). The app adds the shared dependencies.
 func (s *Sender) SinkOptions() sinks.Options {
-	return sinks.Options{Name: s.cfg.Name, Kind: "http", Events: s.cfg.Events, Concurrency: s.cfg.Concurrency, Retry: s.cfg.Retry}
+	return sinks.Options{Name: s.cfg.Name, Kind: "http", Endpoint: safeURL(s.cfg.URL), Events: s.cfg.Events, Concurrency: s.cfg.Concurrency, Retry: s.cfg.Retry}
 }
 
 // Close drops idle connections.

@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sort"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/slack/headline"
 )
 
 // Sink-local defaults, applied when a config was built in code rather than
@@ -73,7 +72,7 @@ func validate(c config.Slack, path string) error {
 	if _, err := event.NewFilter(c.Events); err != nil {
 		errs = append(errs, fmt.Errorf("events: %w", err))
 	}
-	if _, err := parseTemplates(c.Templates); err != nil {
+	if _, err := headline.Parse(c.Templates); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -82,62 +81,3 @@ func validate(c config.Slack, path string) error {
 	return nil
 }
 
-// templates are the per-type overrides of a message's headline, most
-// specific first: exact types, then globs in a stable order.
-type templates []namedTemplate
-
-type namedTemplate struct {
-	key string
-	t   *template.Template
-}
-
-// parseTemplates parses each override with text/template's built-in
-// functions only (as config validation does) and runs it once on sample
-// data, so a misspelled field is an error at startup naming the key, not a
-// broken message later.
-func parseTemplates(m map[string]string) (templates, error) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		gi, gj := strings.Contains(keys[i], "*"), strings.Contains(keys[j], "*")
-		if gi != gj {
-			return !gi
-		}
-		return keys[i] < keys[j]
-	})
-	var out templates
-	var errs []error
-	for _, k := range keys {
-		kp := fmt.Sprintf("templates[%q]", k)
-		if _, err := event.NewFilter([]string{k}); err != nil {
-			errs = append(errs, fmt.Errorf("%s: the key must be a short event type like build.failed", kp))
-			continue
-		}
-		t, err := template.New(k).Option("missingkey=zero").Parse(m[k])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: not a Go text/template: %w", kp, err))
-			continue
-		}
-		if err := t.Execute(discardWriter{}, sampleTemplateData()); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", kp, err))
-			continue
-		}
-		out = append(out, namedTemplate{k, t})
-	}
-	return out, errors.Join(errs...)
-}
-
-func (ts templates) lookup(shortType string) *template.Template {
-	for _, nt := range ts {
-		if f, _ := event.NewFilter([]string{nt.key}); f.Match(shortType) {
-			return nt.t
-		}
-	}
-	return nil
-}
-
-type discardWriter struct{}
-
-func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,16 +1,15 @@
 package slack
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/template"
 	"time"
 
 	goslack "github.com/slack-go/slack"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/slack/headline"
 )
 
 // message is one Slack message: Block Kit blocks, and the plain-text
@@ -387,41 +386,7 @@ func eventContext(e event.Event, d data) *rich {
 }
 
 // TemplateData is what a templates override sees.
-type TemplateData struct {
-	// Type is the short type ("build.failed"); Kind, ID and Action its parts
-	// and the resource id.
-	Type, Kind, ID, Action string
-	EventID                string
-	Time                   time.Time
-	Status, PreviousStatus string
-	ImageID, Hostname      string
-	// Duration is a build's run time or a stopped VM's up time ("3m12s").
-	Duration string
-	// Auto-stop details (vm.idle, vm.autostopped).
-	IdleSince, StopAt time.Time
-	IdleFor           string
-	DryRun            bool
-	// LogTail is the last log lines of a failed build (or of a log batch).
-	LogTail []string
-	// Headline is the message's default first line (Slack mrkdwn).
-	Headline string
-	// Data is the event's data as sent.
-	Data map[string]any
-}
-
-func sampleTemplateData() TemplateData {
-	t := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	return TemplateData{Type: "build.failed", Kind: "build", ID: "b-1", Action: "failed", EventID: "x", Time: t,
-		Status: "failed", PreviousStatus: "created", Duration: "1m", LogTail: []string{"line"}, Headline: "Build b-1 failed", Data: map[string]any{}}
-}
-
-func execTemplate(t *template.Template, td TemplateData) (string, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, td); err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(b.String()), nil
-}
+type TemplateData = headline.Data
 
 // summaryMessage is the one message that stands for a burst of events of
 // one type.

@@ -18,6 +18,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/slack/headline"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -51,7 +52,7 @@ type Sender struct {
 	clock   clock.Clock
 	log     *slog.Logger
 	user    event.Filter // the events the user asked for
-	tmpl    templates
+	tmpl    headline.Set
 	timeout time.Duration
 	limiter *channelLimiter
 	window  *floodWindow
@@ -85,7 +86,7 @@ func New(c config.Slack, o Options) (*Sender, error) {
 	if o.Store == nil {
 		return nil, fmt.Errorf("%s (%s): no state store", o.ConfigPath, c.Name)
 	}
-	tmpl, _ := parseTemplates(c.Templates) // checked by validate
+	tmpl, _ := headline.Parse(c.Templates) // checked by validate
 	user, _ := event.NewFilter(c.Events)
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -140,7 +141,11 @@ func (s *Sender) SinkOptions() sinks.Options {
 	if !s.user.Match("build.log") {
 		evs = append(evs, "build.log")
 	}
-	return sinks.Options{Name: s.cfg.Name, Kind: "slack", Events: evs, Concurrency: s.cfg.Concurrency, Retry: s.cfg.Retry}
+	endpoint := "Slack channel " + s.cfg.Channel
+	if s.cfg.WebhookURL != "" {
+		endpoint = "a Slack incoming webhook" // its URL is the secret
+	}
+	return sinks.Options{Name: s.cfg.Name, Kind: "slack", Endpoint: endpoint, Events: evs, Concurrency: s.cfg.Concurrency, Retry: s.cfg.Retry}
 }
 
 // Ready reports a token (or webhook) Slack rejected, for /readyz. It is
@@ -362,7 +367,7 @@ func (s *Sender) postThreaded(ctx context.Context, e event.Event, d data) sinks.
 			return res
 		}
 		rec.Channel, rec.TS, created = ref.channel, ref.ts, true
-		if statusEvent(e) && s.tmpl.lookup(e.ShortType()) == nil {
+		if statusEvent(e) && s.tmpl.Lookup(e.ShortType()) == nil {
 			rec.markReplied(e.ID)
 		}
 		s.save(rec)
@@ -490,7 +495,7 @@ func (s *Sender) eventMessage(e event.Event, d data, rec parentRec) message {
 	case e.Action() != "log" && threaded(e.Kind()):
 		v.fields = rec.Facts.fields()
 	}
-	if t := s.tmpl.lookup(e.ShortType()); t != nil {
+	if t := s.tmpl.Lookup(e.ShortType()); t != nil {
 		td := TemplateData{
 			Type: e.ShortType(), Kind: e.Kind(), ID: e.Subject, Action: e.Action(), EventID: e.ID, Time: e.Time,
 			Status: rec.Facts.Status, PreviousStatus: rec.Facts.Previous, ImageID: rec.Facts.ImageID, Hostname: rec.Facts.Hostname,
@@ -498,7 +503,7 @@ func (s *Sender) eventMessage(e event.Event, d data, rec parentRec) message {
 			IdleFor: human(rec.Facts.IdleFor), DryRun: rec.Facts.DryRun, LogTail: tail,
 			Headline: v.headline.md.String(), Data: d,
 		}
-		out, err := execTemplate(t, td)
+		out, err := headline.Exec(t, td)
 		switch {
 		case err != nil:
 			s.log.Warn("slack: template failed; using the standard message", "type", e.ShortType(), "err", err)

@@ -1,0 +1,115 @@
+// Package health follows one condition that can fail and recover (a poller
+// schedule, a sink's target) so that failures are loud once, not silent and
+// not a flood: the owner logs at WARN when the condition starts failing and
+// when it recovers, and at most once per Repeat while it keeps failing.
+//
+// A failing condition makes the relay "degraded", not unready: it can
+// still accept webhooks. Degraded returns the reason /readyz and
+// /v1/status show.
+package health
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// DefaultRepeat is how often a condition that keeps failing is logged again.
+const DefaultRepeat = 5 * time.Minute
+
+// Tracker is one condition. The zero value is ready to use (healthy); it is
+// safe for concurrent use.
+type Tracker struct {
+	// Repeat is the least time between two "still failing" reports;
+	// DefaultRepeat when zero.
+	Repeat time.Duration
+
+	mu       sync.Mutex
+	failing  bool
+	since    time.Time
+	failures int // consecutive, since the last success
+	lastLog  time.Time
+	lastErr  string
+}
+
+// Change says what a report changed, and so what to log.
+type Change int
+
+const (
+	// Quiet: nothing to log.
+	Quiet Change = iota
+	// Failing: the condition just started failing.
+	Failing
+	// StillFailing: it keeps failing, and Repeat has passed since the last
+	// report.
+	StillFailing
+	// Recovered: it succeeded after failing.
+	Recovered
+)
+
+// State is a snapshot for a log line or a status page.
+type State struct {
+	Failing  bool
+	Since    time.Time // when it started failing
+	Failures int       // consecutive failures
+	LastErr  string
+}
+
+// Fail records a failure at now.
+func (t *Tracker) Fail(now time.Time, err error) (Change, State) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.failures++
+	t.lastErr = err.Error()
+	c := Quiet
+	switch {
+	case !t.failing:
+		t.failing, t.since, t.lastLog = true, now, now
+		c = Failing
+	case now.Sub(t.lastLog) >= t.repeat():
+		t.lastLog = now
+		c = StillFailing
+	}
+	return c, t.state()
+}
+
+// OK records a success at now. The State is the failing spell that ended,
+// if Recovered.
+func (t *Tracker) OK(now time.Time) (Change, State) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.failing {
+		t.failures = 0
+		return Quiet, State{}
+	}
+	s := t.state()
+	t.failing, t.failures, t.lastErr = false, 0, ""
+	return Recovered, s
+}
+
+// Current is the condition now.
+func (t *Tracker) Current() State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.state()
+}
+
+// Degraded is nil while healthy, or why not.
+func (t *Tracker) Degraded() error {
+	s := t.Current()
+	if !s.Failing {
+		return nil
+	}
+	return fmt.Errorf("failing since %s (%d in a row): %s", s.Since.UTC().Format(time.RFC3339), s.Failures, s.LastErr)
+}
+
+func (t *Tracker) state() State {
+	return State{Failing: t.failing, Since: t.since, Failures: t.failures, LastErr: t.lastErr}
+}
+
+func (t *Tracker) repeat() time.Duration {
+	if t.Repeat > 0 {
+		return t.Repeat
+	}
+	return DefaultRepeat
+}
