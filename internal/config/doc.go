@@ -21,7 +21,10 @@
 // ${VAR:-default} uses default when VAR is unset or empty, as in the shell;
 // the default is literal and cannot contain another ${...}. "$$" is a literal
 // "$"; a "$" followed by anything but "{" or "$" stays as it is. An
-// unterminated "${" or a bad variable name is a problem at that key.
+// unterminated "${" or a bad variable name is a problem at that key. In a
+// secret (a field tagged secret:"true"), ${VAR} that expands to "" is a
+// problem too: it is almost always a variable left unset, and it would turn
+// signing or auth off without a word. ${VAR:-} says empty is meant.
 // Expanded values are typed by the key they are under: `batch: ${BATCH:-500}`
 // is a number, `vms: ${TAIL_VMS:-true}` a boolean. Inside flow style
 // ({a: b}, [a, b]) YAML reads "{" and "}" as structure, so quote values that

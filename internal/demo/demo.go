@@ -65,6 +65,8 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	// Say something before anything that waits.
+	fmt.Fprintln(o.Out, "cakework-relay demo: starting the Cakework simulator, embedded NATS and the relay...")
 	dataDir, cleanup, err := dataDir(o.DataDir)
 	if err != nil {
 		return nil, err
@@ -176,6 +178,14 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	go func() { defer wg.Done(); sim.Run(runCtx, 200*time.Millisecond) }()
 	go func() {
 		defer wg.Done()
+		// VMs started before the poller's baseline sweep would be part of
+		// the baseline, with no vm.started: start the workload after it.
+		if err := waitBaseline(runCtx, a); err != nil {
+			if runCtx.Err() == nil {
+				fmt.Fprintln(o.Log, "demo:", err)
+			}
+			return
+		}
 		sim.RunWorkload(runCtx, cakeworksim.WorkloadOptions{
 			BuildEvery: 1500 * time.Millisecond,
 			VMEvery:    1500 * time.Millisecond,
@@ -201,6 +211,26 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	fmt.Fprintf(o.Out, "\n%d events: %s\n", total(sum), strings.Join(parts, ", "))
 	fmt.Fprint(o.Out, guide(cfgPath, o.DataDir != ""))
 	return sum, nil
+}
+
+// waitBaseline waits for the poller's first complete VM sweep.
+func waitBaseline(ctx context.Context, a *app.App) error {
+	p := a.Deps().Poller
+	if p == nil {
+		return fmt.Errorf("the poller is off (a bug in the demo's config)")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Status().Schedules["vms"].LastSuccess.IsZero() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the poller's first VM sweep did not succeed within 30s; starting no workload")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func total(s Summary) int {

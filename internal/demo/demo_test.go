@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,23 @@ func TestDemoShowsEventsOfSeveralTypes(t *testing.T) {
 		if !strings.Contains(out.String(), "  "+typ+" ") {
 			t.Errorf("no console line for %s", typ)
 		}
+	}
+	// The workload starts after the baseline sweep, so every VM shown
+	// was seen starting.
+	vmTypes := map[string][]string{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && strings.HasPrefix(f[1], "vm.") {
+			vmTypes[f[2]] = append(vmTypes[f[2]], f[1])
+		}
+	}
+	for id, types := range vmTypes {
+		if !slices.Contains(types, "vm.started") {
+			t.Errorf("VM %s shown with %v but no vm.started", id, types)
+		}
+	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); !strings.Contains(first, "starting") {
+		t.Errorf("the first line does not say the demo is starting: %q", first)
 	}
 	if !strings.Contains(out.String(), "Where to look next") {
 		t.Error("no guide at the end")
