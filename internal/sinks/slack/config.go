@@ -80,4 +80,3 @@ func validate(c config.Slack, path string) error {
 	}
 	return nil
 }
-
