@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cakework-relay/cakework-relay/internal/suggest"
 	"gopkg.in/yaml.v3"
 )
 
@@ -177,7 +178,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 			f, ok := fields[p.key]
 			if !ok {
 				msg := "unknown key"
-				if s := suggest(p.key, fields); s != "" {
+				if s := suggestKey(p.key, fields); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				}
 				d.probs.add(kp, msg)
@@ -324,38 +325,17 @@ func fieldsOf(t reflect.Type) map[string]fieldInfo {
 	return m
 }
 
-// suggest returns the known key closest to key, if it is close enough to be
+// suggestKey returns the known key closest to key, if it is close enough to be
 // a typo.
-func suggest(key string, fields map[string]fieldInfo) string {
-	best, bestD := "", 3
+func suggestKey(key string, fields map[string]fieldInfo) string {
+	names := make([]string, 0, len(fields))
 	for name := range fields {
-		dist := levenshtein(strings.ToLower(key), name)
-		if dist < bestD || (dist == bestD && name < best) {
-			best, bestD = name, dist
-		}
+		names = append(names, name)
 	}
-	if best == "" || bestD > len(best)/2 {
+	lower := strings.ToLower(key)
+	best := suggest.Closest(lower, names, 2)
+	if best == "" || suggest.Distance(lower, best) > len(best)/2 {
 		return ""
 	}
 	return best
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -3,6 +3,8 @@ package event
 import (
 	"fmt"
 	"strings"
+
+	"github.com/cakework-relay/cakework-relay/internal/suggest"
 )
 
 // Types is the catalogue of short event types the relay emits with a fixed
@@ -15,7 +17,8 @@ var Types = []string{
 	"function_build.log",
 }
 
-// buildActions are the only build types; function builds only have logs.
+// closedActions are the only build and function build types (function
+// builds only have logs).
 var closedActions = map[string]bool{
 	"build.created": true, "build.succeeded": true, "build.failed": true, "build.stuck": true, "build.log": true,
 	"function_build.log": true,
@@ -59,36 +62,10 @@ func unreachableError(glob string) error {
 		return fmt.Errorf("event filter %q matches no event: filters use the short type without %q; did you mean %q?", glob, TypePrefix, short)
 	}
 	candidates := append([]string{"build.*", "vm.*", "webhook.*", "function_build.*", "*"}, Types...)
-	best, bestD := "", 4 // suggest only what is within 3 edits
-	for _, c := range candidates {
-		if d := editDistance(glob, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
+	best := suggest.Closest(glob, candidates, 3)
 	msg := fmt.Sprintf("event filter %q matches no event the relay emits (types are build.created|succeeded|failed|stuck|log, vm.<state>|log|idle|autostopped, function_build.log, webhook.<receiver>)", glob)
 	if best != "" {
 		msg += fmt.Sprintf("; did you mean %q?", best)
 	}
 	return fmt.Errorf("%s", msg)
-}
-
-// editDistance is the Levenshtein distance between a and b (bytes).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
