@@ -91,7 +91,7 @@ func parseWebhookURL(s string) (*url.URL, error) {
 		err = errors.New("not an http(s) URL with a host")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("webhook URL %q: %w; use e.g. http://127.0.0.1:8080/webhooks/cakework?token=...", s, err)
+		return nil, fmt.Errorf("webhook URL %q: %w; for example http://127.0.0.1:8080/webhooks/cakework?token=T", s, err)
 	}
 	return u, nil
 }
