@@ -137,3 +137,24 @@ func waitReady(t *testing.T, url string) {
 	}
 	t.Fatalf("%s never answered 200", url)
 }
+
+// relay simulate refuses bad webhook flags with exit 2, saying what to fix,
+// before it listens; -h documents -webhook-retry-for.
+func TestSimulateWebhookFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-webhook-retry-for", "-1s"}, "-webhook-retry-for must not be negative"},
+		{[]string{"-webhook-url", "127.0.0.1:8080/webhooks/cakework"}, "-webhook-url: webhook URL \"127.0.0.1:8080/webhooks/cakework\""},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(append([]string{"simulate", "-listen", "127.0.0.1:0"}, tc.args...), &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"simulate", "-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-webhook-retry-for duration") || !strings.Contains(errb.String(), "(default 30s)") {
+		t.Errorf("simulate -h: exit %d\n%s", code, errb.String())
+	}
+}

@@ -33,9 +33,11 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	failRatio := fs.Float64("fail-ratio", 0.3, "workload: share of builds that fail (0-1)")
 	idleRatio := fs.Float64("idle-ratio", 0.4, "workload: share of VMs that go idle and stay up (0-1)")
 	buildDuration := fs.Duration("build-duration", 5*time.Second, "how long a build runs before it succeeds or fails")
-	webhookURL := fs.String("webhook-url", "", "POST build webhooks here (<url>/build/succeeded and <url>/build/failed)")
+	webhookURL := fs.String("webhook-url", "", "POST build webhooks here (split mode: <url>/build/succeeded and <url>/build/failed,\nwith any ?token=... kept after the path)")
 	webhookSecret := fs.String("webhook-secret", "", "sign webhooks with this Standard Webhooks secret (whsec_...)")
 	webhookMode := fs.String("webhook-mode", cakeworksim.WebhookSplit, "split: two target paths with Cakework's bare shapes; single: one URL")
+	webhookRetryFor := fs.Duration("webhook-retry-for", cakeworksim.DefaultWebhookRetryFor,
+		"retry a failed build webhook this long, backing off up to 5s between attempts,\nso one sent while the relay restarts is not lost (0: one attempt)")
 	destroyedTTL := fs.Duration("destroyed-ttl", 10*time.Minute, "destroyed VMs vanish from listVMs and getVM after this long (0 keeps them)")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "random seed, for a reproducible run")
 	fs.Usage = func() {
@@ -72,6 +74,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if *webhookMode != cakeworksim.WebhookSplit && *webhookMode != cakeworksim.WebhookSingle {
 		problems = append(problems, "-webhook-mode must be split or single")
 	}
+	if *webhookRetryFor < 0 {
+		problems = append(problems, "-webhook-retry-for must not be negative (0: one attempt)")
+	}
 	if *webhookSecret != "" {
 		if *webhookURL == "" {
 			problems = append(problems, "-webhook-secret needs -webhook-url")
@@ -80,8 +85,10 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			problems = append(problems, "-webhook-secret must be whsec_ followed by base64")
 		}
 	}
-	if *webhookURL != "" && !strings.HasPrefix(*webhookURL, "http://") && !strings.HasPrefix(*webhookURL, "https://") {
-		problems = append(problems, "-webhook-url must be an http(s) URL")
+	if *webhookURL != "" {
+		if err := cakeworksim.CheckWebhookURL(*webhookURL); err != nil {
+			problems = append(problems, "-webhook-url: "+err.Error())
+		}
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
@@ -92,15 +99,16 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sim := cakeworksim.New(cakeworksim.Options{
-		APIKey:         *apiKey,
-		Seed:           *seed,
-		BuildDuration:  *buildDuration,
-		BuildFailRatio: *failRatio,
-		DestroyedTTL:   *destroyedTTL,
-		WebhookURL:     *webhookURL,
-		WebhookSecret:  *webhookSecret,
-		WebhookMode:    *webhookMode,
-		Logger:         logger,
+		APIKey:          *apiKey,
+		Seed:            *seed,
+		BuildDuration:   *buildDuration,
+		BuildFailRatio:  *failRatio,
+		DestroyedTTL:    *destroyedTTL,
+		WebhookURL:      *webhookURL,
+		WebhookSecret:   *webhookSecret,
+		WebhookMode:     *webhookMode,
+		WebhookRetryFor: simRetryFor(*webhookRetryFor),
+		Logger:          logger,
 	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -152,4 +160,13 @@ Or call it directly:
 		return 1
 	}
 	return 0
+}
+
+// simRetryFor maps -webhook-retry-for to Options.WebhookRetryFor, where 0
+// means the default and a negative value one attempt.
+func simRetryFor(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

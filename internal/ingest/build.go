@@ -227,22 +227,34 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	}
 	// As event.NATSSubject gives it; buildEvent checked both tokens.
 	subject := in.prefix + "." + event.KindBuild + "." + b.BuildID + "." + b.Status
-	var dup bool
+	// A duplicate is answered with the id of the event published for
+	// the change: for a repeated delivery id, the event of its first
+	// delivery (whose body may differ from this one's), or none when that
+	// is not known (an id remembered before events were kept with it).
+	var res struct {
+		dup   bool
+		dupID string
+	}
 	err = in.store.Accept(ctx, func(tx *state.AcceptTx) error {
-		dup = false
-		if deliveryKey != "" && tx.HasWebhook(CakeworkReceiver, deliveryKey, now) || tx.ChangeAnnounced(id, now) {
-			dup = true
+		res.dup, res.dupID = true, id
+		if deliveryKey != "" {
+			if first, seen := tx.WebhookEvent(CakeworkReceiver, deliveryKey, now); seen {
+				res.dupID = first
+				return nil
+			}
+		}
+		if tx.ChangeAnnounced(id, now) {
 			return nil
 		}
 		if b.Status == statusCreated && in.finishedByWebhook(tx, b.BuildID, now) {
-			dup = true
 			return nil
 		}
+		res.dup = false
 		if err := tx.MarkChangeAnnounced(id, now, expires); err != nil {
 			return err
 		}
 		if deliveryKey != "" {
-			if _, err := tx.SeenWebhook(CakeworkReceiver, deliveryKey, now, expires); err != nil {
+			if _, err := tx.SeenWebhookEvent(CakeworkReceiver, deliveryKey, id, now, expires); err != nil {
 				return err
 			}
 		}
@@ -256,8 +268,8 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	if err != nil {
 		return in.commitErr(ctx, err)
 	}
-	if dup {
-		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
+	if res.dup {
+		return answer{status: http.StatusOK, outcome: outDuplicate, id: res.dupID}
 	}
 	return answer{status: http.StatusAccepted, outcome: outAccepted, id: id}
 }

@@ -23,11 +23,14 @@
 //   - Idempotent: a repeated webhook-id (or, when the sender gives none, a
 //     repeated event id) is answered 200 {"id", "duplicate": true} and
 //     publishes nothing. Seen ids are kept (journal, then bbolt) for
-//     ingest.seen_ttl, so
-//     this holds past JetStream's duplicate window and across restarts. A
-//     Cakework build status the poller already recorded, or an earlier
-//     webhook already announced (the change id in the seen ids), is a
-//     duplicate too, as is a late "created" for a finished build. Event ids are deterministic, so
+//     ingest.seen_ttl, so this holds past JetStream's duplicate window and
+//     across restarts. A Cakework webhook-id is kept with the id of the
+//     event its first delivery published, and a repeat is answered with
+//     that id whatever its body (with no id if the webhook-id was
+//     remembered before ids were kept with it). A Cakework build status
+//     the poller already recorded, or an earlier webhook already announced
+//     (the change id in the seen ids), is a duplicate too, as is a late
+//     "created" for a finished build. Event ids are deterministic, so
 //     anything that slips through is still dropped by JetStream's dedup.
 //   - Nothing from a rejected request: a request answered with anything but
 //     202 has written no event. Auth, content type, size and shape are all

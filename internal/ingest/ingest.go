@@ -362,14 +362,21 @@ func (in *Ingest) write(w http.ResponseWriter, a answer, bp *[]byte) {
 		return
 	}
 	// The success answers are the hot path: write them by hand. Event ids
-	// are hex, so they need no escaping.
-	b := append((*bp)[:0], `{"id":"`...)
-	b = append(b, a.id...)
-	if a.status == http.StatusOK {
-		b = append(b, `","duplicate":true}`...)
-	} else {
-		b = append(b, `"}`...)
+	// are hex, so they need no escaping. A duplicate whose event is not
+	// known has no id.
+	b := append((*bp)[:0], '{')
+	if a.id != "" {
+		b = append(b, `"id":"`...)
+		b = append(b, a.id...)
+		b = append(b, '"')
+		if a.status == http.StatusOK {
+			b = append(b, ',')
+		}
 	}
+	if a.status == http.StatusOK {
+		b = append(b, `"duplicate":true`...)
+	}
+	b = append(b, '}')
 	b = append(b, '\n')
 	*bp = b
 	h := w.Header()

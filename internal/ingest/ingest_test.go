@@ -571,3 +571,38 @@ func TestNoWatchQueuedWithoutAPoller(t *testing.T) {
 		t.Fatalf("%d events on the stream, want 1", len(evs))
 	}
 }
+
+// A repeated webhook-id is answered with the id of the event published for
+// its first delivery, even when the repeat's body differs (and would make
+// another id); the repeat publishes nothing, also after a restart. An id
+// remembered without its event (recorded before events were kept with
+// ids) is a duplicate with no id.
+func TestDuplicateDeliveryAnswersTheFirstEvent(t *testing.T) {
+	e := newEnv(t, defaultIngestConfig())
+	first := ok202(t, e.do(req{body: `{"buildId":"b1","imageId":"img"}`, secret: testSecret, msgID: "msg_x"}))
+	if first != event.BuildStatusID("b1", "succeeded") {
+		t.Fatalf("first id %s", first)
+	}
+	other := `{"buildId":"b2","status":"failed"}`
+	dup200(t, e.do(req{body: other, secret: testSecret, msgID: "msg_x"}), first)
+	dup200(t, e.do(req{path: "/webhooks/cakework/build/failed", body: `{"buildId":"b1"}`, secret: testSecret, msgID: "msg_x"}), first)
+	e.restart()
+	dup200(t, e.do(req{body: other, secret: testSecret, msgID: "msg_x"}), first)
+
+	// As a relay before this change left it: the id without its event.
+	if err := e.store.Update(context.Background(), func(tx *state.Tx) error {
+		_, err := tx.SeenWebhook(ingest.CakeworkReceiver, "d:msg_old", e.clock.Now(), e.clock.Now().Add(time.Hour))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(req{body: other, secret: testSecret, msgID: "msg_old"})
+	if r.status != http.StatusOK || r.raw != "{\"duplicate\":true}\n" {
+		t.Fatalf("repeat of an id remembered without its event: %d %q, want 200 {\"duplicate\":true}", r.status, r.raw)
+	}
+
+	evs := e.stream()
+	if len(evs) != 1 || evs[0].ID != first {
+		t.Fatalf("stream holds %d events (%v), want only %s", len(evs), evs, first)
+	}
+}

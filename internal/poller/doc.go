@@ -92,7 +92,8 @@
 //
 // Watches come from poller.watch_builds (written at Start, source
 // "config"), the admin API (Register), NATS request-reply on
-// relay.watch.build, and ingest, which queues them (state.Tx.QueueWatch);
-// every builds and logs tick, and Watch, Unwatch and Watches, first fold
-// the queue into the watch list (applyQueuedWatches).
+// relay.watch.build (relay.unwatch.build removes one), and ingest, which
+// queues them (state.Tx.QueueWatch); every builds and logs tick, and Watch,
+// Unwatch and Watches, first fold the queue into the watch list
+// (applyQueuedWatches).
 package poller

@@ -53,7 +53,8 @@ type Options struct {
 	// SubjectPrefix is bus.subject_prefix ("cakework" when empty).
 	SubjectPrefix string
 	Store         *state.Store
-	// NATS, when set, serves relay.watch.build request-reply.
+	// NATS, when set, serves relay.watch.build and relay.unwatch.build
+	// request-reply.
 	NATS       *nats.Conn
 	Clock      clock.Clock
 	Logger     *slog.Logger
@@ -94,7 +95,7 @@ type Poller struct {
 	running  sync.WaitGroup
 	runCtx   context.Context
 	cancel   context.CancelFunc
-	sub      *nats.Subscription
+	subs     []*nats.Subscription
 
 	backoffMu sync.Mutex
 	backoffs  map[string]*resourceBackoff
@@ -206,7 +207,7 @@ func (p *Poller) Client() *cakework.Client { return p.client }
 func (p *Poller) Name() string { return "poller" }
 
 // Start writes the configured watches, loads what is known about VMs,
-// subscribes to relay.watch.build and starts the cron scheduler (UTC,
+// subscribes to relay.watch.build and relay.unwatch.build and starts the cron scheduler (UTC,
 // Recover, SkipIfStillRunning). Ticks run on their own context, cancelled
 // by Stop.
 func (p *Poller) Start(ctx context.Context) error {
@@ -231,11 +232,17 @@ func (p *Poller) Start(ctx context.Context) error {
 	p.runCtx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	p.mu.Unlock()
 	if p.o.NATS != nil {
-		sub, err := p.o.NATS.Subscribe(WatchBuildSubject, p.natsWatch)
-		if err != nil {
-			return fmt.Errorf("poller: subscribe %s: %w", WatchBuildSubject, err)
+		for subj, do := range map[string]func(context.Context, string) error{
+			WatchBuildSubject:   p.natsWatch,
+			UnwatchBuildSubject: p.natsUnwatch,
+		} {
+			sub, err := p.o.NATS.Subscribe(subj, natsBuildRequest(do))
+			if err != nil {
+				p.unsubscribe()
+				return fmt.Errorf("poller: subscribe %s: %w", subj, err)
+			}
+			p.subs = append(p.subs, sub)
 		}
-		p.sub = sub
 	}
 	cl := cronLogger{p.log}
 	p.cron = cron.New(cron.WithLocation(time.UTC), cron.WithLogger(cl),
@@ -254,6 +261,14 @@ func (p *Poller) Start(ctx context.Context) error {
 	return nil
 }
 
+// unsubscribe ends the request-reply subscriptions.
+func (p *Poller) unsubscribe() {
+	for _, sub := range p.subs {
+		_ = sub.Unsubscribe()
+	}
+	p.subs = nil
+}
+
 // Stop stops scheduling, waits up to poller.shutdown_timeout (and ctx) for
 // a running tick to finish, then cancels it. Whatever a cancelled tick had
 // committed stays consistent: each page or change commits with its events.
@@ -267,9 +282,7 @@ func (p *Poller) Stop(ctx context.Context) error {
 	p.stopping = true
 	cancel := p.cancel
 	p.mu.Unlock()
-	if p.sub != nil {
-		_ = p.sub.Unsubscribe()
-	}
+	p.unsubscribe()
 	if p.cron != nil {
 		p.cron.Stop()
 	}

@@ -17,9 +17,12 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// WatchBuildSubject is the NATS request-reply subject that watches a build:
-// request {"id": "..."}, reply {"ok": true} or {"error": "..."}.
-const WatchBuildSubject = "relay.watch.build"
+// NATS request-reply subjects that watch and unwatch a build: request
+// {"id": "..."}, reply {"ok": true} or {"error": "..."}.
+const (
+	WatchBuildSubject   = "relay.watch.build"
+	UnwatchBuildSubject = "relay.unwatch.build"
+)
 
 // Watch sources.
 const (
@@ -64,6 +67,9 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, err error) {
 	if err := checkKind(kind); err != nil {
 		return false, err
+	}
+	if err := event.CheckToken(kind+" id", id); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrBadID, err)
 	}
 	if err := p.applyQueuedWatches(ctx); err != nil {
 		return false, err
@@ -187,33 +193,53 @@ func (p *Poller) handleWatch(kind string) http.HandlerFunc {
 	}
 }
 
-// natsWatch serves relay.watch.build.
-func (p *Poller) natsWatch(m *nats.Msg) {
-	reply := func(v any) {
-		if m.Reply == "" {
+// natsWatch serves relay.watch.build: an id already watched is fine.
+func (p *Poller) natsWatch(ctx context.Context, id string) error {
+	_, err := p.Watch(ctx, state.KindBuild, id, SourceNATS)
+	return err
+}
+
+// natsUnwatch serves relay.unwatch.build. As DELETE /v1/watches/builds/{id}
+// answers 404, a build that is not watched is an error: the id is likely
+// mistyped.
+func (p *Poller) natsUnwatch(ctx context.Context, id string) error {
+	removed, err := p.Unwatch(ctx, state.KindBuild, id)
+	if err == nil && !removed {
+		err = fmt.Errorf("build %s is not watched; nothing to unwatch", id)
+	}
+	return err
+}
+
+// natsBuildRequest turns do into a request-reply handler: request
+// {"id": "<build id>"}, reply {"ok": true} or {"error": "..."}.
+func natsBuildRequest(do func(ctx context.Context, id string) error) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		reply := func(v any) {
+			if m.Reply == "" {
+				return
+			}
+			b, _ := json.Marshal(v)
+			_ = m.Respond(b)
+		}
+		var req struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			reply(map[string]string{"error": `want {"id": "<build id>"}: ` + err.Error()})
 			return
 		}
-		b, _ := json.Marshal(v)
-		_ = m.Respond(b)
+		if req.ID == "" {
+			reply(map[string]string{"error": `id is missing; send {"id": "<build id>"}`})
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := do(ctx, req.ID); err != nil {
+			reply(map[string]string{"error": err.Error()})
+			return
+		}
+		reply(map[string]bool{"ok": true})
 	}
-	var req struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(m.Data, &req); err != nil {
-		reply(map[string]string{"error": `want {"id": "<build id>"}: ` + err.Error()})
-		return
-	}
-	if req.ID == "" {
-		reply(map[string]string{"error": `id is missing; send {"id": "<build id>"}`})
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := p.Watch(ctx, state.KindBuild, req.ID, SourceNATS); err != nil {
-		reply(map[string]string{"error": err.Error()})
-		return
-	}
-	reply(map[string]bool{"ok": true})
 }
 
 // RegisterOff mounts the watch routes for a relay whose poller is off: they

@@ -40,8 +40,10 @@ import (
 // AcceptTx is one request's view in an Accept batch.
 type AcceptTx struct {
 	s *Store
-	// batch holds the ids recorded by earlier functions of the batch.
+	// batch holds the ids recorded by earlier functions of the batch, and
+	// batchEv the events of those recorded with one.
 	batch   map[seenHash]int64
+	batchEv map[seenHash]eventRef
 	seen    []jSeen
 	watches [][]byte
 	out     []jOut
@@ -50,7 +52,8 @@ type AcceptTx struct {
 type jSeen struct {
 	h    seenHash
 	exp  int64
-	ikey []byte // the expiry index key
+	ikey []byte   // the expiry index key
+	ev   eventRef // the event published for it, if recorded
 }
 
 type jOut struct {
@@ -61,19 +64,42 @@ type jOut struct {
 // SeenWebhook records a delivery id for receiver until expires, and reports
 // true (recording nothing) when it is already remembered and unexpired.
 func (t *AcceptTx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, error) {
+	return t.seenWebhook(receiver, id, eventRef{}, now, expires)
+}
+
+// SeenWebhookEvent is SeenWebhook for a delivery whose event id is not
+// derived from the delivery id: it keeps eventID (an event.ID) with the
+// delivery id, for WebhookEvent to answer a repeat with.
+func (t *AcceptTx) SeenWebhookEvent(receiver, id, eventID string, now, expires time.Time) (bool, error) {
+	return t.seenWebhook(receiver, id, refOf(eventID), now, expires)
+}
+
+func (t *AcceptTx) seenWebhook(receiver, id string, ev eventRef, now, expires time.Time) (bool, error) {
 	k := key(receiver, id)
 	h := hashSeen(k)
-	if t.expiry(h) > now.UnixNano() {
+	if e, _ := t.lookup(h, false); e > now.UnixNano() {
 		return true, nil
 	}
 	exp := expires.UnixNano()
-	t.seen = append(t.seen, jSeen{h: h, exp: exp, ikey: expiryKey(exp, k)})
+	t.seen = append(t.seen, jSeen{h: h, exp: exp, ikey: expiryKey(exp, k), ev: ev})
 	return false, nil
+}
+
+// WebhookEvent reports whether a delivery id is remembered and unexpired,
+// and the event id recorded with it by SeenWebhookEvent ("" when it was
+// recorded without one).
+func (t *AcceptTx) WebhookEvent(receiver, id string, now time.Time) (eventID string, seen bool) {
+	e, ev := t.lookup(hashSeen(key(receiver, id)), true)
+	if e <= now.UnixNano() {
+		return "", false
+	}
+	return ev.String(), true
 }
 
 // HasWebhook reports whether a delivery id is remembered and unexpired.
 func (t *AcceptTx) HasWebhook(receiver, id string, now time.Time) bool {
-	return t.expiry(hashSeen(key(receiver, id))) > now.UnixNano()
+	e, _ := t.lookup(hashSeen(key(receiver, id)), false)
+	return e > now.UnixNano()
 }
 
 // MarkChangeAnnounced remembers that the change with this event id was
@@ -102,20 +128,30 @@ func (t *AcceptTx) Enqueue(subject, msgID string, payload []byte) error {
 	return nil
 }
 
-func (t *AcceptTx) expiry(h seenHash) int64 {
+// lookup is an id's latest expiry: recorded by this function, an earlier
+// one of the batch, or committed; and with withEvent the event recorded
+// with that entry. Without it (the hot path) it reads no event map.
+func (t *AcceptTx) lookup(h seenHash, withEvent bool) (int64, eventRef) {
 	var e int64
+	var ev eventRef
 	for _, a := range t.seen {
 		if a.h == h && a.exp > e {
-			e = a.exp
+			e, ev = a.exp, a.ev
 		}
 	}
 	if v, ok := t.batch[h]; ok && v > e {
 		e = v
+		if withEvent {
+			ev = t.batchEv[h]
+		}
 	}
 	if v, ok := t.s.seen.get(h); ok && v > e {
 		e = v
+		if withEvent {
+			ev = t.s.seen.event(h)
+		}
 	}
-	return e
+	return e, ev
 }
 
 func (t *AcceptTx) empty() bool { return len(t.seen) == 0 && len(t.watches) == 0 && len(t.out) == 0 }
@@ -123,6 +159,10 @@ func (t *AcceptTx) empty() bool { return len(t.seen) == 0 && len(t.watches) == 0
 // appendBody encodes the request's changes as a record body:
 // uvarint-counted lists of expiry index keys, queued watches and outbox
 // entries (subject, msg id, payload), each field uvarint-length-prefixed.
+// When a seen id carries an event, a fourth list follows: one field per
+// expiry index key, its value (the event's 16 bytes, or empty). Records
+// without one are as before it existed, and old records replay as ids
+// without an event.
 func (t *AcceptTx) appendBody(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(t.seen)))
 	for _, a := range t.seen {
@@ -138,7 +178,30 @@ func (t *AcceptTx) appendBody(b []byte) []byte {
 		b = appendField(b, o.msgID)
 		b = appendField(b, o.payload)
 	}
+	if t.hasEvents() {
+		b = binary.AppendUvarint(b, uint64(len(t.seen)))
+		for i := range t.seen {
+			b = appendField(b, t.seen[i].value())
+		}
+	}
 	return b
+}
+
+func (t *AcceptTx) hasEvents() bool {
+	for i := range t.seen {
+		if t.seen[i].ev != (eventRef{}) {
+			return true
+		}
+	}
+	return false
+}
+
+// value is the entry's expiry index value: its event, or nothing.
+func (a *jSeen) value() []byte {
+	if a.ev == (eventRef{}) {
+		return nil
+	}
+	return a.ev[:]
 }
 
 func appendField[F string | []byte](b []byte, f F) []byte {
@@ -146,8 +209,9 @@ func appendField[F string | []byte](b []byte, f F) []byte {
 	return append(b, f...)
 }
 
-// decodeBody reads a record body. The slices point into body.
-func decodeBody(body []byte) (seen, watches [][]byte, out []jOut, err error) {
+// decodeBody reads a record body. The slices point into body. values is
+// nil, or the expiry index value of each of seen.
+func decodeBody(body []byte) (seen, values, watches [][]byte, out []jOut, err error) {
 	list := func() ([][]byte, error) {
 		n, w := binary.Uvarint(body)
 		if w <= 0 || n > uint64(len(body)) {
@@ -172,27 +236,29 @@ func decodeBody(body []byte) (seen, watches [][]byte, out []jOut, err error) {
 	}
 	n, w := binary.Uvarint(body)
 	if w <= 0 || n > uint64(len(body)) {
-		return nil, nil, nil, errOutboxEntry
+		return nil, nil, nil, nil, errOutboxEntry
 	}
 	body = body[w:]
 	for range n {
 		var subj, id, payload []byte
 		var ok bool
 		if subj, body, ok = cutField(body); !ok {
-			return nil, nil, nil, errOutboxEntry
+			return nil, nil, nil, nil, errOutboxEntry
 		}
 		if id, body, ok = cutField(body); !ok {
-			return nil, nil, nil, errOutboxEntry
+			return nil, nil, nil, nil, errOutboxEntry
 		}
 		if payload, body, ok = cutField(body); !ok {
-			return nil, nil, nil, errOutboxEntry
+			return nil, nil, nil, nil, errOutboxEntry
 		}
 		out = append(out, jOut{subject: string(subj), msgID: string(id), payload: payload})
 	}
 	if len(body) != 0 {
-		return nil, nil, nil, errOutboxEntry
+		if values, err = list(); err != nil || len(values) != len(seen) || len(body) != 0 {
+			return nil, nil, nil, nil, errOutboxEntry
+		}
 	}
-	return seen, watches, out, nil
+	return seen, values, watches, out, nil
 }
 
 type acceptReq struct {
@@ -223,6 +289,7 @@ func (s *Store) acceptLoop() {
 type ckptRec struct {
 	seq     uint64
 	seen    [][]byte
+	values  [][]byte // nil, or each seen key's value
 	watches [][]byte
 }
 
@@ -234,6 +301,7 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		return
 	}
 	pend := map[seenHash]int64{}
+	var pendEv map[seenHash]eventRef // made for the first id with an event
 	buf := s.jbuf[:0]
 	seq := s.j.nextSeq
 	ok := make([]*acceptReq, 0, len(batch))
@@ -243,7 +311,7 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	// be acknowledged before that record is durable.
 	var empty []*acceptReq
 	for _, r := range batch {
-		tx := AcceptTx{s: s, batch: pend}
+		tx := AcceptTx{s: s, batch: pend, batchEv: pendEv}
 		if err := r.fn(&tx); err != nil {
 			r.done <- err
 			continue
@@ -255,6 +323,15 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		for _, a := range tx.seen {
 			if old, ok := pend[a.h]; !ok || a.exp > old {
 				pend[a.h] = a.exp
+				switch {
+				case a.ev != eventRef{}:
+					if pendEv == nil {
+						pendEv = map[seenHash]eventRef{}
+					}
+					pendEv[a.h] = a.ev
+				case pendEv != nil:
+					delete(pendEv, a.h)
+				}
 			}
 		}
 		start := len(buf)
@@ -294,18 +371,37 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	s.jbatches.Add(1)
 	s.jrecords.Add(int64(len(ok)))
 	// Durable: now the ids count as seen and the events can go.
-	s.seen.apply(&seenChanges{add: pend})
+	s.seen.apply(&seenChanges{add: pend, ev: pendEv})
 	recs := make([]ckptRec, len(txs))
+	// The records' seen keys (and values) share one array per batch: the
+	// checkpoint takes the batch's records together.
+	nSeen := 0
+	for i := range txs {
+		nSeen += len(txs[i].seen)
+	}
+	keys := make([][]byte, 0, nSeen)
+	var values [][]byte
 	var entries []jEntry
 	for i := range txs {
 		tx := &txs[i]
 		rs := first + uint64(i)
 		recs[i] = ckptRec{seq: rs, watches: tx.watches}
 		if len(tx.seen) > 0 {
-			recs[i].seen = make([][]byte, len(tx.seen))
-			for k, a := range tx.seen {
-				recs[i].seen[k] = a.ikey
+			from := len(keys)
+			for _, a := range tx.seen {
+				keys = append(keys, a.ikey)
 			}
+			recs[i].seen = keys[from:len(keys):len(keys)]
+		}
+		if tx.hasEvents() {
+			if values == nil {
+				values = make([][]byte, 0, nSeen)
+			}
+			from := len(values)
+			for k := range tx.seen {
+				values = append(values, tx.seen[k].value())
+			}
+			recs[i].values = values[from:len(values):len(values)]
 		}
 		for _, o := range tx.out {
 			entries = append(entries, jEntry{rec: rs, jOut: o})
@@ -525,8 +621,12 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 func putRecords(tx *Tx, recs []ckptRec) error {
 	idx := tx.tx.Bucket(bWebhookExpiry)
 	for _, r := range recs {
-		for _, k := range r.seen {
-			if err := idx.Put(k, nil); err != nil {
+		for i, k := range r.seen {
+			var v []byte
+			if r.values != nil {
+				v = r.values[i]
+			}
+			if err := idx.Put(k, v); err != nil {
 				return err
 			}
 		}
@@ -594,12 +694,12 @@ func (s *Store) openJournal(segSize int64) error {
 			return fmt.Errorf("journal segment %s overlaps the one before it; move data_dir/%s aside to start without it (its unpublished events are then lost)", seg.path, journalDir)
 		}
 		seg.last, err = replaySegment(seg.path, seg.first, func(seq uint64, body []byte) error {
-			seen, watches, out, err := decodeBody(body)
+			seen, values, watches, out, err := decodeBody(body)
 			if err != nil {
 				return fmt.Errorf("record %d: %w", seq, err)
 			}
 			if seq > ckpt {
-				apply = append(apply, ckptRec{seq: seq, seen: seen, watches: watches})
+				apply = append(apply, ckptRec{seq: seq, seen: seen, values: values, watches: watches})
 			}
 			if seq > acked {
 				for _, o := range out {

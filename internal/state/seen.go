@@ -3,6 +3,7 @@ package state
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -13,12 +14,14 @@ import (
 //
 // The durable record of a delivery id is one entry in the time-ordered
 // expiry index (bucket webhook_expiry, key = expiry as 8 bytes big-endian,
-// then "<receiver>/<id>", empty value). New keys land at the end of that
-// bucket, next to each other, so remembering an id costs no random B+tree
-// leaf. Lookups go to an in-memory index: a map from a 128-bit hash of
+// then "<receiver>/<id>"; value empty, or the 16 bytes of the event id
+// published for that delivery when it was recorded with SeenWebhookEvent).
+// New keys land at the end of that bucket, next to each other, so
+// remembering an id costs no random B+tree leaf. Lookups go to an in-memory index: a map from a 128-bit hash of
 // "<receiver>/<id>" to its expiry, rebuilt from the expiry index at Open and
-// pruned by ExpireWebhookIDs. It holds about 40 bytes per remembered id, and
-// is bounded by seen_ttl like the bucket.
+// pruned by ExpireWebhookIDs. It holds about 40 bytes per remembered id
+// (about 40 more for one kept with its event), and is bounded by seen_ttl
+// like the bucket.
 //
 // The index changes only after a commit succeeded: a transaction records
 // what it adds or expires in its own pending set (which later functions of
@@ -46,10 +49,49 @@ func expiryKey(exp int64, k []byte) []byte {
 	return ik
 }
 
-// seenIndex maps a remembered id to its expiry (unix nanoseconds).
+// eventRef is an event id (event.ID: 32 hex digits) kept with a seen id as
+// its 16 bytes, so that a repeated delivery is answered with the id of the
+// event published for the first one. The zero value is no event: an entry
+// recorded without one (SeenWebhook, or before entries carried it).
+type eventRef [16]byte
+
+// refOf is eventID's ref, or the zero ref when it is not 32 hex digits.
+func refOf(eventID string) eventRef {
+	var r eventRef
+	if len(eventID) != 2*len(r) {
+		return eventRef{}
+	}
+	if _, err := hex.Decode(r[:], []byte(eventID)); err != nil {
+		return eventRef{}
+	}
+	return r
+}
+
+// String is the event id, or "" for none.
+func (r eventRef) String() string {
+	if r == (eventRef{}) {
+		return ""
+	}
+	return hex.EncodeToString(r[:])
+}
+
+// refFromValue reads an expiry index value: 16 bytes, or anything else
+// (empty) for no event.
+func refFromValue(v []byte) eventRef {
+	var r eventRef
+	if len(v) == len(r) {
+		copy(r[:], v)
+	}
+	return r
+}
+
+// seenIndex maps a remembered id to its expiry (unix nanoseconds), and the
+// few ids recorded with an event (SeenWebhookEvent) to that event. ev is
+// kept apart so ids without one cost nothing more.
 type seenIndex struct {
 	mu  sync.RWMutex
 	exp map[seenHash]int64
+	ev  map[seenHash]eventRef
 }
 
 func (x *seenIndex) get(h seenHash) (int64, bool) {
@@ -59,18 +101,46 @@ func (x *seenIndex) get(h seenHash) (int64, bool) {
 	return e, ok
 }
 
+// event is the event recorded with an id's latest entry, if any.
+func (x *seenIndex) event(h seenHash) eventRef {
+	x.mu.RLock()
+	r := x.ev[h]
+	x.mu.RUnlock()
+	return r
+}
+
+// setEvent records r as h's event (or forgets it, for none). Call with
+// x.mu held for writing, for an entry that just became h's latest.
+func (x *seenIndex) setEvent(h seenHash, r eventRef) {
+	switch {
+	case r != eventRef{}:
+		if x.ev == nil {
+			x.ev = map[seenHash]eventRef{}
+		}
+		x.ev[h] = r
+	case x.ev != nil:
+		delete(x.ev, h)
+	}
+}
+
 // load rebuilds the index from the expiry index. An id may have several
 // entries there (it was seen again after it expired, before the expired
 // entry was pruned); the latest expiry wins.
 func (x *seenIndex) load(btx *bolt.Tx) error {
 	m := map[seenHash]int64{}
-	err := btx.Bucket(bWebhookExpiry).ForEach(func(k, _ []byte) error {
+	ev := map[seenHash]eventRef{}
+	err := btx.Bucket(bWebhookExpiry).ForEach(func(k, v []byte) error {
 		if len(k) < 8 {
 			return nil
 		}
 		h, e := hashSeen(k[8:]), int64(bin64(k[:8]))
 		if old, ok := m[h]; !ok || e > old {
 			m[h] = e
+			if r := refFromValue(v); r != (eventRef{}) {
+				ev[h] = r
+			} else {
+				delete(ev, h)
+			}
 		}
 		return nil
 	})
@@ -78,7 +148,7 @@ func (x *seenIndex) load(btx *bolt.Tx) error {
 		return err
 	}
 	x.mu.Lock()
-	x.exp = m
+	x.exp, x.ev = m, ev
 	x.mu.Unlock()
 	return nil
 }
@@ -87,6 +157,8 @@ func (x *seenIndex) load(btx *bolt.Tx) error {
 // index after its commit.
 type seenChanges struct {
 	add map[seenHash]int64
+	// ev holds the events of the ids in add recorded with one.
+	ev map[seenHash]eventRef
 	// del lists expiry index entries deleted by ExpireWebhookIDs: the id is
 	// dropped from the index only if that entry was its latest expiry.
 	del []seenDel
@@ -107,11 +179,13 @@ func (x *seenIndex) apply(c *seenChanges) {
 	for _, d := range c.del {
 		if e, ok := x.exp[d.h]; ok && e <= d.exp {
 			delete(x.exp, d.h)
+			x.setEvent(d.h, eventRef{})
 		}
 	}
 	for h, e := range c.add {
 		if old, ok := x.exp[h]; !ok || e > old {
 			x.exp[h] = e
+			x.setEvent(h, c.ev[h])
 		}
 	}
 	x.mu.Unlock()

@@ -29,7 +29,10 @@
 //     every request per route.
 //   - Build webhooks go out from Step (and Run) in Cakework's shapes,
 //     optionally signed with a Standard Webhooks secret, with a stable
-//     webhook-id per build and status, retried up to 5 times.
+//     webhook-id per build and status. Split mode adds /build/<status> to
+//     the URL's path, keeping its query (?token=...). A failed webhook is
+//     retried with backoff on the sim's clock for WebhookRetryFor (30s by
+//     default), so a relay restart does not lose it.
 //   - The sim holds everything in memory and never deletes logs; it is meant
 //     for minutes-long demos and tests, not for soak runs.
 package cakeworksim

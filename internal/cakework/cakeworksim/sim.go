@@ -85,6 +85,10 @@ type Options struct {
 	WebhookSecret string
 	// WebhookMode is WebhookSplit (default) or WebhookSingle.
 	WebhookMode string
+	// WebhookRetryFor is how long a failed webhook is retried, backing off
+	// between attempts on Clock (Step sends what is due); default
+	// DefaultWebhookRetryFor. Negative: one attempt only.
+	WebhookRetryFor time.Duration
 	// HTTPClient sends webhooks; default a client with a 10s timeout.
 	HTTPClient *http.Client
 
@@ -158,6 +162,9 @@ func New(opts Options) *Sim {
 	}
 	if opts.WebhookMode == "" {
 		opts.WebhookMode = WebhookSplit
+	}
+	if opts.WebhookRetryFor == 0 {
+		opts.WebhookRetryFor = DefaultWebhookRetryFor
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -292,7 +294,12 @@ func TestWebhooks(t *testing.T) {
 	s.CreateBuild(cakeworksim.BuildSpec{ID: "b-bad", Fail: true})
 	clk.Advance(time.Second)
 	s.Step(context.Background()) // b-bad (first by id) gets a 503, b-ok is delivered
-	s.Step(context.Background()) // redelivery
+	s.Step(context.Background()) // b-bad backs off: not yet
+	if s.PendingWebhooks() != 1 {
+		t.Fatalf("pending %d during the backoff, want 1", s.PendingWebhooks())
+	}
+	clk.Advance(250 * time.Millisecond) // the first backoff is at most 250ms
+	s.Step(context.Background())        // redelivery
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != 2 || s.PendingWebhooks() != 0 {
@@ -397,5 +404,171 @@ func waitWaiters(t *testing.T, clk *clock.Fake) {
 			t.Fatal("workload is not waiting on the clock")
 		}
 		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// Split mode puts /build/<status> into the path, before the query, so a
+// token URL (?token=...) keeps its token; what is not an http(s) URL with
+// a host is refused with the URL named.
+func TestSplitWebhookURL(t *testing.T) {
+	for _, tc := range []struct{ base, status, want string }{
+		{"http://relay:8080/webhooks/cakework?token=abc", "succeeded", "http://relay:8080/webhooks/cakework/build/succeeded?token=abc"},
+		{"http://relay/webhooks/cakework/?token=a%2Bb&x=1", "failed", "http://relay/webhooks/cakework/build/failed?token=a%2Bb&x=1"},
+		{"http://relay/webhooks/cakework", "failed", "http://relay/webhooks/cakework/build/failed"},
+		{"https://relay?token=abc", "succeeded", "https://relay/build/succeeded?token=abc"},
+		{"http://relay/hooks?token=abc#frag", "succeeded", "http://relay/hooks/build/succeeded?token=abc#frag"},
+		{"http://relay/a%2Fb?token=abc", "failed", "http://relay/a%2Fb/build/failed?token=abc"},
+	} {
+		got, err := cakeworksim.SplitWebhookURL(tc.base, tc.status)
+		if err != nil || got != tc.want {
+			t.Errorf("SplitWebhookURL(%q, %q) = %q, %v; want %q", tc.base, tc.status, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"relay:8080/webhooks/cakework", "ftp://relay/x", "http:///path", "http://relay/%zz"} {
+		_, err := cakeworksim.SplitWebhookURL(bad, "succeeded")
+		if err == nil || !strings.Contains(err.Error(), bad) || cakeworksim.CheckWebhookURL(bad) == nil {
+			t.Errorf("%q: %v, want an error naming it", bad, err)
+		}
+	}
+}
+
+// Through real delivery: a webhook URL with ?token= reaches a receiver
+// that checks the token in the query, at /build/<status>.
+func TestWebhookTokenURL(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.URL.RequestURI())
+		mu.Unlock()
+		if r.URL.Query().Get("token") != "abc" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer recv.Close()
+	s, _, _ := start(t, cakeworksim.Options{WebhookURL: recv.URL + "/webhooks/cakework?token=abc"})
+	ok := s.CreateBuild(cakeworksim.BuildSpec{Manual: true})
+	bad := s.CreateBuild(cakeworksim.BuildSpec{Manual: true})
+	s.SetBuildStatus(ok.BuildID, cakework.BuildSucceeded, "IMG1")
+	s.SetBuildStatus(bad.BuildID, cakework.BuildFailed, "")
+	s.Step(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"/webhooks/cakework/build/succeeded?token=abc", "/webhooks/cakework/build/failed?token=abc"}
+	if strings.Join(got, " ") != strings.Join(want, " ") || s.PendingWebhooks() != 0 {
+		t.Fatalf("requests %q (pending %d), want %q", got, s.PendingWebhooks(), want)
+	}
+}
+
+// flaky is a webhook receiver that drops connections while down, and
+// records the sim's clock at each request.
+type flaky struct {
+	clk  *clock.Fake
+	mu   sync.Mutex
+	down bool
+	at   []time.Time // every request
+	ok   int         // requests answered 2xx
+}
+
+func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at = append(f.at, f.clk.Now())
+	if f.down {
+		// As a relay that is not listening: no answer at all.
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+		return
+	}
+	f.ok++
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (f *flaky) stats() (requests, ok int, at []time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.at), f.ok, slices.Clone(f.at)
+}
+
+// A build webhook sent while the receiver is down (a relay restarting) is
+// retried, backing off on the sim's clock, and delivered once the receiver
+// is back, within the default retry window of 30s.
+func TestWebhookRetriedUntilReceiverIsBack(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	f := &flaky{clk: clk, down: true}
+	recv := httptest.NewServer(f)
+	defer recv.Close()
+	s := cakeworksim.New(cakeworksim.Options{Clock: clk, WebhookURL: recv.URL + "/webhooks/cakework"})
+	b := s.CreateBuild(cakeworksim.BuildSpec{Manual: true})
+	s.SetBuildStatus(b.BuildID, cakework.BuildSucceeded, "IMG1")
+
+	ctx := context.Background()
+	step := func(d time.Duration) {
+		for range d / (100 * time.Millisecond) {
+			s.Step(ctx)
+			clk.Advance(100 * time.Millisecond)
+		}
+	}
+	step(20 * time.Second) // down for 20s: 200 steps
+	n, _, _ := f.stats()
+	// Backoff from 125-250ms doubling to 2.5-5s: 8 to 13 attempts in 20s.
+	if n < 5 || n > 15 || s.PendingWebhooks() != 1 {
+		t.Fatalf("%d attempts in 20s down (pending %d); want a backoff, 5 to 15", n, s.PendingWebhooks())
+	}
+
+	f.mu.Lock()
+	f.down = false
+	f.mu.Unlock()
+	step(5100 * time.Millisecond) // the longest backoff is 5s
+	n2, ok, _ := f.stats()
+	if ok != 1 || s.PendingWebhooks() != 0 {
+		t.Fatalf("after the receiver came back: %d delivered, pending %d (%d attempts)", ok, s.PendingWebhooks(), n2)
+	}
+	step(10 * time.Second)
+	if n3, ok, _ := f.stats(); n3 != n2 || ok != 1 {
+		t.Fatalf("sent again after delivery: %d requests, %d delivered", n3-n2, ok)
+	}
+}
+
+// WebhookRetryFor bounds the retries, with a last attempt at the deadline;
+// a cancelled context (shutdown) sends nothing and keeps the webhook.
+func TestWebhookRetryForBoundsRetries(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	f := &flaky{clk: clk, down: true}
+	recv := httptest.NewServer(f)
+	defer recv.Close()
+	s := cakeworksim.New(cakeworksim.Options{Clock: clk, WebhookURL: recv.URL, WebhookRetryFor: 3 * time.Second})
+	b := s.CreateBuild(cakeworksim.BuildSpec{Manual: true})
+	s.SetBuildStatus(b.BuildID, cakework.BuildFailed, "")
+
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Step(cancelled)
+	if n, _, _ := f.stats(); n != 0 || s.PendingWebhooks() != 1 {
+		t.Fatalf("with ctx cancelled: %d requests, pending %d; want 0 and 1", n, s.PendingWebhooks())
+	}
+
+	for range 40 { // 4s in 100ms steps
+		s.Step(context.Background())
+		clk.Advance(100 * time.Millisecond)
+	}
+	n, _, at := f.stats()
+	if s.PendingWebhooks() != 0 {
+		t.Fatalf("still pending 4s into a 3s retry window (%d attempts)", n)
+	}
+	if n < 3 || !at[n-1].Equal(at[0].Add(3*time.Second)) {
+		t.Fatalf("attempts at %v; want several, the last one 3s after the first", at)
+	}
+	// Negative: a single attempt.
+	s1 := cakeworksim.New(cakeworksim.Options{Clock: clk, WebhookURL: recv.URL, WebhookRetryFor: -1})
+	b = s1.CreateBuild(cakeworksim.BuildSpec{Manual: true})
+	s1.SetBuildStatus(b.BuildID, cakework.BuildFailed, "")
+	s1.Step(context.Background())
+	if n2, _, _ := f.stats(); n2 != n+1 || s1.PendingWebhooks() != 0 {
+		t.Fatalf("WebhookRetryFor -1: %d attempts, pending %d; want 1 and 0", n2-n, s1.PendingWebhooks())
 	}
 }
