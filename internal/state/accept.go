@@ -641,6 +641,10 @@ func putRecords(tx *Tx, recs []ckptRec) error {
 
 func (s *Store) checkpointLoop() {
 	defer close(s.ckptDone)
+	if s.ckptEvery < 0 {
+		<-s.ckptStop
+		return
+	}
 	t := time.NewTicker(s.ckptEvery)
 	defer t.Stop()
 	for {

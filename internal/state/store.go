@@ -42,7 +42,8 @@ type Options struct {
 	// Default 32 MiB.
 	JournalSegmentBytes int64
 	// CheckpointEvery is how often journaled seen ids and watches are
-	// written into bbolt. Default 100ms.
+	// written into bbolt. Default 100ms. Negative: never in the background
+	// (only when Checkpoint is called; for tests that step checkpoints).
 	CheckpointEvery time.Duration
 	Logger          *slog.Logger
 }
@@ -131,7 +132,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.JournalSegmentBytes <= 0 {
 		opts.JournalSegmentBytes = 32 << 20
 	}
-	if opts.CheckpointEvery <= 0 {
+	if opts.CheckpointEvery == 0 {
 		opts.CheckpointEvery = 100 * time.Millisecond
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
