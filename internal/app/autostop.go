@@ -38,6 +38,8 @@ func autostopComponent(d *Deps) (Component, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Idle clocks are evaluated on fresh knowledge, right after each poll.
+	d.Poller.OnVMKnowledge(as.Kick)
 	c.as = as
 	return c, nil
 }
@@ -96,6 +98,10 @@ func (s pollerSource) StartedVMs() []autostop.VM {
 			LastSweepFailed: v.LastSweepFailed,
 			LastLogOK:       v.LastLogOK,
 			LastLogFailed:   v.LastLogFailed,
+			SweepFailing:    v.SweepFailing,
+			SweepRecovered:  v.SweepRecovered,
+			LogFailing:      v.LogFailing,
+			LogRecovered:    v.LogRecovered,
 		})
 	}
 	return out

@@ -14,31 +14,26 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/autostop"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// The whole path: the simulator's VMs, the real poller's sweeps and log
-// tails, and the auto-stopper acting on that knowledge. Ticks are driven by
-// hand on a fake clock.
-func TestAutostopOnPollerKnowledge(t *testing.T) {
-	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	clk := clock.NewFake(t0)
-	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
+// autostopApp runs the whole relay in-process on a fake clock against sim,
+// with auto-stop on (idleAfter, warnBefore), every poller schedule and the
+// auto-stop check far off: the test ticks the poller by hand (each tick
+// still kicks the auto-stopper, as in production).
+func autostopApp(t *testing.T, clk *clock.Fake, sim *cakeworksim.Sim, idleAfter, warnBefore time.Duration) (*App, *poller.Poller, *autostop.AutoStop) {
+	t.Helper()
 	srv := httptest.NewServer(sim.Handler())
-	defer srv.Close()
-	sim.AddVM(cakework.VM{ID: "quiet", ImageID: "img"})
-	sim.AddVM(cakework.VM{ID: "busy", ImageID: "img"})
-	sim.SetVMQuiet("quiet", true)
-
+	t.Cleanup(srv.Close)
 	cfg := testConfig(t)
 	cfg.Cakework.URL, cfg.Cakework.APIKey = srv.URL, "k"
 	cfg.Cakework.RateLimit = 0
-	// Cron stays out of the way; the test ticks.
 	cfg.Poller.VMs.Schedule, cfg.Poller.Builds.Schedule, cfg.Poller.Logs.Schedule = "@every 1000h", "@every 1000h", "@every 1000h"
 	cfg.Sinks.Autostop.Enabled = true
-	cfg.Sinks.Autostop.IdleAfter = 10 * time.Minute
-	cfg.Sinks.Autostop.WarnBefore = 2 * time.Minute
+	cfg.Sinks.Autostop.IdleAfter = idleAfter
+	cfg.Sinks.Autostop.WarnBefore = warnBefore
 	cfg.Sinks.Autostop.Check = 1000 * time.Hour
 	a, err := New(Options{Config: cfg, Clock: clk, Components: DefaultComponents(cfg)})
 	if err != nil {
@@ -48,7 +43,7 @@ func TestAutostopOnPollerKnowledge(t *testing.T) {
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer a.Stop(ctx)
+	t.Cleanup(func() { a.Stop(ctx) })
 	var as *autostop.AutoStop
 	for _, c := range a.components {
 		if r, ok := c.(*autostopRunner); ok {
@@ -59,6 +54,21 @@ func TestAutostopOnPollerKnowledge(t *testing.T) {
 	if as == nil || p == nil {
 		t.Fatal("auto-stop or poller not running")
 	}
+	return a, p, as
+}
+
+// The whole path: the simulator's VMs, the real poller's sweeps and log
+// tails, and the auto-stopper acting on that knowledge. Ticks are driven by
+// hand on a fake clock.
+func TestAutostopOnPollerKnowledge(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
+	sim.AddVM(cakework.VM{ID: "quiet", ImageID: "img"})
+	sim.AddVM(cakework.VM{ID: "busy", ImageID: "img"})
+	sim.SetVMQuiet("quiet", true)
+	a, p, as := autostopApp(t, clk, sim, 10*time.Minute, 2*time.Minute)
+	ctx := context.Background()
 	step := func() {
 		t.Helper()
 		clk.Advance(30 * time.Second)
@@ -102,14 +112,99 @@ func TestAutostopOnPollerKnowledge(t *testing.T) {
 	}
 }
 
+// A VM whose log polls fail (500) and then back off is one the relay cannot
+// see: the real poller makes no call during the backoff, so no failure
+// restarts the idle clock, yet no vm.idle goes out and nothing is stopped.
+// Once a poll reads its log to the end again, it is warned idle_after -
+// warn_before after that and stopped idle_after after it.
+func TestBlindVMGetsNoIdleWarning(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
+	sim.AddVM(cakework.VM{ID: "blind", ImageID: "img"})
+	sim.SetVMQuiet("blind", true)
+	const idleAfter, warnBefore = 6 * time.Second, 3 * time.Second
+	a, p, as := autostopApp(t, clk, sim, idleAfter, warnBefore)
+	ctx := context.Background()
+	step := func() {
+		t.Helper()
+		clk.Advance(time.Second)
+		if err := p.TickVMs(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.TickLogs(ctx) // fails while the log route does
+		if err := as.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step() // the baseline
+	sim.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteGetVMLogs}, ErrorRate: 1})
+	const blindSteps = 120
+	for range blindSteps {
+		step()
+	}
+	if calls := sim.CallCount(cakeworksim.RouteGetVMLogs); calls == 0 || calls > blindSteps/4 {
+		t.Fatalf("%d log calls in %d polls: the stream did not fail and back off", calls, blindSteps)
+	}
+	if err := a.outbox.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := streamTypes(t, a, "cakework.vm.blind.>"); len(evs) != 0 {
+		t.Fatalf("events about a VM whose logs could not be read: %v", evs)
+	}
+	if sim.CallCount(cakeworksim.RouteStopVM) != 0 {
+		t.Fatal("stopped a VM whose logs could not be read")
+	}
+
+	sim.ClearFaults()
+	var recovered time.Time
+	for i := 0; i < 600 && sim.CallCount(cakeworksim.RouteStopVM) == 0; i++ {
+		step()
+		if k := p.VMKnowledge("blind"); recovered.IsZero() && !k.LogFailing {
+			recovered = k.LogRecovered
+		}
+	}
+	if recovered.IsZero() {
+		t.Fatal("the log was never read to the end again")
+	}
+	if err := a.outbox.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var evs []event.Event
+	for _, ev := range streamEvents(t, a, "cakework.vm.blind.>") {
+		if ev.Action() == "idle" || ev.Action() == "autostopped" {
+			evs = append(evs, ev)
+		}
+	}
+	if len(evs) != 2 || evs[0].ShortType() != "vm.idle" || evs[1].ShortType() != "vm.autostopped" {
+		t.Fatalf("auto-stop events about the VM once seen again: %d, want vm.idle then vm.autostopped", len(evs))
+	}
+	if warned := evs[0].Time.Sub(recovered); warned < idleAfter-warnBefore {
+		t.Fatalf("warned %v after its log was read again, want at least %v", warned, idleAfter-warnBefore)
+	}
+	if stopped := evs[1].Time.Sub(recovered); stopped < idleAfter {
+		t.Fatalf("stopped %v after its log was read again, want at least %v", stopped, idleAfter)
+	}
+}
+
 func streamTypes(t *testing.T, a *App, subject string) []string {
+	t.Helper()
+	var out []string
+	for _, ev := range streamEvents(t, a, subject) {
+		out = append(out, ev.ShortType())
+	}
+	return out
+}
+
+// streamEvents reads the events on subject from the relay's stream.
+func streamEvents(t *testing.T, a *App, subject string) []event.Event {
 	t.Helper()
 	ctx := context.Background()
 	c, err := a.Deps().Bus.JetStream().OrderedConsumer(ctx, a.Deps().Bus.Stream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	var out []event.Event
 	for {
 		m, err := c.Next(jetstream.FetchMaxWait(300 * time.Millisecond))
 		if err != nil {
@@ -119,7 +214,7 @@ func streamTypes(t *testing.T, a *App, subject string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, ev.ShortType())
+		out = append(out, ev)
 	}
 }
 

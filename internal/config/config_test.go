@@ -406,6 +406,7 @@ func TestValidate(t *testing.T) {
 		{"autostop images", "sinks: {autostop: {exclude_images: ['']}}", "sinks.autostop.exclude_images[0]", "must not be empty"},
 		{"autostop cached", "sinks: {autostop: {cached_vms: ['vm 1']}}", "sinks.autostop.cached_vms[0]", "is not a VM id"},
 		{"autostop key", "sinks: {autostop: {enabled: true}}", "sinks.autostop.enabled", "needs cakework.api_key"},
+		{"autostop check", "sinks: {autostop: {check: -1s}}", "sinks.autostop.check", "the longest auto-stop goes without evaluating idle clocks"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

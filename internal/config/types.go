@@ -180,6 +180,8 @@ type Autostop struct {
 	MaxStopsPerMinute int           `yaml:"max_stops_per_minute"`
 	ExcludeImages     []string      `yaml:"exclude_images"`
 	CachedVMs         []string      `yaml:"cached_vms"`
-	// Check is how often idle clocks are evaluated.
+	// Check is the longest auto-stop goes without evaluating idle clocks.
+	// They are also evaluated when a VM's warning or stop is due and after
+	// every VM sweep and logs pass, so this is only a safety net.
 	Check time.Duration `yaml:"check"`
 }

@@ -292,7 +292,9 @@ func (c *Config) validateSinks(v validator) {
 	if a.MaxStopsPerMinute < 1 {
 		v.add("sinks.autostop.max_stops_per_minute", "must be at least 1")
 	}
-	v.duration("sinks.autostop.check", a.Check)
+	if a.Check <= 0 {
+		v.add("sinks.autostop.check", "must be a duration more than 0, like 15s: the longest auto-stop goes without evaluating idle clocks (they are also evaluated when a warning or stop is due and after every poll)")
+	}
 	for i, s := range a.ExcludeImages {
 		if strings.TrimSpace(s) == "" {
 			v.add(fmt.Sprintf("sinks.autostop.exclude_images[%d]", i), "must not be empty")

@@ -84,7 +84,13 @@
 //     good and failed sweep, the last good and failed logs pass for that
 //     VM, its state, and its newest log line (from the cursor, so it
 //     survives restarts). A logs pass counts as good only when it read the
-//     stream to its end.
+//     stream to its end. SweepFailing and LogFailing say the relay cannot
+//     see the VM right now: the last sweep failed, or a logs pass failed
+//     and none has read the stream to its end since (while the stream
+//     backs off, no pass fails, yet the VM is still unseen).
+//     SweepRecovered and LogRecovered say since when it can see again.
+//   - OnVMKnowledge(f) has f called after each VM sweep and logs pass, so
+//     the auto-stopper evaluates idle clocks on fresh knowledge.
 //   - VMsInState(st) lists the VMs last seen in a state, with their image,
 //     since when, and that knowledge: what the auto-stopper plans from.
 //   - Client() is the shared API client: use it for stopVM so the rate

@@ -21,11 +21,22 @@ type Knowledge struct {
 	// every VM).
 	LastSweepOK     time.Time
 	LastSweepFailed time.Time
+	// SweepFailing: the last sweep failed. SweepRecovered is when a sweep
+	// first completed after the last failed one (zero if none failed).
+	SweepFailing   bool
+	SweepRecovered time.Time
 	// LastLogOK / LastLogFailed are the last logs pass over this VM's stream
 	// that read it to the end, and the last that failed. Zero LastLogOK: not
 	// read to the end yet.
 	LastLogOK     time.Time
 	LastLogFailed time.Time
+	// LogFailing: a logs pass over this VM's stream failed and none has
+	// read it to the end since. It stays set while the stream backs off
+	// (no pass is made, so none fails), and through passes that succeed
+	// without reaching the end. LogRecovered is when a pass first read the
+	// stream to its end after the last failure (zero if none failed).
+	LogFailing   bool
+	LogRecovered time.Time
 	// LastLogLine is the timestamp of the newest line emitted for this VM
 	// (persisted in its cursor, so it survives restarts).
 	LastLogLine time.Time
@@ -35,16 +46,20 @@ type Knowledge struct {
 
 // knowledge is the in-memory side of Knowledge.
 type knowledge struct {
-	mu          sync.Mutex
-	sweepOK     time.Time
-	sweepFailed time.Time
-	vms         map[string]*vmKnow
+	mu             sync.Mutex
+	sweepOK        time.Time
+	sweepFailed    time.Time
+	sweepFailing   bool
+	sweepRecovered time.Time
+	vms            map[string]*vmKnow
 }
 
 type vmKnow struct {
 	state         string
 	lastLogOK     time.Time
 	lastLogFailed time.Time
+	logFailing    bool
+	logRecovered  time.Time
 	lastLine      time.Time
 	tailing       bool
 }
@@ -82,24 +97,30 @@ func (k *knowledge) sweep(ok bool, at time.Time) {
 	k.mu.Lock()
 	if ok {
 		k.sweepOK = at
+		if k.sweepFailing {
+			k.sweepFailing, k.sweepRecovered = false, at
+		}
 	} else {
-		k.sweepFailed = at
+		k.sweepFailed, k.sweepFailing = at, true
 	}
 	k.mu.Unlock()
 }
 
 // logPass records a logs pass over a VM's stream. Only a pass that read the
-// stream to its end counts as LastLogOK: with pages left over, newer lines
-// (activity) may still be unread.
+// stream to its end counts as LastLogOK, and only such a pass ends a
+// failure: with pages left over, newer lines (activity) may still be
+// unread.
 func (k *knowledge) logPass(id string, ok, drained bool, at time.Time, newest time.Time, tailing bool) {
 	k.mu.Lock()
 	v := k.get(id)
-	if ok {
-		if drained {
-			v.lastLogOK = at
+	switch {
+	case ok && drained:
+		v.lastLogOK = at
+		if v.logFailing {
+			v.logFailing, v.logRecovered = false, at
 		}
-	} else {
-		v.lastLogFailed = at
+	case !ok:
+		v.lastLogFailed, v.logFailing = at, true
 	}
 	if newest.After(v.lastLine) {
 		v.lastLine = newest
@@ -114,11 +135,13 @@ func (p *Poller) VMKnowledge(id string) Knowledge {
 	k := p.know
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := Knowledge{LastSweepOK: k.sweepOK, LastSweepFailed: k.sweepFailed}
+	out := Knowledge{LastSweepOK: k.sweepOK, LastSweepFailed: k.sweepFailed,
+		SweepFailing: k.sweepFailing, SweepRecovered: k.sweepRecovered}
 	if v := k.vms[id]; v != nil {
 		out.Known = v.state != ""
 		out.State = v.state
 		out.LastLogOK, out.LastLogFailed = v.lastLogOK, v.lastLogFailed
+		out.LogFailing, out.LogRecovered = v.logFailing, v.logRecovered
 		out.LastLogLine = v.lastLine
 		out.Tailing = v.tailing
 	}

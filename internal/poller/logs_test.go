@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,5 +253,86 @@ func TestRefusedTokenRestartsWindow(t *testing.T) {
 	got := logLines(t, e.published("vm.log"), "vm-1")
 	if want := e.truth(cakework.LogVM, "vm-1"); !slices.Equal(got, want) {
 		t.Fatalf("got %d lines, want %d", len(got), len(want))
+	}
+}
+
+// A VM whose log polls fail is "failing" until a pass reads its log to the
+// end again: through its backoff (no call, so no new failure) and through
+// a pass that succeeds but leaves pages unread. The first draining pass is
+// when it recovered. The sweep has the same pair.
+func TestLogFailingUntilReadToTheEnd(t *testing.T) {
+	e := newEnv(t, testConfig(), cakeworksim.Options{}).open() // 2 pages of 3 lines a pass
+	e.mustTick(ScheduleVMs)
+	e.sim.AddVM(cakework.VM{ID: "vm-1"})
+	e.mustTick(ScheduleVMs)
+	e.clk.Advance(time.Second)
+	e.mustTick(ScheduleLogs)
+	if k := e.p.VMKnowledge("vm-1"); k.LogFailing || k.LastLogOK.IsZero() || !k.LogRecovered.IsZero() {
+		t.Fatalf("healthy stream: %+v", k)
+	}
+
+	e.clk.Advance(time.Second)
+	e.sim.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteGetVMLogs}, FailNext: 1})
+	if err := e.tick(ScheduleLogs); err == nil {
+		t.Fatal("the failing pass succeeded")
+	}
+	failedAt := e.clk.Now()
+	calls := e.sim.CallCount(cakeworksim.RouteGetVMLogs)
+	e.clk.Advance(100 * time.Millisecond) // inside the backoff: no call
+	e.mustTick(ScheduleLogs)
+	if e.sim.CallCount(cakeworksim.RouteGetVMLogs) != calls {
+		t.Fatal("called inside the backoff")
+	}
+	if k := e.p.VMKnowledge("vm-1"); !k.LogFailing || !k.LastLogFailed.Equal(failedAt) {
+		t.Fatalf("backing off: %+v", k)
+	}
+
+	for i := range 10 {
+		e.sim.AppendVMLogs("vm-1", cakework.LogLine{Message: fmt.Sprintf("line %d", i)})
+	}
+	e.clk.Advance(10 * time.Second)
+	e.mustTick(ScheduleLogs) // 6 of 10 lines: not to the end
+	if k := e.p.VMKnowledge("vm-1"); !k.LogFailing || !k.LogRecovered.IsZero() {
+		t.Fatalf("a pass that left pages unread ended the failure: %+v", k)
+	}
+	e.clk.Advance(time.Second)
+	e.mustTick(ScheduleLogs)
+	if k := e.p.VMKnowledge("vm-1"); k.LogFailing || !k.LogRecovered.Equal(e.clk.Now()) || !k.LastLogOK.Equal(e.clk.Now()) {
+		t.Fatalf("drained: %+v", k)
+	}
+
+	e.sim.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteListVMs}, FailNext: 1})
+	e.clk.Advance(time.Second)
+	if err := e.tick(ScheduleVMs); err == nil {
+		t.Fatal("the failing sweep succeeded")
+	}
+	if k := e.p.VMKnowledge("vm-1"); !k.SweepFailing || !k.SweepRecovered.IsZero() {
+		t.Fatalf("failed sweep: %+v", k)
+	}
+	e.clk.Advance(time.Second)
+	e.mustTick(ScheduleVMs)
+	if k := e.p.VMKnowledge("vm-1"); k.SweepFailing || !k.SweepRecovered.Equal(e.clk.Now()) {
+		t.Fatalf("sweep recovered: %+v", k)
+	}
+}
+
+// OnVMKnowledge's callback runs after each VM sweep and logs pass, failed
+// or not, and not after a builds tick.
+func TestOnVMKnowledgeAfterSweepsAndLogPasses(t *testing.T) {
+	e := newEnv(t, testConfig(), cakeworksim.Options{}).open()
+	var calls atomic.Int32
+	e.p.OnVMKnowledge(func() { calls.Add(1) })
+	e.mustTick(ScheduleVMs)
+	e.mustTick(ScheduleLogs)
+	e.mustTick(ScheduleBuilds)
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d calls after a sweep, a logs pass and a builds tick, want 2", n)
+	}
+	e.sim.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteListVMs}, FailNext: 1})
+	if err := e.tick(ScheduleVMs); err == nil {
+		t.Fatal("the failing sweep succeeded")
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("%d calls, want 3 after a failed sweep", n)
 	}
 }

@@ -110,6 +110,8 @@ type Poller struct {
 
 	know *knowledge
 
+	notifyMu sync.Mutex
+	notify   func() // OnVMKnowledge's callback
 	// beforeLogCommit, when set (tests), runs before each log page's
 	// transaction; an error aborts the stream as a crash would.
 	beforeLogCommit func(kind, id string) error
@@ -202,6 +204,26 @@ func New(o Options) (*Poller, error) {
 // are shared by every caller, so in-process consumers (the auto-stopper)
 // should call the API through it.
 func (p *Poller) Client() *cakework.Client { return p.client }
+
+// OnVMKnowledge registers f, called after every VM sweep and every logs
+// pass, whether it succeeded or failed: what the poller knows of VMs may
+// have changed. The auto-stopper re-evaluates idle clocks then. f runs on
+// the tick's goroutine and must not block. It may be set while ticks run;
+// a later call replaces f.
+func (p *Poller) OnVMKnowledge(f func()) {
+	p.notifyMu.Lock()
+	p.notify = f
+	p.notifyMu.Unlock()
+}
+
+func (p *Poller) notifyKnowledge() {
+	p.notifyMu.Lock()
+	f := p.notify
+	p.notifyMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
 
 // Name implements the app component interface.
 func (p *Poller) Name() string { return "poller" }
@@ -402,6 +424,9 @@ func (p *Poller) tick(ctx context.Context, s *schedule) error {
 	start := p.clk.Now()
 	err := s.fn(ctx)
 	took := p.clk.Now().Sub(start)
+	if s.name == ScheduleVMs || s.name == ScheduleLogs {
+		p.notifyKnowledge()
+	}
 	s.mu.Lock()
 	s.ticks++
 	s.lastTook = took

@@ -5,7 +5,7 @@
 // JetStream and the callback receivers.
 //
 // The tests in this package (crash matrix, external NATS outage, sink
-// outage, short soak) are the CI forms. bench/reliability runs the long
+// outage, short soak, auto-stop timing) are the CI forms. bench/reliability runs the long
 // forms and prints the figures recorded in BENCHMARKS.md.
 //
 // Nothing here is used by the relay itself.

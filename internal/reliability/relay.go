@@ -47,7 +47,10 @@ type RelayConfig struct {
 	CallbackEvents []string
 	CallbackRetry  string // YAML flow map, e.g. {initial: 20ms, max_interval: 200ms, max_attempts: 10000}
 	CallbackConc   int
-	LogLevel       string
+	// Autostop, when set, is sinks.autostop as a YAML flow map, e.g.
+	// {enabled: true, idle_after: 3s, warn_before: 1s}.
+	Autostop string
+	LogLevel string
 }
 
 // YAML renders the relay config file.
@@ -101,6 +104,12 @@ func (c RelayConfig) YAML() string {
 		fmt.Fprintf(&b, "poller:\n  vms: {schedule: %q}\n  builds: {schedule: %q}\n  logs: {schedule: %q, batch: %d, max_pages: %d, vms: true, builds: true}\n  shutdown_timeout: 1s\n",
 			or(c.VMsEvery, "@every 1s"), or(c.BuildsEvery, "@every 1s"), or(c.LogsEvery, "@every 1s"), batch, pages)
 	}
+	if c.CallbackURL != "" || c.Autostop != "" {
+		b.WriteString("sinks:\n")
+	}
+	if c.Autostop != "" {
+		fmt.Fprintf(&b, "  autostop: %s\n", c.Autostop)
+	}
 	if c.CallbackURL != "" {
 		ev := c.CallbackEvents
 		if len(ev) == 0 {
@@ -111,7 +120,7 @@ func (c RelayConfig) YAML() string {
 			retry = "{initial: 20ms, max_interval: 200ms, max_attempts: 100000}"
 		}
 		conc := max(c.CallbackConc, 1)
-		fmt.Fprintf(&b, "sinks:\n  http:\n    - name: cb\n      url: %q\n      secret: %q\n      events: [%s]\n      timeout: 2s\n      concurrency: %d\n      retry: %s\n",
+		fmt.Fprintf(&b, "  http:\n    - name: cb\n      url: %q\n      secret: %q\n      events: [%s]\n      timeout: 2s\n      concurrency: %d\n      retry: %s\n",
 			c.CallbackURL, CallbackSecret, quoteList(ev), conc, retry)
 	}
 	return b.String()

@@ -24,6 +24,10 @@ const SinkName = "autostop"
 // stopsKey holds the times of the last minute's stops, for the cap.
 const stopsKey = "stops"
 
+// DefaultCheck is the longest the loop goes without evaluating when
+// Config.Check is unset. Deadlines and polls make it evaluate sooner.
+const DefaultCheck = 15 * time.Second
+
 // VM is what the poller knows of one VM.
 type VM struct {
 	ID      string
@@ -41,9 +45,17 @@ type VM struct {
 	// poll of this VM. Zero means never (since this process started).
 	LastSweepOK, LastSweepFailed time.Time
 	LastLogOK, LastLogFailed     time.Time
+	// SweepFailing: the last sweep failed. LogFailing: a log poll of this VM
+	// failed and none has read its log to the end since (it may be backing
+	// off, making no call). Either way the relay cannot see the VM.
+	SweepFailing, LogFailing bool
+	// SweepRecovered / LogRecovered: when a sweep, and a log poll that read
+	// to the end, first succeeded after the last failed one.
+	SweepRecovered, LogRecovered time.Time
 }
 
-// Source is the poller, seen from here.
+// Source is the poller, seen from here. Whoever wires it in should call
+// Kick after each VM sweep and logs pass.
 type Source interface {
 	// StartedVMs lists the VMs the latest complete sweep saw as started.
 	StartedVMs() []VM
@@ -91,8 +103,12 @@ type AutoStop struct {
 	stops       []time.Time
 	stopsLoaded bool
 
+	kick   chan struct{} // 1-buffered: a pending evaluation
 	cancel context.CancelFunc
 	done   chan struct{}
+	// waiting, when set (tests), is told when the loop next evaluates
+	// unless kicked, right before it waits.
+	waiting func(at time.Time)
 
 	warned, stopped, capped, failed prometheus.Counter
 }
@@ -116,11 +132,12 @@ func New(o Options) (*AutoStop, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Config.Check <= 0 {
-		o.Config.Check = 15 * time.Second
+		o.Config.Check = DefaultCheck
 	}
 	a := &AutoStop{
-		o:   o,
-		log: o.Logger.With("component", "autostop", "dry_run", o.Config.DryRun),
+		o:    o,
+		log:  o.Logger.With("component", "autostop", "dry_run", o.Config.DryRun),
+		kick: make(chan struct{}, 1),
 		warned: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_autostop_warnings_total",
 			Help: "vm.idle warnings emitted."}),
 		stopped: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_autostop_stops_total",
@@ -139,24 +156,56 @@ func New(o Options) (*AutoStop, error) {
 // Name is the component name.
 func (a *AutoStop) Name() string { return "autostop" }
 
-// Start runs the check loop every Config.Check on the injected clock.
+// Start runs the evaluation loop on the injected clock. It evaluates at
+// once, then at the earliest deadline it found (a warning or a stop due),
+// whenever it is kicked (the poller learnt something), and at least every
+// Config.Check.
 func (a *AutoStop) Start(ctx context.Context) error {
 	ctx, a.cancel = context.WithCancel(ctx)
 	a.done = make(chan struct{})
 	go func() {
 		defer close(a.done)
-		for {
-			if err := clock.Sleep(ctx, a.o.Clock, a.o.Config.Check); err != nil {
-				return
-			}
-			if err := a.Check(ctx); err != nil && ctx.Err() == nil {
-				a.log.Warn("auto-stop check failed", "err", err)
-			}
-		}
+		a.run(ctx)
 	}()
 	a.log.Info("auto-stop on", "idle_after", a.o.Config.IdleAfter, "warn_before", a.o.Config.WarnBefore,
 		"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
 	return nil
+}
+
+func (a *AutoStop) run(ctx context.Context) {
+	for {
+		next, err := a.check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			a.log.Warn("auto-stop check failed", "err", err)
+		}
+		now := a.o.Clock.Now()
+		wait := a.o.Config.Check
+		if !next.IsZero() {
+			wait = min(wait, next.Sub(now))
+		}
+		due := a.o.Clock.After(wait)
+		if a.waiting != nil {
+			a.waiting(now.Add(wait))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-due:
+		}
+	}
+}
+
+// Kick asks for an evaluation soon, on fresh knowledge. It never blocks:
+// kicks that arrive while one is pending are one.
+func (a *AutoStop) Kick() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Stop ends the loop and waits for a running check, bounded by ctx.
@@ -187,10 +236,21 @@ type plan struct {
 	stopAt    time.Time
 	warn      bool
 	stop      bool
+	// next is when this VM is due next (its warning or its stop), if that
+	// is after now. Zero when only new knowledge can make it due: it is
+	// not idle, it cannot be seen, or its stop waits for a fresh poll.
+	next time.Time
 }
 
 // Check evaluates every started VM once: warnings, then stops.
 func (a *AutoStop) Check(ctx context.Context) error {
+	_, err := a.check(ctx)
+	return err
+}
+
+// check is Check; it also returns the earliest time a VM is due next
+// (zero for none), when the loop evaluates again.
+func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.o.Clock.Now()
@@ -207,9 +267,17 @@ func (a *AutoStop) Check(ctx context.Context) error {
 		}
 		return nil
 	}); err != nil {
-		return err
+		return time.Time{}, err
 	}
-	var errs []error
+	var (
+		errs []error
+		next time.Time
+	)
+	sooner := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
 	for _, vm := range vms {
 		p := a.plan(vm, recs[vm.ID], now)
 		if p.warn {
@@ -218,13 +286,19 @@ func (a *AutoStop) Check(ctx context.Context) error {
 				continue
 			}
 		}
+		sooner(p.next)
 		if p.stop {
-			if err := a.stopVM(ctx, p, now); err != nil {
+			capped, err := a.stopVM(ctx, p, now)
+			if err != nil {
 				errs = append(errs, err)
+			}
+			if capped && len(a.stops) > 0 {
+				// Due again when the oldest stop leaves the last minute.
+				sooner(a.stops[0].Add(time.Minute))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return next, errors.Join(errs...)
 }
 
 func (a *AutoStop) excluded(image string) bool {
@@ -259,6 +333,17 @@ func latest(ts ...time.Time) time.Time {
 	return m
 }
 
+// unseen reports whether the relay cannot see vm right now: no sweep (and,
+// with logs watched, no log poll that read to the end) since this process
+// started, or the last sweep failed, or its log polls are failing or
+// backing off. Such a VM is never called idle, let alone stopped.
+func (a *AutoStop) unseen(vm VM) bool {
+	if vm.LastSweepOK.IsZero() || vm.SweepFailing {
+		return true
+	}
+	return a.o.LogsWatched && (vm.LastLogOK.IsZero() || vm.LogFailing)
+}
+
 func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	p := plan{vm: vm, rec: r}
 	if vm.State != "started" || a.excluded(vm.ImageID) || vm.StartedAt.IsZero() {
@@ -267,13 +352,19 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	if !r.StoppedStart.IsZero() && r.StoppedStart.Equal(vm.StartedAt) {
 		return p // never twice
 	}
-	failed := vm.LastSweepFailed
+	if a.unseen(vm) {
+		return p // the poll that sees it again kicks a check
+	}
+	// Since the relay can see the VM again, it must stay quiet for the
+	// whole idle_after.
+	failed := latest(vm.LastSweepFailed, vm.SweepRecovered)
 	if a.o.LogsWatched {
-		failed = latest(failed, vm.LastLogFailed)
+		failed = latest(failed, vm.LastLogFailed, vm.LogRecovered)
 	}
 	p.idleSince = latest(vm.StartedAt, vm.WatchedSince, vm.LastLogLine, r.LastSignal, failed)
 	warnAt := p.idleSince.Add(a.o.Config.IdleAfter - a.o.Config.WarnBefore)
 	if now.Before(warnAt) {
+		p.next = warnAt
 		return p
 	}
 	warnedThisPeriod := r.WarnedFor.Equal(p.idleSince)
@@ -284,9 +375,11 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	}
 	p.stopAt = latest(p.idleSince.Add(a.o.Config.IdleAfter), warnedAt.Add(a.o.Config.WarnBefore))
 	if now.Before(p.stopAt) || p.warn {
+		p.next = p.stopAt
 		return p
 	}
 	// Fresh knowledge: a sweep and a log poll succeeded since the warning.
+	// If not yet, the polls that bring it kick a check.
 	if !vm.LastSweepOK.After(warnedAt) || (a.o.LogsWatched && !vm.LastLogOK.After(warnedAt)) {
 		a.log.Info("idle VM kept: no fresh poll since the warning", "vm", vm.ID)
 		return p
@@ -388,19 +481,25 @@ func (a *AutoStop) stillDue(p plan) bool {
 	return true
 }
 
-func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
+// stopVM stops p's VM unless something changed; capped reports that
+// max_stops_per_minute held it back.
+func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) (capped bool, err error) {
 	if !a.underCap(now) {
 		a.capped.Inc()
 		a.log.Warn("auto-stop cap reached: VM not stopped this minute", "vm", p.vm.ID,
 			"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
-		return nil
+		return true, nil
 	}
 	// The poller's view may have moved on while earlier stops of this check
 	// waited (the rate limit, a 429 pause, a slow call): plan again on a
 	// fresh reading of this VM right before the call that cannot be undone.
 	if !a.stillDue(p) {
-		return nil
+		return false, nil
 	}
+	return false, a.callStop(ctx, p, now)
+}
+
+func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 	// A signal may have arrived since Check read the records: look again.
 	var changed bool
 	if err := a.o.Store.View(func(tx *state.Tx) (err error) {
@@ -477,7 +576,12 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) error {
 		return fmt.Errorf("auto-stop: record stop of %s: %w", p.vm.ID, err)
 	}
 	a.stopped.Inc()
-	a.log.Warn("VM auto-stopped", "vm", p.vm.ID, "call", call, "idle", idle.Round(time.Second), "already_stopped", already)
+	// A real stop is worth a warning in the log; a dry run's is not.
+	level := slog.LevelWarn
+	if a.o.Config.DryRun {
+		level = slog.LevelInfo
+	}
+	a.log.Log(ctx, level, "VM auto-stopped", "vm", p.vm.ID, "call", call, "idle", idle.Round(time.Second), "already_stopped", already)
 	return nil
 }
 

@@ -20,27 +20,67 @@ import (
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
 // fakePoller is the poller's knowledge, set by the test. Every check, the
-// "poller" has just swept and read logs successfully unless told otherwise.
+// "poller" has just swept and read logs successfully unless told otherwise;
+// with manual set, it polls only when the test calls poll.
 type fakePoller struct {
 	mu  sync.Mutex
 	clk *clock.Fake
 	vms map[string]*VM
 	// logFails marks VMs whose log endpoint is failing.
 	logFails map[string]bool
+	// backoff marks VMs whose log stream backs off: no call is made, so
+	// nothing about their logs changes.
+	backoff map[string]bool
+	manual  bool
+}
+
+func newFakePoller(clk *clock.Fake) *fakePoller {
+	return &fakePoller{clk: clk, vms: map[string]*VM{}, logFails: map[string]bool{}, backoff: map[string]bool{}}
+}
+
+// poll is one successful VM sweep and one logs pass that reads every log
+// to the end, except as logFails and backoff say.
+func (f *fakePoller) poll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pollLocked()
+}
+
+func (f *fakePoller) pollLocked() {
+	now := f.clk.Now()
+	for id, v := range f.vms {
+		v.LastSweepOK = now
+		switch {
+		case f.backoff[id]:
+		case f.logFails[id]:
+			v.LastLogFailed, v.LogFailing = now, true
+		default:
+			v.LastLogOK = now
+			if v.LogFailing {
+				v.LogFailing, v.LogRecovered = false, now
+			}
+		}
+	}
+}
+
+// forget is the poller's restart: what it knew in memory is gone.
+func (f *fakePoller) forget() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, v := range f.vms {
+		*v = VM{ID: v.ID, State: v.State, ImageID: v.ImageID, StartedAt: v.StartedAt,
+			WatchedSince: v.WatchedSince, LastLogLine: v.LastLogLine}
+	}
 }
 
 func (f *fakePoller) StartedVMs() []VM {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := f.clk.Now()
+	if !f.manual {
+		f.pollLocked()
+	}
 	var out []VM
-	for id, v := range f.vms {
-		v.LastSweepOK = now
-		if f.logFails[id] {
-			v.LastLogFailed = now
-		} else {
-			v.LastLogOK = now
-		}
+	for _, v := range f.vms {
 		if v.State == "started" {
 			out = append(out, *v)
 		}
@@ -72,7 +112,7 @@ func newEnv(t *testing.T, cfg config.Autostop) *env {
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, clk: clk, sim: sim, dir: t.TempDir(), cfg: cfg,
-		src: &fakePoller{clk: clk, vms: map[string]*VM{}, logFails: map[string]bool{}}}
+		src: newFakePoller(clk)}
 	e.open(srv.URL)
 	return e
 }
@@ -124,22 +164,32 @@ func (e *env) run(d time.Duration, each func()) {
 	}
 }
 
-// events returns the outbox's events of type vm.<action> per VM.
-func (e *env) events(action string) map[string]int {
+// outboxEvents returns the outbox's events of type vm.<action>, in order.
+func (e *env) outboxEvents(action string) []event.Event {
 	e.t.Helper()
 	entries, err := e.store.PeekOutbox(100000)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out := map[string]int{}
+	var out []event.Event
 	for _, en := range entries {
 		ev, err := event.Decode(en.Payload)
 		if err != nil {
 			e.t.Fatal(err)
 		}
 		if ev.ShortType() == "vm."+action {
-			out[ev.Subject]++
+			out = append(out, ev)
 		}
+	}
+	return out
+}
+
+// events counts the outbox's events of type vm.<action> per VM.
+func (e *env) events(action string) map[string]int {
+	e.t.Helper()
+	out := map[string]int{}
+	for _, ev := range e.outboxEvents(action) {
+		out[ev.Subject]++
 	}
 	return out
 }
