@@ -282,7 +282,6 @@ sinks:
     enabled: true
     idle_after: 5s
     warn_before: 2s
-    check: 1s
     max_stops_per_minute: 20
 `, dataDir, httpAddr, simURL, apiKey, natsAddr, secret)
 }
