@@ -1,11 +1,15 @@
 // Package health follows one condition that can fail and recover (a poller
 // schedule, a sink's target) so that failures are loud once, not silent and
 // not a flood: the owner logs at WARN when the condition starts failing and
-// when it recovers, and at most once per Repeat while it keeps failing.
+// when it recovers, and at most once per Repeat while it keeps failing. A
+// condition that flaps (fails, recovers, fails again within Repeat) is not
+// logged at every turn: a failure within Repeat of the last logged
+// transition is told in the next reminder, with the number of flaps.
 //
 // A failing condition makes the relay "degraded", not unready: it can
 // still accept webhooks. Degraded returns the reason /readyz and
-// /v1/status show.
+// /v1/status show. It holds no error text: /readyz answers anyone, and
+// errors can quote a target's answer; the error is in /v1/status.
 package health
 
 import (
@@ -20,14 +24,17 @@ const DefaultRepeat = 5 * time.Minute
 // Tracker is one condition. The zero value is ready to use (healthy); it is
 // safe for concurrent use.
 type Tracker struct {
-	// Repeat is the least time between two "still failing" reports;
+	// Repeat is the least time between two "still failing" reports, and
+	// between a logged recovery and the next logged failure;
 	// DefaultRepeat when zero.
 	Repeat time.Duration
 
 	mu       sync.Mutex
 	failing  bool
+	loud     bool // this failing spell was logged, so its recovery is too
 	since    time.Time
 	failures int // consecutive, since the last success
+	flaps    int // failing spells not logged since the last report
 	lastLog  time.Time
 	lastErr  string
 }
@@ -40,10 +47,10 @@ const (
 	Quiet Change = iota
 	// Failing: the condition just started failing.
 	Failing
-	// StillFailing: it keeps failing, and Repeat has passed since the last
-	// report.
+	// StillFailing: it keeps failing (or keeps flapping), and Repeat has
+	// passed since the last report.
 	StillFailing
-	// Recovered: it succeeded after failing.
+	// Recovered: it succeeded after a failure that was logged.
 	Recovered
 )
 
@@ -52,7 +59,10 @@ type State struct {
 	Failing  bool
 	Since    time.Time // when it started failing
 	Failures int       // consecutive failures
-	LastErr  string
+	// Flaps is how many failing spells went unlogged since the last
+	// report, because they came within Repeat of it.
+	Flaps   int
+	LastErr string
 }
 
 // Fail records a failure at now.
@@ -64,13 +74,22 @@ func (t *Tracker) Fail(now time.Time, err error) (Change, State) {
 	c := Quiet
 	switch {
 	case !t.failing:
-		t.failing, t.since, t.lastLog = true, now, now
-		c = Failing
+		t.failing, t.since = true, now
+		if t.lastLog.IsZero() || now.Sub(t.lastLog) >= t.repeat() {
+			t.loud, t.lastLog = true, now
+			c = Failing
+		} else {
+			t.flaps++
+		}
 	case now.Sub(t.lastLog) >= t.repeat():
-		t.lastLog = now
+		t.loud, t.lastLog = true, now
 		c = StillFailing
 	}
-	return c, t.state()
+	s := t.state()
+	if c != Quiet {
+		t.flaps = 0
+	}
+	return c, s
 }
 
 // OK records a success at now. The State is the failing spell that ended,
@@ -83,8 +102,13 @@ func (t *Tracker) OK(now time.Time) (Change, State) {
 		return Quiet, State{}
 	}
 	s := t.state()
-	t.failing, t.failures, t.lastErr = false, 0, ""
-	return Recovered, s
+	c := Quiet
+	if t.loud {
+		t.lastLog = now
+		c = Recovered
+	}
+	t.failing, t.loud, t.failures, t.lastErr = false, false, 0, ""
+	return c, s
 }
 
 // Current is the condition now.
@@ -94,17 +118,17 @@ func (t *Tracker) Current() State {
 	return t.state()
 }
 
-// Degraded is nil while healthy, or why not.
+// Degraded is nil while healthy, or why not, without the error's text.
 func (t *Tracker) Degraded() error {
 	s := t.Current()
 	if !s.Failing {
 		return nil
 	}
-	return fmt.Errorf("failing since %s (%d in a row): %s", s.Since.UTC().Format(time.RFC3339), s.Failures, s.LastErr)
+	return fmt.Errorf("failing since %s (%d in a row)", s.Since.UTC().Format(time.RFC3339), s.Failures)
 }
 
 func (t *Tracker) state() State {
-	return State{Failing: t.failing, Since: t.since, Failures: t.failures, LastErr: t.lastErr}
+	return State{Failing: t.failing, Since: t.since, Failures: t.failures, Flaps: t.flaps, LastErr: t.lastErr}
 }
 
 func (t *Tracker) repeat() time.Duration {

@@ -29,7 +29,7 @@ func TestTransitionsAreReportedOnce(t *testing.T) {
 		{62 * time.Second, true, Quiet},
 		{70 * time.Second, false, Recovered},
 		{71 * time.Second, false, Quiet},
-		{72 * time.Second, true, Failing},
+		{200 * time.Second, true, Failing},
 	}
 	for i, s := range steps {
 		var c Change
@@ -47,7 +47,39 @@ func TestTransitionsAreReportedOnce(t *testing.T) {
 		}
 	}
 	err := tr.Degraded()
-	if err == nil || !strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "1 in a row") {
+	if err == nil || !strings.Contains(err.Error(), "1 in a row") {
 		t.Fatalf("Degraded = %v", err)
+	}
+	if strings.Contains(err.Error(), "boom") {
+		t.Fatalf("Degraded quotes the error (it is shown unauthenticated): %v", err)
+	}
+}
+
+// A condition that fails and recovers at every turn is logged once per
+// Repeat, not at every turn, and the reminder counts the flaps.
+func TestFlappingIsRateLimited(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tr := Tracker{Repeat: time.Minute}
+	changes := map[Change]int{}
+	var reminded State
+	for i := range 600 { // 10 minutes, a turn a second
+		now := t0.Add(time.Duration(i) * time.Second)
+		var c Change
+		var st State
+		if i%2 == 0 {
+			c, st = tr.Fail(now, errors.New("boom"))
+		} else {
+			c, st = tr.OK(now)
+		}
+		changes[c]++
+		if c == Failing && st.Flaps > 0 {
+			reminded = st
+		}
+	}
+	if n := changes[Failing] + changes[Recovered] + changes[StillFailing]; n > 2*10+2 {
+		t.Fatalf("%d reports in 10 minutes of flapping at Repeat 1m: %v", n, changes)
+	}
+	if changes[Failing] < 5 || reminded.Flaps == 0 {
+		t.Fatalf("flapping was not reported with its count: %v, last %+v", changes, reminded)
 	}
 }

@@ -47,8 +47,14 @@ func TestFailingScheduleWarnsOncePerTransition(t *testing.T) {
 		t.Fatalf("warning lacks schedule, cause or fix: %+v", w[0])
 	}
 	err := e.p.Degraded()
-	if err == nil || !strings.Contains(err.Error(), "schedule vms failing since") || !strings.Contains(err.Error(), "503") {
+	if err == nil || !strings.Contains(err.Error(), "schedule vms failing since") || !strings.Contains(err.Error(), "Cakework API is failing") {
 		t.Fatalf("Degraded() = %v", err)
+	}
+	if strings.Contains(err.Error(), "503") {
+		t.Fatalf("Degraded() quotes the error; /readyz answers anyone: %v", err)
+	}
+	if st := e.p.Status().Schedules[ScheduleVMs]; !strings.Contains(st.LastErr, "503") {
+		t.Fatalf("the error is not in the status: %+v", st)
 	}
 	if st := e.p.Status().Schedules[ScheduleVMs]; !st.Failing || st.FailingSince.IsZero() || st.Hint == "" {
 		t.Fatalf("status while failing: %+v", st)
@@ -99,5 +105,47 @@ func TestHintForRefusedConnection(t *testing.T) {
 	}
 	if h := cakework.Hint(nil); h != "" {
 		t.Fatalf("Hint(nil) = %q", h)
+	}
+}
+
+// One log stream that always fails backs off, and the ticks that skip it
+// make no call: they must not count as a recovery, or the schedule's
+// warnings would flap with every backoff.
+func TestBackoffIsNotRecovery(t *testing.T) {
+	log, rec := logtest.New()
+	e := newEnv(t, testConfig(), cakeworksim.Options{})
+	e.noBus, e.logger = true, log
+	e.open()
+	addVMs(e, "vm-a")
+	e.mustTick(ScheduleVMs)
+	e.sim.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteGetVMLogs}, FailNext: 1 << 30, ErrorStatus: 503})
+	calls := 0
+	for range 600 { // 10 minutes, a logs tick a second
+		e.clk.Advance(time.Second)
+		if err := e.tick(ScheduleLogs); err != nil {
+			calls++
+		}
+		if e.p.Degraded() == nil {
+			t.Fatalf("degraded cleared while the stream only backed off:\n%s", rec)
+		}
+	}
+	if calls < 100 || calls > 300 {
+		t.Fatalf("%d failing ticks in 600: the stream did not back off as expected", calls)
+	}
+	if n := len(rec.Find(slog.LevelWarn, "poller schedule failing")); n != 1 {
+		t.Fatalf("%d 'failing' warnings, want 1:\n%s", n, rec)
+	}
+	if n := len(rec.Find(slog.LevelWarn, "poller schedule recovered")); n != 0 {
+		t.Fatalf("%d 'recovered' warnings while it never recovered:\n%s", n, rec)
+	}
+	if n := len(rec.Find(slog.LevelWarn, "poller schedule still failing")); n < 1 || n > 2 {
+		t.Fatalf("%d reminders in 10 minutes, want 1 or 2:\n%s", n, rec)
+	}
+	// Fixed: the next call succeeds, and that is the recovery.
+	e.sim.ClearFaults()
+	e.clk.Advance(10 * time.Second)
+	e.mustTick(ScheduleLogs)
+	if n := len(rec.Find(slog.LevelWarn, "poller schedule recovered")); n != 1 || e.p.Degraded() != nil {
+		t.Fatalf("no recovery after the stream was read again:\n%s", rec)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,6 +121,9 @@ type Poller struct {
 type resourceBackoff struct {
 	b    cakework.Backoff
 	next time.Time
+	// trouble: the failure was upstream trouble, not a 404 (a resource
+	// unknown upstream backs off too, but does not fail its schedule).
+	trouble bool
 }
 
 // New checks options and builds the client. Nothing runs until Start.
@@ -182,12 +186,13 @@ func New(o Options) (*Poller, error) {
 	for _, s := range []struct {
 		name, spec string
 		fn         func(context.Context) error
+		keys       string // the prefix of its resources' backoff keys
 	}{
-		{ScheduleVMs, o.Config.VMs.Schedule, p.sweepVMs},
-		{ScheduleBuilds, o.Config.Builds.Schedule, p.pollBuilds},
-		{ScheduleLogs, o.Config.Logs.Schedule, p.tailLogs},
+		{ScheduleVMs, o.Config.VMs.Schedule, p.sweepVMs, "getVM/"},
+		{ScheduleBuilds, o.Config.Builds.Schedule, p.pollBuilds, "getBuild/"},
+		{ScheduleLogs, o.Config.Logs.Schedule, p.tailLogs, "logs/"},
 	} {
-		sc := &schedule{name: s.name, spec: s.spec, fn: s.fn}
+		sc := &schedule{name: s.name, spec: s.spec, fn: s.fn, keys: s.keys}
 		if s.spec != "" {
 			cs, err := config.ParseSchedule(s.spec)
 			if err != nil {
@@ -375,6 +380,7 @@ type schedule struct {
 	lastErr     string
 	lastTook    time.Duration
 	hint        string // what to check, for the last failure
+	keys        string // prefix of its resources' backoff keys
 }
 
 // scheduled is what cron runs: jitter, then the tick.
@@ -439,7 +445,10 @@ func (p *Poller) tick(ctx context.Context, s *schedule) error {
 	}
 	s.mu.Unlock()
 	p.m.tickSeconds.WithLabelValues(s.name).Observe(took.Seconds())
-	if ctx.Err() == nil {
+	// A tick that only skipped a resource backing off after trouble has
+	// not recovered: without this the schedule's health would flap with
+	// every backoff.
+	if ctx.Err() == nil && (err != nil || !p.troubled(s.keys)) {
 		p.noteHealth(s, err)
 	}
 	if err != nil {
@@ -481,6 +490,9 @@ func (p *Poller) noteHealth(s *schedule, err error) {
 	}
 	if c == health.StillFailing {
 		attrs = append(attrs, "failures", st.Failures, "since", st.Since.UTC().Format(time.RFC3339))
+	}
+	if st.Flaps > 0 {
+		attrs = append(attrs, "flaps_since_last_report", st.Flaps)
 	}
 	p.log.Warn(msg, attrs...)
 }
@@ -533,6 +545,24 @@ func (p *Poller) failed(key string, err error) {
 		p.backoffs[key] = rb
 	}
 	rb.next = p.clk.Now().Add(rb.b.NextFor(err))
+	rb.trouble = !cakework.IsNotFound(err)
+}
+
+// troubled reports whether a resource whose backoff key starts with prefix
+// is backing off after upstream trouble. A tick that skipped it made no
+// failing call, but has not recovered. Once its backoff has passed, the
+// next tick calls it (and fails, or clears it); a resource that is gone
+// (a retired stream, an unwatched build) then stops counting.
+func (p *Poller) troubled(prefix string) bool {
+	now := p.clk.Now()
+	p.backoffMu.Lock()
+	defer p.backoffMu.Unlock()
+	for k, rb := range p.backoffs {
+		if rb.trouble && now.Before(rb.next) && strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // succeeded clears key's backoff and any 401 condition.

@@ -720,11 +720,14 @@ func (r *Runner) noteHealth(err error) {
 	c, st := r.health.Fail(now, err)
 	switch c {
 	case health.Failing:
-		r.log.Warn("sink failing: its events are retried with backoff, then dead-lettered; check the endpoint",
-			"endpoint", r.o.Endpoint, "err", err, "max_attempts", r.o.Retry.MaxAttempts)
+		attrs := []any{"endpoint", r.o.Endpoint, "err", err, "max_attempts", r.o.Retry.MaxAttempts}
+		if st.Flaps > 0 {
+			attrs = append(attrs, "flaps_since_last_report", st.Flaps)
+		}
+		r.log.Warn("sink failing: its events are retried with backoff, then dead-lettered; check the endpoint", attrs...)
 	case health.StillFailing:
 		r.log.Warn("sink still failing", "endpoint", r.o.Endpoint, "err", err, "failures", st.Failures,
-			"since", st.Since.UTC().Format(time.RFC3339))
+			"since", st.Since.UTC().Format(time.RFC3339), "flaps_since_last_report", st.Flaps)
 	}
 }
 
@@ -732,7 +735,9 @@ func (r *Runner) noteHealth(err error) {
 // the sink is degraded.
 func (r *Runner) Degraded() error {
 	if err := r.health.Degraded(); err != nil {
-		return fmt.Errorf("%s (%s) %w", r.o.Name, r.o.Endpoint, err)
+		// No endpoint and no error text: /readyz answers anyone. Both are
+		// in /v1/status, behind the admin token.
+		return fmt.Errorf("%s %w; see /v1/status", r.o.Name, err)
 	}
 	return nil
 }
