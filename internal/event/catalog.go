@@ -17,32 +17,9 @@ var Types = []string{
 	"function_build.log",
 }
 
-// closedActions are the only build and function build types (function
-// builds only have logs).
-var closedActions = map[string]bool{
-	"build.created": true, "build.succeeded": true, "build.failed": true, "build.stuck": true, "build.log": true,
-	"function_build.log": true,
-}
-
-// possible reports whether some event could have short type s.
-func possible(s string) bool {
-	kind, action, ok := strings.Cut(s, ".")
-	if !ok {
-		return false
-	}
-	switch kind {
-	case KindBuild, KindFunctionBuild:
-		return closedActions[s]
-	case KindVM, KindWebhook:
-		return ValidToken(action)
-	}
-	return false
-}
-
-// reachable reports whether glob can match any event the relay emits. A
-// glob is reachable if it matches a catalogued type, or if filling its
-// stars with "" or "x" gives a possible type (vm.<state> and
-// webhook.<name> are open families).
+// reachable reports whether glob can match any event the relay emits: a
+// catalogued type, or a member of the open families vm.<state> and
+// webhook.<name>.
 func reachable(glob string) bool {
 	if glob == "*" {
 		return true
@@ -52,7 +29,53 @@ func reachable(glob string) bool {
 			return true
 		}
 	}
-	return possible(strings.ReplaceAll(glob, "*", "")) || possible(strings.ReplaceAll(glob, "*", "x"))
+	return matchesFamily(glob, KindVM+".") || matchesFamily(glob, KindWebhook+".")
+}
+
+// matchesFamily reports whether glob matches some prefix+token, a token
+// being 1 or more of [A-Za-z0-9_-]. It walks the glob and that pattern
+// together: state b < len(prefix) is inside the prefix, b == len(prefix)
+// is right after it, and b == len(prefix)+1 is inside the token.
+func matchesFamily(glob, prefix string) bool {
+	inToken := len(prefix) + 1
+	step := func(b int, c byte) (int, bool) {
+		switch {
+		case b < len(prefix):
+			return b + 1, prefix[b] == c
+		default:
+			return inToken, tokenByte(c)
+		}
+	}
+	type st struct{ g, b int }
+	seen := map[st]bool{}
+	var visit func(g, b int) bool
+	visit = func(g, b int) bool {
+		if seen[st{g, b}] {
+			return false
+		}
+		seen[st{g, b}] = true
+		if g == len(glob) {
+			return b == inToken
+		}
+		if glob[g] != '*' {
+			nb, ok := step(b, glob[g])
+			return ok && visit(g+1, nb)
+		}
+		// '*' matches nothing, or one more byte the pattern accepts here.
+		if visit(g+1, b) {
+			return true
+		}
+		next := inToken
+		if b < len(prefix) {
+			next = b + 1
+		}
+		return visit(g, next)
+	}
+	return visit(0, 0)
+}
+
+func tokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
 // unreachableError explains a glob that no event can match, with the

@@ -138,3 +138,36 @@ func TestValidTokenAndIDMatchTheirDefinitions(t *testing.T) {
 		t.Errorf("ID() = %s, want %s", got, want)
 	}
 }
+
+func TestCheckGlob(t *testing.T) {
+	for _, c := range []struct {
+		glob string
+		ok   bool
+		want string // in the error
+	}{
+		{"*", true, ""},
+		{"build.*", true, ""},
+		{"*.failed", true, ""},
+		{"*.running", true, ""}, // vm.running: any state the API reports
+		{"vm.running", true, ""},
+		{"vm.st*", true, ""},
+		{"vm.auto*", true, ""},
+		{"w*.github", true, ""},
+		{"webhook.github", true, ""},
+		{"webhook.*", true, ""},
+		{"*.log", true, ""},
+		{"function_build.*", true, ""},
+		{"com.cakework.build.failed", false, `did you mean "build.failed"`},
+		{"build.suceeded", false, `did you mean "build.succeeded"`},
+		{"buidl.*", false, `did you mean "build.*"`},
+		{"function_build.failed", false, "matches no event"},
+		{"vm.", false, "matches no event"},
+		{"vm.a.b", false, "matches no event"},
+		{"webhook", false, "matches no event"},
+	} {
+		err := CheckGlob(c.glob)
+		if (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckGlob(%q) = %v, want ok=%v %q", c.glob, err, c.ok, c.want)
+		}
+	}
+}

@@ -361,7 +361,11 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	if a.o.LogsWatched {
 		failed = latest(failed, vm.LastLogFailed, vm.LogRecovered)
 	}
-	p.idleSince = latest(vm.StartedAt, vm.WatchedSince, vm.LastLogLine, r.LastSignal, failed)
+	// The idle period already warned about counts too: failure and
+	// recovery times live in memory only, so after a restart the period
+	// would otherwise seem to start earlier, and be warned again under
+	// another id. It can only move the clock later (newer activity wins).
+	p.idleSince = latest(vm.StartedAt, vm.WatchedSince, vm.LastLogLine, r.LastSignal, failed, r.WarnedFor)
 	warnAt := p.idleSince.Add(a.o.Config.IdleAfter - a.o.Config.WarnBefore)
 	if now.Before(warnAt) {
 		p.next = warnAt

@@ -7,7 +7,9 @@
 // so a template one accepts the other cannot refuse. Each template is run
 // once against a sample of every event type its key matches, so a
 // misspelled field ({{.Nope}}) is an error naming the key, not a broken
-// message later.
+// message later. Failures that depend on an event's data (nested .Data
+// keys, an index into a short log tail) are not errors: the sample cannot
+// know the data, and at run time the standard message is used instead.
 package headline
 
 import (
@@ -15,9 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"sort"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
@@ -84,6 +88,10 @@ func Parse(m map[string]string) (Set, error) {
 			errs = append(errs, fmt.Errorf("%s: not a Go text/template: %w", kp, err))
 			continue
 		}
+		if err := checkFields(t); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w (a template sees %s)", kp, err, fields))
+			continue
+		}
 		if err := trial(t, k, f); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", kp, err))
 			continue
@@ -106,11 +114,96 @@ func trial(t *template.Template, key string, f event.Filter) error {
 		types = append(types, strings.ReplaceAll(key, "*", "x"))
 	}
 	for _, typ := range types {
-		if err := t.Execute(io.Discard, Sample(typ)); err != nil {
+		if err := t.Execute(io.Discard, Sample(typ)); err != nil && misspelt(err) {
 			return fmt.Errorf("fails on a %s event: %w (a template sees %s)", typ, err, fields)
 		}
 	}
 	return nil
+}
+
+// checkFields finds fields Data does not have, wherever the template uses
+// them on the top-level dot (or on $), whatever the event's data: the
+// trial run stops at the first failure, which may be a data-dependent one
+// before the typo.
+func checkFields(t *template.Template) error {
+	var bad []string
+	var walk func(n parse.Node, top bool)
+	check := func(idents []string) {
+		if len(idents) > 0 && !hasField(idents[0]) {
+			bad = append(bad, "."+idents[0])
+		}
+	}
+	pipe := func(p *parse.PipeNode, top bool) {
+		if p == nil {
+			return
+		}
+		for _, c := range p.Cmds {
+			for _, a := range c.Args {
+				walk(a, top)
+			}
+		}
+	}
+	walk = func(n parse.Node, top bool) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c, top)
+				}
+			}
+		case *parse.ActionNode:
+			pipe(n.Pipe, top)
+		case *parse.PipeNode:
+			pipe(n, top)
+		case *parse.FieldNode:
+			if top {
+				check(n.Ident)
+			}
+		case *parse.ChainNode:
+			walk(n.Node, top)
+		case *parse.VariableNode:
+			if len(n.Ident) > 1 && n.Ident[0] == "$" {
+				check(n.Ident[1:])
+			}
+		case *parse.IfNode:
+			pipe(n.Pipe, top)
+			walk(n.List, top)
+			walk(n.ElseList, top)
+		case *parse.RangeNode:
+			// Inside range and with, dot is something else.
+			pipe(n.Pipe, top)
+			walk(n.List, false)
+			walk(n.ElseList, top)
+		case *parse.WithNode:
+			pipe(n.Pipe, top)
+			walk(n.List, false)
+			walk(n.ElseList, top)
+		}
+	}
+	for _, tt := range t.Templates() {
+		if tt.Tree != nil {
+			walk(tt.Tree.Root, true)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("no field %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+func hasField(name string) bool {
+	_, ok := reflect.TypeOf(Data{}).FieldByName(name)
+	return ok
+}
+
+// misspelt reports an error that every event would hit: a field Data does
+// not have ({{.Subject}}). Other failures depend on the event's data (a
+// nested .Data.repository.name on a sample with no data, an index past a
+// short log tail); at run time such a message falls back to the standard
+// one with a warning, so they do not stop the relay from starting.
+func misspelt(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "can't evaluate field") && strings.Contains(msg, "headline.Data")
 }
 
 // fields lists what Data offers, for error messages.

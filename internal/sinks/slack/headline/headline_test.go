@@ -27,9 +27,15 @@ func TestParseRunsEveryMatchingType(t *testing.T) {
 		{"build.failed", "{{.Subject}}", false},
 		// Log events have no status card: a log tail is there, .Data too.
 		{"*.log", "{{len .LogTail}} lines {{.Data.vmId}}", true},
-		// index out of range on events without a tail.
-		{"*", "{{index .LogTail 0}}", false},
+		// Data-dependent failures are left to run time (the standard
+		// message is used if it fails there).
+		{"*", "{{index .LogTail 0}}", true},
 		{"webhook.github", "{{.Data.action}}", true},
+		{"webhook.github", "{{.Data.repository.full_name}}", true},
+		{"*", "{{.Data.x.y}} {{.Nope}}", false},
+		{"*", "{{range .LogTail}}{{.}}{{end}}{{with .Data}}{{.anything}}{{end}}", true},
+		{"*", "{{range .LogTail}}{{$.Nope}}{{end}}", false},
+		{"*", "{{if .DryRun}}dry{{else}}{{.Nope}}{{end}}", false},
 		{"com.cakework.build.failed", "x", false},
 	} {
 		_, err := Parse(map[string]string{tc.key: tc.text})
