@@ -211,10 +211,14 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	}); err != nil {
 		return in.unavailable(err)
 	}
-	if known && (prev.Status == b.Status || prev.Finished() && b.Status == statusCreated) {
-		// Already announced by the poller, or a late "created" for a
-		// finished build.
+	if known && prev.Status == b.Status {
+		// Already announced by the poller, under the same id.
 		return answer{status: http.StatusOK, outcome: outDuplicate, id: id}
+	}
+	if known && prev.Finished() && b.Status == statusCreated {
+		// A late "created" for a finished build: its created event may
+		// never have been published, so no id is claimed.
+		return answer{status: http.StatusOK, outcome: outDuplicate}
 	}
 	// Build the event outside the journal batch (it runs on the store's
 	// single goroutine). It says what the status was before, when known.
@@ -247,6 +251,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 			return nil
 		}
 		if b.Status == statusCreated && in.finishedByWebhook(tx, b.BuildID, now) {
+			res.dupID = "" // nothing was published under the created id
 			return nil
 		}
 		res.dup = false

@@ -300,6 +300,15 @@ func dup200(t *testing.T, r resp, wantID string) {
 	}
 }
 
+// dupNoID wants a 200 duplicate that claims no event id: nothing was
+// published for what it repeats.
+func dupNoID(t *testing.T, r resp) {
+	t.Helper()
+	if _, has := r.body["id"]; r.status != http.StatusOK || r.body["duplicate"] != true || has {
+		t.Fatalf("want 200 duplicate with no id, got %d %s", r.status, r.raw)
+	}
+}
+
 func wantErr(t *testing.T, r resp, status int, contains string) {
 	t.Helper()
 	if r.status != status {

@@ -65,6 +65,12 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 // Unwatch stops following kind/id and reports whether it was watched. The
 // log cursor stays: watching it again resumes where it stopped.
 func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, err error) {
+	return p.unwatch(ctx, kind, id, "")
+}
+
+// unwatch deletes the watch; with source set, only a watch made from that
+// source.
+func (p *Poller) unwatch(ctx context.Context, kind, id, source string) (removed bool, err error) {
 	if err := checkKind(kind); err != nil {
 		return false, err
 	}
@@ -75,6 +81,13 @@ func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, er
 		return false, err
 	}
 	err = p.store.Update(ctx, func(tx *state.Tx) error {
+		if source != "" {
+			w, ok, err := tx.GetWatch(kind, id)
+			if err != nil || !ok || w.Source != source {
+				removed = false
+				return err
+			}
+		}
 		var err error
 		removed, err = tx.DeleteWatch(kind, id)
 		return err
@@ -199,13 +212,15 @@ func (p *Poller) natsWatch(ctx context.Context, id string) error {
 	return err
 }
 
-// natsUnwatch serves relay.unwatch.build. As DELETE /v1/watches/builds/{id}
-// answers 404, a build that is not watched is an error: the id is likely
-// mistyped.
+// natsUnwatch serves relay.unwatch.build. It removes only a watch made
+// over NATS: the bus has no per-client credentials yet, so any local
+// process could otherwise silence a build a webhook or the admin API asked
+// to follow. The answer is the same whether the build is not watched or
+// watched from elsewhere, so it does not tell which builds are watched.
 func (p *Poller) natsUnwatch(ctx context.Context, id string) error {
-	removed, err := p.Unwatch(ctx, state.KindBuild, id)
+	removed, err := p.unwatch(ctx, state.KindBuild, id, SourceNATS)
 	if err == nil && !removed {
-		err = fmt.Errorf("build %s is not watched; nothing to unwatch", id)
+		err = fmt.Errorf("build %s is not watched over NATS; nothing to unwatch (a watch made by a webhook or the admin API is removed with DELETE /v1/watches/builds/%s)", id, id)
 	}
 	return err
 }
