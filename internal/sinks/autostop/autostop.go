@@ -99,9 +99,18 @@ type AutoStop struct {
 	o   Options
 	log *slog.Logger
 
-	mu          sync.Mutex // one evaluation at a time; guards stops
+	mu          sync.Mutex // one evaluation at a time; guards the fields below
 	stops       []time.Time
 	stopsLoaded bool
+	// retry holds VMs whose stop call failed: not called again before
+	// their time, so a VM the API keeps refusing to stop does not use up
+	// the cap at every evaluation (they come at each poll now). Only VMs
+	// that are started are kept.
+	retry map[string]stopRetry
+	// capWarned is when the cap was last logged: once a minute, not once
+	// per VM per evaluation.
+	capWarned time.Time
+	capHeld   int
 
 	kick   chan struct{} // 1-buffered: a pending evaluation
 	cancel context.CancelFunc
@@ -287,6 +296,10 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 			}
 		}
 		sooner(p.next)
+		if r, ok := a.retry[vm.ID]; ok && p.stop && now.Before(r.at) {
+			sooner(r.at)
+			continue
+		}
 		if p.stop {
 			capped, err := a.stopVM(ctx, p, now)
 			if err != nil {
@@ -298,7 +311,51 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 			}
 		}
 	}
+	a.pruneRetries(vms)
 	return next, errors.Join(errs...)
+}
+
+// stopRetry is a VM whose stop call failed.
+type stopRetry struct {
+	failures int
+	at       time.Time // not called again before
+}
+
+// stopRetryBackoff is the wait after the n-th failed stop call of a VM:
+// 15s doubling to 5 minutes.
+func stopRetryBackoff(n int) time.Duration {
+	d := 15 * time.Second
+	for i := 1; i < n && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+func (a *AutoStop) stopFailed(id string, now time.Time) time.Time {
+	if a.retry == nil {
+		a.retry = map[string]stopRetry{}
+	}
+	r := a.retry[id]
+	r.failures++
+	r.at = now.Add(stopRetryBackoff(r.failures))
+	a.retry[id] = r
+	return r.at
+}
+
+// pruneRetries forgets VMs that are no longer started.
+func (a *AutoStop) pruneRetries(started []VM) {
+	if len(a.retry) == 0 {
+		return
+	}
+	keep := make(map[string]bool, len(started))
+	for _, vm := range started {
+		keep[vm.ID] = true
+	}
+	for id := range a.retry {
+		if !keep[id] {
+			delete(a.retry, id)
+		}
+	}
 }
 
 func (a *AutoStop) excluded(image string) bool {
@@ -490,8 +547,12 @@ func (a *AutoStop) stillDue(p plan) bool {
 func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) (capped bool, err error) {
 	if !a.underCap(now) {
 		a.capped.Inc()
-		a.log.Warn("auto-stop cap reached: VM not stopped this minute", "vm", p.vm.ID,
-			"max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
+		a.capHeld++
+		if now.Sub(a.capWarned) >= time.Minute {
+			a.log.Warn("auto-stop cap reached: idle VMs not stopped this minute", "vm", p.vm.ID,
+				"withheld_since_last_report", a.capHeld, "max_stops_per_minute", a.o.Config.MaxStopsPerMinute)
+			a.capWarned, a.capHeld = now, 0
+		}
 		return true, nil
 	}
 	// The poller's view may have moved on while earlier stops of this check
@@ -542,9 +603,11 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 			already = true
 		case err != nil:
 			a.failed.Inc()
-			return fmt.Errorf("auto-stop %s %s: %w (retried at the next check)", call, p.vm.ID, err)
+			at := a.stopFailed(p.vm.ID, now)
+			return fmt.Errorf("auto-stop %s %s: %w (tried again from %s)", call, p.vm.ID, err, at.UTC().Format(time.RFC3339))
 		}
 	}
+	delete(a.retry, p.vm.ID)
 	idle := now.Sub(p.idleSince)
 	ev, err := event.New(event.KindVM, p.vm.ID, "autostopped", event.AutostopID(p.vm.ID, "autostopped", p.idleSince), now, map[string]any{
 		"vmId":           p.vm.ID,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/logtest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -605,5 +607,60 @@ func TestUnknownImageKeptWhenImagesAreExcluded(t *testing.T) {
 	e.run(2*time.Hour, nil)
 	if e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
 		t.Fatal("a VM of unknown image was stopped while exclude_images is set")
+	}
+}
+
+// refusingStopper fails every stop of one VM.
+type refusingStopper struct {
+	Stopper
+	id    string
+	calls *int
+}
+
+func (r refusingStopper) StopVM(ctx context.Context, id string) error {
+	if id == r.id {
+		*r.calls++
+		return &cakework.APIError{Status: 500, Op: "stopVM", Method: "POST", Path: "/v1/vms/" + id + "/stop"}
+	}
+	return r.Stopper.StopVM(ctx, id)
+}
+
+// A VM whose stop keeps failing is tried again with backoff, not at every
+// evaluation (there is one per poll), so it neither floods the API nor
+// uses up the cap that other idle VMs need; the cap is logged once a
+// minute, not per VM per evaluation.
+func TestFailingStopBacksOffAndDoesNotStarveOthers(t *testing.T) {
+	cfg := defaults()
+	cfg.MaxStopsPerMinute = 1
+	e := newEnv(t, cfg)
+	log, rec := logtest.New()
+	calls := 0
+	srv := httptest.NewServer(e.sim.Handler())
+	t.Cleanup(srv.Close)
+	cl, err := cakework.New(cakework.Options{BaseURL: srv.URL, APIKey: "k", Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.as, err = New(Options{Config: cfg, LogsWatched: true, Source: e.src, Stopper: refusingStopper{Stopper: cl, id: "vmA", calls: &calls},
+		Store: e.store, SubjectPrefix: "cakework", Clock: e.clk, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"vmA", "vmB", "vmC"} {
+		e.startVM(id, "img")
+	}
+	// Idle, warned, due: then ten minutes evaluated every 2 s.
+	for el := time.Duration(0); el < 40*time.Minute; el += 2 * time.Second {
+		e.clk.Advance(2 * time.Second)
+		_ = e.as.Check(context.Background())
+	}
+	if calls < 3 || calls > 10 {
+		t.Fatalf("stopVM of the refusing VM called %d times in 10 minutes, want a few (backoff)", calls)
+	}
+	if e.simState("vmB") == "started" || e.simState("vmC") == "started" {
+		t.Fatalf("the other idle VMs were starved: vmB %s, vmC %s", e.simState("vmB"), e.simState("vmC"))
+	}
+	if n := len(rec.Find(slog.LevelWarn, "auto-stop cap reached")); n > 12 {
+		t.Fatalf("%d cap warnings in 10 minutes, want at most one a minute", n)
 	}
 }
