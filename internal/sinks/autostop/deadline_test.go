@@ -344,7 +344,7 @@ func TestPlan(t *testing.T) {
 		{name: "warned, no poll since: kept until one", vm: seen(VM{LastSweepOK: t0.Add(idle - warn)}),
 			rec: record{WarnedFor: t0, WarnedAt: t0.Add(idle - warn)}},
 		{name: "warned after a recovery this process no longer remembers: not warned again",
-			vm:  seen(VM{}), rec: record{WarnedFor: now.Add(-idle + warn), WarnedAt: now},
+			vm: seen(VM{}), rec: record{WarnedFor: now.Add(-idle + warn), WarnedAt: now},
 			next: now.Add(warn)},
 		{name: "stopped in this start already", vm: seen(VM{}), rec: record{StoppedStart: t0}},
 		{name: "not started", vm: VM{ID: "vm1", State: "stopped", StartedAt: t0, LastSweepOK: now, LastLogOK: now}},
