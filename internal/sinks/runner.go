@@ -614,7 +614,7 @@ func (r *Runner) deliver(ev event.Event, attempts int, onRetry func(attempts int
 		if onRetry != nil {
 			onRetry(attempts, err)
 		}
-		wait := backoff(r.o.Retry, attempts, res.After)
+		wait := retryWait(r.o.Retry, attempts, res.After)
 		r.log.Debug("sink: send failed; retrying", "event", ev.ID, "attempt", attempts, "wait", wait, "err", err)
 		if clock.Sleep(r.stopCtx, r.o.Clock, wait) != nil {
 			return delivery{outcome: outInterrupted, attempts: attempts}
