@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
@@ -15,7 +16,7 @@ func addSlackSinks(d *Deps, m *sinks.Manager) error {
 	var built []*slack.Sender
 	fail := func(err error) error {
 		for _, s := range built {
-			_ = s.Close()
+			_ = s.Close(context.Background())
 		}
 		return err
 	}

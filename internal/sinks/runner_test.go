@@ -228,7 +228,7 @@ type closingSender struct {
 	closed int
 }
 
-func (c *closingSender) Close() error {
+func (c *closingSender) Close(context.Context) error {
 	c.mu.Lock()
 	c.closed++
 	c.mu.Unlock()

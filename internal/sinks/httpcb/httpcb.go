@@ -116,8 +116,8 @@ func (s *Sender) SinkOptions() sinks.Options {
 	return sinks.Options{Name: s.cfg.Name, Kind: "http", Endpoint: safeURL(s.cfg.URL), Events: s.cfg.Events, Concurrency: s.cfg.Concurrency, Retry: s.cfg.Retry}
 }
 
-// Close drops idle connections.
-func (s *Sender) Close() error {
+// Close drops idle connections (sinks.Closer).
+func (s *Sender) Close(context.Context) error {
 	s.client.CloseIdleConnections()
 	return nil
 }

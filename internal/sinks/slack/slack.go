@@ -165,7 +165,7 @@ func (s *Sender) setAuthErr(err error) {
 
 // Close stops the background work (a summary being posted is cancelled and
 // stays pending) and drops idle connections. Safe to call twice.
-func (s *Sender) Close() error {
+func (s *Sender) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.wg.Wait()
