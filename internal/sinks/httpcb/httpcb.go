@@ -40,6 +40,7 @@ const ContentType = "application/cloudevents+json"
 
 // Options are the sink's dependencies.
 type Options struct {
+	// Logger is the sink's, scoped to it by the caller.
 	Logger *slog.Logger
 	// Now stamps webhook-timestamp. Default time.Now (receivers check it
 	// against their wall clock).
@@ -78,7 +79,7 @@ func New(c config.HTTPCB, o Options) (*Sender, error) {
 	if o.UserAgent == "" {
 		o.UserAgent = "cakework-relay"
 	}
-	s := &Sender{cfg: c, target: safeURL(c.URL), now: o.Now, ua: o.UserAgent, log: o.Logger.With("sink", c.Name, "kind", "http")}
+	s := &Sender{cfg: c, target: safeURL(c.URL), now: o.Now, ua: o.UserAgent, log: o.Logger}
 	if c.Secret != "" {
 		wh, err := standardwebhooks.NewWebhook(c.Secret)
 		if err != nil {

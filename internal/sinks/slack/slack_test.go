@@ -43,6 +43,10 @@ func newSender(t testing.TB, c config.Slack, st *state.Store, clk clock.Clock, l
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close(context.Background()) })
+	// The flusher and the token check run from Connect, as under a runner.
+	if err := s.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
