@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
@@ -173,12 +172,14 @@ func TestPolicyInterrupted(t *testing.T) {
 
 	t.Run("stop during the backoff wait", func(t *testing.T) {
 		s := &scripted{script: []sinks.Result{sinks.RetryLater(errNo, 0)}}
-		clk := clock.NewFake(time.Unix(0, 0))
+		clk := parkedClock{waiting: make(chan time.Duration)}
 		p, _ := sinks.NewPolicy(s, sinks.PolicyOptions{Name: "t", Retry: retry, Clock: clk})
 		stop := make(chan struct{})
 		done := make(chan sinks.Delivery, 1)
 		go func() { done <- p.Deliver(context.Background(), stop, ev, sinks.FreshAttempts{}) }()
-		sinktest.Eventually(t, 5*time.Second, "the backoff wait", func() bool { return clk.Waiters() == 1 })
+		if w := <-clk.waiting; w < 30*time.Second || w > time.Minute {
+			t.Fatalf("backoff wait %v, want the first one in [30s, 1m]", w)
+		}
 		close(stop)
 		if d := <-done; d.Verdict != sinks.Interrupted || d.Attempts != 1 || s.sends != 1 {
 			t.Fatalf("%+v after %d sends, want interrupted after 1 counted attempt", d, s.sends)
@@ -192,7 +193,7 @@ func TestPolicyInterrupted(t *testing.T) {
 			return sinks.RetryLater(ctx.Err(), 0)
 		})
 		rec := &countRecorder{}
-		p, _ := sinks.NewPolicy(blocked, sinks.PolicyOptions{Name: "t", Retry: retry, Clock: clock.NewFake(time.Unix(0, 0)), Recorder: rec})
+		p, _ := sinks.NewPolicy(blocked, sinks.PolicyOptions{Name: "t", Retry: retry, Clock: sinktest.NewStepClock(time.Unix(0, 0)), Recorder: rec})
 		a := &memAttempts{start: 3}
 		if d := p.Deliver(ctx, nil, ev, a); d.Verdict != sinks.Interrupted || d.Attempts != 3 || rec.failed != 0 || len(a.retries) != 0 {
 			t.Fatalf("%+v, recorder %+v: a cancelled send must not count", d, rec)
@@ -200,13 +201,23 @@ func TestPolicyInterrupted(t *testing.T) {
 	})
 	t.Run("stopped before the first attempt", func(t *testing.T) {
 		s := &scripted{script: []sinks.Result{sinks.Delivered()}}
-		p, _ := sinks.NewPolicy(s, sinks.PolicyOptions{Name: "t", Clock: clock.NewFake(time.Unix(0, 0))})
+		p, _ := sinks.NewPolicy(s, sinks.PolicyOptions{Name: "t", Clock: sinktest.NewStepClock(time.Unix(0, 0))})
 		stop := make(chan struct{})
 		close(stop)
 		if d := p.Deliver(context.Background(), stop, ev, sinks.FreshAttempts{}); d.Verdict != sinks.Interrupted || s.sends != 0 {
 			t.Fatalf("%+v after %d sends", d, s.sends)
 		}
 	})
+}
+
+// parkedClock never ends a wait; it says when one begins.
+type parkedClock struct{ waiting chan time.Duration }
+
+func (parkedClock) Now() time.Time { return time.Unix(0, 0) }
+
+func (c parkedClock) After(d time.Duration) <-chan time.Time {
+	c.waiting <- d
+	return nil
 }
 
 type sinksFunc func(ctx context.Context) sinks.Result

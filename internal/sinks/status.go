@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
@@ -42,35 +41,59 @@ type tracker struct {
 	log                  *slog.Logger
 	m                    sinkMetrics
 
-	delivered, failed, retried, deadLettered atomic.Uint64
-
 	// health makes a failing target loud once: WARN when sends start
 	// failing and when one succeeds again, and "degraded" meanwhile.
 	health health.Tracker
 
-	mu        sync.Mutex
-	lastErr   string
-	lastErrAt time.Time
+	mu                                       sync.Mutex
+	delivered, failed, retried, deadLettered uint64
+	lastErr                                  string
+	lastErrAt                                time.Time
 }
 
 func (t *tracker) Sent(took time.Duration) { t.m.duration.Observe(took.Seconds()) }
 
+// Delivered counts a delivery and logs the target's recovery (WARN, once
+// per failing period).
 func (t *tracker) Delivered() {
-	t.delivered.Add(1)
 	t.m.delivered.Inc()
-	t.noteHealth(nil)
+	t.mu.Lock()
+	t.delivered++
+	t.mu.Unlock()
+	now := t.clock.Now()
+	c, st := t.health.OK(now)
+	if c != health.Recovered {
+		return
+	}
+	t.log.Warn("sink recovered: a send succeeded", "endpoint", t.endpoint, "failures", st.Failures,
+		"failing_for", now.Sub(st.Since).Round(time.Second))
 }
 
+// Failed counts a failed send and keeps its error. It logs at WARN when
+// the target starts failing, with the endpoint and its answer, and as a
+// reminder at most every health.DefaultRepeat while it keeps failing.
 func (t *tracker) Failed(err error) {
-	t.failed.Add(1)
 	t.m.failed.Inc()
+	t.mu.Lock()
+	t.failed++
+	t.mu.Unlock()
 	t.noteError(err)
-	t.noteHealth(err)
+	c, st := t.health.Fail(t.clock.Now(), err)
+	switch c {
+	case health.Failing:
+		t.log.Warn("sink failing: its events are retried with backoff, then dead-lettered; check the endpoint",
+			"endpoint", t.endpoint, "err", err, "max_attempts", t.maxAttempts)
+	case health.StillFailing:
+		t.log.Warn("sink still failing", "endpoint", t.endpoint, "err", err, "failures", st.Failures,
+			"since", st.Since.UTC().Format(time.RFC3339))
+	}
 }
 
 func (t *tracker) Retrying(e event.Event, attempt int, wait time.Duration, err error) {
-	t.retried.Add(1)
 	t.m.retried.Inc()
+	t.mu.Lock()
+	t.retried++
+	t.mu.Unlock()
 	t.log.Debug("sink: send failed; retrying", "event", e.ID, "attempt", attempt, "wait", wait, "err", err)
 }
 
@@ -82,38 +105,18 @@ func (t *tracker) Disabled(err error) {
 
 // deadLetter counts an event stored on the dead-letter stream.
 func (t *tracker) deadLetter() {
-	t.deadLettered.Add(1)
 	t.m.dlq.Inc()
-}
-
-func (t *tracker) noteError(err error) {
 	t.mu.Lock()
-	t.lastErr = truncate(err.Error(), 1000)
-	t.lastErrAt = t.clock.Now()
+	t.deadLettered++
 	t.mu.Unlock()
 }
 
-// noteHealth logs the target's failing and recovered transitions at WARN,
-// with the endpoint and the last answer, and a reminder at most every
-// health.DefaultRepeat while it keeps failing.
-func (t *tracker) noteHealth(err error) {
-	now := t.clock.Now()
-	if err == nil {
-		if c, st := t.health.OK(now); c == health.Recovered {
-			t.log.Warn("sink recovered: a send succeeded", "endpoint", t.endpoint, "failures", st.Failures,
-				"failing_for", now.Sub(st.Since).Round(time.Second))
-		}
-		return
-	}
-	c, st := t.health.Fail(now, err)
-	switch c {
-	case health.Failing:
-		t.log.Warn("sink failing: its events are retried with backoff, then dead-lettered; check the endpoint",
-			"endpoint", t.endpoint, "err", err, "max_attempts", t.maxAttempts)
-	case health.StillFailing:
-		t.log.Warn("sink still failing", "endpoint", t.endpoint, "err", err, "failures", st.Failures,
-			"since", st.Since.UTC().Format(time.RFC3339))
-	}
+// noteError keeps err as the last error.
+func (t *tracker) noteError(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastErr = truncate(err.Error(), 1000)
+	t.lastErrAt = t.clock.Now()
 }
 
 // degraded is nil while the last send succeeded (or none failed), or why
@@ -127,20 +130,14 @@ func (t *tracker) degraded() error {
 
 // status is the tracker's part of Status.
 func (t *tracker) status() Status {
-	s := Status{
-		Kind:         t.kind,
-		Endpoint:     t.endpoint,
-		Delivered:    t.delivered.Load(),
-		Failed:       t.failed.Load(),
-		Retried:      t.retried.Load(),
-		DeadLettered: t.deadLettered.Load(),
-	}
+	s := Status{Kind: t.kind, Endpoint: t.endpoint}
 	if h := t.health.Current(); h.Failing {
 		at := h.Since.UTC()
 		s.Failing, s.FailingSince = true, &at
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	s.Delivered, s.Failed, s.Retried, s.DeadLettered = t.delivered, t.failed, t.retried, t.deadLettered
 	if t.lastErr != "" {
 		s.LastError = t.lastErr
 		at := t.lastErrAt.UTC()
