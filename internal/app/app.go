@@ -167,6 +167,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		DuplicateWindow: cfg.Bus.DuplicateWindow,
 		MaxAge:          cfg.Bus.MaxAge,
 		Logger:          a.log,
+		Clock:           a.o.Clock,
 	})
 	if err != nil {
 		return err

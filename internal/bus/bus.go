@@ -17,6 +17,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
 )
 
 // DLQSubjectPrefix is where dead letters go: relay.dlq.<sink>.
@@ -57,6 +60,8 @@ type Options struct {
 	// creation. Default 10s.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
+	// Clock paces the retries of stream creation. Default the wall clock.
+	Clock clock.Clock
 }
 
 // Bus is a connection to JetStream with the relay's streams.
@@ -89,6 +94,9 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	}
 	if opts.Stream == "" {
 		opts.Stream = "CAKEWORK"
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
 	}
 	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{})}
 	var err error
@@ -192,14 +200,15 @@ func (b *Bus) startEmbedded() error {
 }
 
 func (b *Bus) connectExternal() error {
+	reconnect := backoff.Backoff{Initial: 250 * time.Millisecond, Max: 8 * time.Second, Jitter: -1}
 	copts := []nats.Option{
 		nats.Name("cakework-relay"),
 		nats.MaxReconnects(-1),
 		// CustomReconnectDelay replaces ReconnectWait and ReconnectJitter:
-		// 500ms doubling to 8s.
+		// 250ms doubling to 8s, no jitter (nats.go waits on real time with
+		// its own timer; a relay reconnects alone, nobody to spread from).
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := time.Duration(1<<min(attempts, 5)) * 250 * time.Millisecond
-			return min(d, 10*time.Second)
+			return reconnect.Delay(attempts + 1)
 		}),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -271,14 +280,16 @@ func (b *Bus) setStreamErr(err error) {
 	b.streamErr.Store(&s)
 }
 
+// ensureLoop retries creating the streams, 1s doubling to 30s, on the
+// injected clock.
 func (b *Bus) ensureLoop() {
 	defer close(b.ensureDone)
-	wait := time.Second
+	sched := backoff.Backoff{Initial: time.Second, Max: 30 * time.Second, Jitter: -1}
 	for {
 		select {
 		case <-b.stopEnsure:
 			return
-		case <-time.After(wait):
+		case <-b.opts.Clock.After(sched.Next()):
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := b.ensureStreams(ctx)
@@ -288,7 +299,6 @@ func (b *Bus) ensureLoop() {
 			return
 		}
 		b.setStreamErr(err)
-		wait = min(wait*2, 30*time.Second)
 	}
 }
 

@@ -22,8 +22,8 @@
 //   - Rate: one limiter for all calls of a Client. A 429 pauses every caller
 //     of the Client until its Retry-After (1s if absent, capped at 5m) and is
 //     returned to the caller that got it; calls made during the pause wait.
-//   - The client never retries. Backoff and Retry offer bounded exponential
-//     backoff with jitter to callers, per resource.
+//   - The client never retries. Callers keep an internal/backoff schedule
+//     per resource, honouring RetryAfter(err).
 //   - Logs: PageLogs follows pagination by sending back all three of
 //     pagination, from and to (the server's from/to strings verbatim) with
 //     every other parameter unchanged, stops at a page budget, and hands out

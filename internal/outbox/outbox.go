@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -40,6 +39,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -144,7 +144,8 @@ func (r *Relay) setErr(err error) {
 // Run publishes until ctx ends. Failures are retried with backoff forever:
 // nothing leaves the outbox unacknowledged.
 func (r *Relay) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	// Short: the bus is usually back within a second (a reconnect).
+	b := backoff.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 	poll := time.NewTicker(r.o.Poll)
 	defer poll.Stop()
 	for ctx.Err() == nil {
@@ -153,13 +154,12 @@ func (r *Relay) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			wait := backoff/2 + rand.N(backoff/2+1)
+			wait := b.Next()
 			r.log.Warn("publish failed; events stay in the outbox", "err", err, "retry_in", wait, "depth", r.o.Store.OutboxDepth())
 			_ = clock.Sleep(ctx, r.o.Clock, wait)
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		b.Reset()
 		if n > 0 {
 			continue
 		}

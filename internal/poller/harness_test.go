@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
@@ -103,7 +104,7 @@ func (e *env) open() *env {
 		SubjectPrefix: "cakework",
 		Store:         e.store,
 		Clock:         e.clk,
-		Backoff:       cakework.Backoff{Initial: time.Second, Max: 4 * time.Second},
+		Backoff:       backoff.Backoff{Initial: time.Second, Max: 4 * time.Second},
 		Logger:        e.logger,
 	}
 	if e.bus != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
@@ -61,9 +62,9 @@ type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// Backoff is the template for per-resource backoff after 5xx, timeouts
-	// and garbled answers; its zero value is cakework.Backoff's defaults
+	// and garbled answers; its zero value is backoff.Backoff's defaults
 	// (1s doubling to 5m, 50% jitter).
-	Backoff cakework.Backoff
+	Backoff backoff.Backoff
 	// Workers bounds concurrent API calls per tick (log streams, builds,
 	// getVM confirmations). The client's rate limit applies on top.
 	Workers int
@@ -119,7 +120,7 @@ type Poller struct {
 }
 
 type resourceBackoff struct {
-	b    cakework.Backoff
+	b    backoff.Backoff
 	next time.Time
 	// trouble: the failure was upstream trouble, not a 404 (a resource
 	// unknown upstream backs off too, but does not fail its schedule).
@@ -544,7 +545,7 @@ func (p *Poller) failed(key string, err error) {
 		rb.b.Reset()
 		p.backoffs[key] = rb
 	}
-	rb.next = p.clk.Now().Add(rb.b.NextFor(err))
+	rb.next = p.clk.Now().Add(rb.b.NextAtLeast(cakework.RetryAfter(err)))
 	rb.trouble = !cakework.IsNotFound(err)
 }
 

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
@@ -82,61 +85,71 @@ type deadLetterOut struct {
 	replayOf    uint64
 }
 
-func (r *Runner) msgID(d deadLetterOut) string {
+// deadLetters is the dead-letter stage: it stores what the delivery
+// policy gave up on, on the <stream>_DLQ stream under relay.dlq.<sink>,
+// with headers saying why.
+type deadLetters struct {
+	name  string
+	bus   *bus.Bus
+	clock clock.Clock
+	log   *slog.Logger
+	stats *tracker
+}
+
+func (d *deadLetters) msgID(o deadLetterOut) string {
 	// Stable for one failure of one message, so a crash between the DLQ
 	// publish and the ack doesn't store it twice; different for a replay
 	// that fails again, so the window never drops it.
-	if d.replayOf != 0 {
-		return fmt.Sprintf("%s:%s:r%d", r.o.Name, d.ev.ID, d.replayOf)
+	if o.replayOf != 0 {
+		return fmt.Sprintf("%s:%s:r%d", d.name, o.ev.ID, o.replayOf)
 	}
-	return fmt.Sprintf("%s:%s:s%d", r.o.Name, d.ev.ID, d.streamSeq)
+	return fmt.Sprintf("%s:%s:s%d", d.name, o.ev.ID, o.streamSeq)
 }
 
-func (r *Runner) publishDLQ(ctx context.Context, d deadLetterOut) (uint64, error) {
+func (d *deadLetters) publish(ctx context.Context, o deadLetterOut) (uint64, error) {
 	h := nats.Header{}
-	h.Set(bus.HdrDLQSink, r.o.Name)
-	h.Set(bus.HdrDLQError, headerValue(d.err.Error()))
-	h.Set(bus.HdrDLQAttempts, strconv.Itoa(d.attempts))
-	h.Set(bus.HdrDLQEventID, headerValue(d.ev.ID))
-	h.Set(bus.HdrDLQSubject, d.natsSubject)
-	h.Set(bus.HdrDLQTime, r.o.Clock.Now().UTC().Format(time.RFC3339Nano))
-	h.Set(HdrDLQType, headerValue(d.ev.Type))
-	h.Set(HdrDLQEventSubject, headerValue(d.ev.Subject))
-	if d.streamSeq != 0 {
-		h.Set(HdrDLQStreamSeq, strconv.FormatUint(d.streamSeq, 10))
+	h.Set(bus.HdrDLQSink, d.name)
+	h.Set(bus.HdrDLQError, headerValue(o.err.Error()))
+	h.Set(bus.HdrDLQAttempts, strconv.Itoa(o.attempts))
+	h.Set(bus.HdrDLQEventID, headerValue(o.ev.ID))
+	h.Set(bus.HdrDLQSubject, o.natsSubject)
+	h.Set(bus.HdrDLQTime, d.clock.Now().UTC().Format(time.RFC3339Nano))
+	h.Set(HdrDLQType, headerValue(o.ev.Type))
+	h.Set(HdrDLQEventSubject, headerValue(o.ev.Subject))
+	if o.streamSeq != 0 {
+		h.Set(HdrDLQStreamSeq, strconv.FormatUint(o.streamSeq, 10))
 	}
-	if d.replayOf != 0 {
-		h.Set(HdrDLQReplayOf, strconv.FormatUint(d.replayOf, 10))
+	if o.replayOf != 0 {
+		h.Set(HdrDLQReplayOf, strconv.FormatUint(o.replayOf, 10))
 	}
-	ack, err := r.o.Bus.Publish(ctx, bus.DLQSubject(r.o.Name), r.msgID(d), d.data, h)
+	ack, err := d.bus.Publish(ctx, bus.DLQSubject(d.name), d.msgID(o), o.data, h)
 	if err != nil {
-		return 0, fmt.Errorf("publish to %s: %w", bus.DLQSubject(r.o.Name), err)
+		return 0, fmt.Errorf("publish to %s: %w", bus.DLQSubject(d.name), err)
 	}
 	return ack.Sequence, nil
 }
 
-// deadLetterMsg stores a held message on the DLQ, then acks it. While the
-// bus refuses, it keeps trying; when stopping, it naks instead (the
-// message comes back after restart). Reports whether it was acked.
-func (r *Runner) deadLetterMsg(it *item, cause error, attempts int) bool {
-	d := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
+// store puts a held message on the DLQ, then acks it. While the bus
+// refuses, it keeps trying every second (real time: it waits for the bus,
+// not for a schedule); once stop is closed it gives up and reports false,
+// and the caller hands the message back (it comes back after restart).
+func (d *deadLetters) store(stop <-chan struct{}, it *item, cause error, attempts int) bool {
+	o := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		seq, err := r.publishDLQ(ctx, d)
+		seq, err := d.publish(ctx, o)
 		cancel()
 		if err == nil {
 			_ = it.msg.Ack()
-			r.deadLettered.Add(1)
-			r.m.dlq.Inc()
-			r.log.Warn("sink: event dead-lettered", "event", it.ev.ID, "type", it.ev.ShortType(), "subject", it.ev.Subject,
+			d.stats.deadLetter()
+			d.log.Warn("sink: event dead-lettered", "event", it.ev.ID, "type", it.ev.ShortType(), "subject", it.ev.Subject,
 				"attempts", attempts, "dlq_id", seq, "err", cause)
 			return true
 		}
-		r.log.Warn("sink: cannot store dead letter yet; keeping the event", "event", it.ev.ID, "err", err)
+		d.log.Warn("sink: cannot store dead letter yet; keeping the event", "event", it.ev.ID, "err", err)
 		select {
 		case <-time.After(time.Second):
-		case <-r.stopCtx.Done():
-			r.handBack(it.msg)
+		case <-stop:
 			return false
 		}
 	}
@@ -215,16 +228,58 @@ func getDLQ(ctx context.Context, b *bus.Bus, id uint64) (jetstream.Stream, *jets
 	return stream, m, nil
 }
 
-// replay re-sends one dead letter through this runner's send-and-retry
-// pipeline, outside the lanes, with a fresh attempt budget. It waits for
-// the end until ctx ends; the replay itself goes on without the caller
-// (bounded by the runner's life) and its outcome is logged.
+// replays tracks the replays in flight, so one dead letter is not replayed
+// twice at once and Stop can wait for them.
+type replays struct {
+	mu      sync.Mutex
+	running map[uint64]bool
+	stopped bool // set by Stop; guards wg.Add
+	wg      sync.WaitGroup
+}
+
+// begin registers a replay of dead letter id; false with the reason when
+// it may not start.
+func (rs *replays) begin(name string, id uint64) error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.stopped {
+		// Stop may be waiting on wg: adding now would be a misuse.
+		return fmt.Errorf("sink %s is not running", name)
+	}
+	if rs.running[id] {
+		return ErrReplayBusy
+	}
+	rs.running[id] = true
+	rs.wg.Add(1)
+	return nil
+}
+
+func (rs *replays) end(id uint64) {
+	rs.mu.Lock()
+	delete(rs.running, id)
+	rs.mu.Unlock()
+	rs.wg.Done()
+}
+
+// stop refuses new replays; wait may begin at once.
+func (rs *replays) stop() {
+	rs.mu.Lock()
+	rs.stopped = true
+	rs.mu.Unlock()
+}
+
+func (rs *replays) wait() { rs.wg.Wait() }
+
+// replay re-sends one dead letter through this runner's delivery policy,
+// outside the lanes, with a fresh attempt budget. It waits for the end
+// until ctx ends; the replay itself goes on without the caller (bounded by
+// the runner's life) and its outcome is logged.
 func (r *Runner) replay(ctx context.Context, stream jetstream.Stream, m *jetstream.RawStreamMsg) (ReplayResult, error) {
 	res := ReplayResult{ID: m.Sequence, Sink: r.o.Name}
 	if !r.started.Load() || r.stopping() {
 		return res, fmt.Errorf("sink %s is not running", r.o.Name)
 	}
-	if err := r.disabledErr(); err != nil {
+	if err := r.policy.Disabled(); err != nil {
 		return res, fmt.Errorf("%w: %v", ErrSinkDisabled, err)
 	}
 	ev, err := event.Decode(m.Data)
@@ -232,56 +287,40 @@ func (r *Runner) replay(ctx context.Context, stream jetstream.Stream, m *jetstre
 		return res, fmt.Errorf("%w: %v", ErrNotReplayable, err)
 	}
 	res.EventID = ev.ID
-	r.replayMu.Lock()
-	if r.replayStopped {
-		// Stop may be waiting on replayWG: adding now would be a misuse.
-		r.replayMu.Unlock()
-		return res, fmt.Errorf("sink %s is not running", r.o.Name)
+	if err := r.replays.begin(r.o.Name, m.Sequence); err != nil {
+		return res, err
 	}
-	if r.replaying[m.Sequence] {
-		r.replayMu.Unlock()
-		return res, ErrReplayBusy
-	}
-	r.replaying[m.Sequence] = true
-	r.replayWG.Add(1)
-	r.replayMu.Unlock()
 
 	done := make(chan ReplayResult, 1)
 	go func() {
-		defer r.replayWG.Done()
-		defer func() {
-			r.replayMu.Lock()
-			delete(r.replaying, m.Sequence)
-			r.replayMu.Unlock()
-		}()
+		defer r.replays.end(m.Sequence)
 		out := res
-		d := r.deliver(ev, 0, nil)
-		out.Attempts = d.attempts
+		d := r.policy.Deliver(r.sendCtx, r.stopCtx.Done(), ev, FreshAttempts{})
+		out.Attempts = d.Attempts
 		bctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		switch d.outcome {
-		case outDelivered:
+		switch d.Verdict {
+		case Acked:
 			out.Outcome = ReplayDelivered
 			if err := stream.DeleteMsg(bctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 				out.Error = fmt.Sprintf("delivered, but removing it from the DLQ failed (a later replay would send it again): %v", err)
 			}
-			r.log.Info("sink: dead letter replayed", "dlq_id", m.Sequence, "event", ev.ID, "attempts", d.attempts)
-		case outDeadLetter:
+			r.log.Info("sink: dead letter replayed", "dlq_id", m.Sequence, "event", ev.ID, "attempts", d.Attempts)
+		case DeadLettered:
 			out.Outcome = ReplayDeadLettered
-			out.Error = d.err.Error()
-			newID, err := r.publishDLQ(bctx, deadLetterOut{ev: ev, natsSubject: m.Header.Get(bus.HdrDLQSubject), data: m.Data, err: d.err, attempts: d.attempts, replayOf: m.Sequence})
+			out.Error = d.Err.Error()
+			newID, err := r.dead.publish(bctx, deadLetterOut{ev: ev, natsSubject: m.Header.Get(bus.HdrDLQSubject), data: m.Data, err: d.Err, attempts: d.Attempts, replayOf: m.Sequence})
 			if err != nil {
 				// The old entry stays: nothing is lost.
 				out.Error += "; storing it again failed, so it stays as dead letter " + strconv.FormatUint(m.Sequence, 10) + ": " + err.Error()
 				break
 			}
 			out.NewID = newID
-			r.deadLettered.Add(1)
-			r.m.dlq.Inc()
+			r.stats.deadLetter()
 			if err := stream.DeleteMsg(bctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 				r.log.Warn("sink: replayed dead letter stored again but the old entry was not removed", "dlq_id", m.Sequence, "err", err)
 			}
-			r.log.Warn("sink: replayed dead letter failed again", "dlq_id", m.Sequence, "new_dlq_id", newID, "event", ev.ID, "err", d.err)
+			r.log.Warn("sink: replayed dead letter failed again", "dlq_id", m.Sequence, "new_dlq_id", newID, "event", ev.ID, "err", d.Err)
 		default:
 			out.Outcome = ReplayInterrupted
 			out.Error = "the relay is stopping; the dead letter stays"

@@ -23,8 +23,9 @@
 //     unacknowledged messages per sink; a slow or failing sink grows its
 //     backlog in the stream, not in the relay.
 //   - Retries. A Retry result is tried again after exponential backoff with
-//     jitter (Retry.Initial doubling up to Retry.MaxInterval), or after the
-//     sink's own delay (Retry-After) when it gives one. Every send counts
+//     jitter (Retry.Initial doubling up to Retry.MaxInterval), and never
+//     sooner than the sink's own delay (Retry-After, capped at an hour)
+//     when it gives one. Every send counts
 //     as an attempt; after Retry.MaxAttempts the event is dead-lettered.
 //     The attempt count of a message being retried is kept in the state
 //     store, so a restart mid-retry continues the count instead of
@@ -36,7 +37,29 @@
 //     its context, after which they are cancelled), and naks everything
 //     else so it is redelivered first on the next start.
 //
+// Stages. A Runner composes four, each in its own file with at most one
+// lock, and owns their lifecycle (Start, Stop) and the sink's Status:
+//   - consumer (consumer.go): the durable JetStream consumer, the pull
+//     iterator, the start gate that holds newer messages back until the
+//     previous run's unacked ones came back, the keep-alive (InProgress)
+//     of held messages, and the hand-back: naks in stream order at Stop.
+//   - lanes (lanes.go): per-resource ordering by event.OrderKey.
+//   - delivery policy (policy.go): Policy sends through the Sender and
+//     decides, with no NATS in sight: Done acks; Retry waits on the
+//     Schedule (internal/backoff over the sink's Retry settings) and tries
+//     again; MaxAttempts and GiveUp dead-letter; GiveUp with Disable turns
+//     the sink off. Attempt counts come from and go to an Attempts (the
+//     state store for the lanes, a fresh count for replays).
+//   - dead letters (dlq.go): storing on the DLQ stream, listing, replay.
+//
+// Senders may have a lifecycle (benthos' outputs): a Connector is
+// connected at Start before anything is pulled, a Closer is closed at Stop
+// (also after a failed Start). A sender with deliveries no event carries
+// (Slack's flood summaries) schedules their retries with the same Schedule,
+// so no sender has a retry schedule of its own.
+//
 // Time is injected (clock.Clock): backoff waits use the clock, so tests move
-// a clock.Fake instead of sleeping. Keeping messages alive on the server
-// uses real time, because AckWait runs on the server's clock.
+// a clock.Fake instead of sleeping. Keeping messages alive on the server,
+// the start gate and waiting for the bus use real time, because AckWait
+// and redelivery run on the server's clock.
 package sinks

@@ -58,8 +58,8 @@ func NewManager(o ManagerOptions) *Manager {
 	return &Manager{o: o, log: o.Logger, metrics: NewMetrics(o.Registerer), byName: map[string]*Runner{}}
 }
 
-// Add registers a sink. Bus, Store, Clock, Logger and Metrics left empty in
-// o come from the manager. Call before Start.
+// Add registers a sink. Bus, Store, Clock, Logger (scoped to the sink) and
+// Metrics left empty in o come from the manager. Call before Start.
 func (m *Manager) Add(s Sender, o Options) (*Runner, error) {
 	if o.Bus == nil {
 		o.Bus = m.o.Bus
@@ -71,7 +71,7 @@ func (m *Manager) Add(s Sender, o Options) (*Runner, error) {
 		o.Clock = m.o.Clock
 	}
 	if o.Logger == nil {
-		o.Logger = m.o.Logger
+		o.Logger = m.o.Logger.With("sink", o.Name, "kind", o.Kind)
 	}
 	if o.Metrics == nil {
 		o.Metrics = m.metrics

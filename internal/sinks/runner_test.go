@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
@@ -125,15 +126,30 @@ func TestFilterSkipsOthers(t *testing.T) {
 	env.Publish(t, want)
 	env.Publish(t, sinktest.Event("build", "b1", "failed", 3))
 	sinktest.Eventually(t, 5*time.Second, "delivery", func() bool { return r.Status().Delivered == 1 })
-	time.Sleep(100 * time.Millisecond)
+	// Everything the consumer gets is handled: sent or skipped, and acked.
+	info := waitAllAcked(t, env)
 	if ids := f.sentIDs(); len(ids) != 1 || ids[0] != want.ID {
 		t.Fatalf("sent %v", ids)
 	}
-	cons, _ := env.Bus.JetStream().Consumer(context.Background(), "CAKEWORK", "sink_t")
-	info, _ := cons.Info(context.Background())
 	if info.NumAckPending != 0 {
 		t.Fatalf("skipped message not acked: %+v", info)
 	}
+}
+
+// waitAllAcked waits until sink t's consumer has nothing left to deliver
+// and nothing unacknowledged, and returns its info.
+func waitAllAcked(t *testing.T, env *sinktest.Env) *jetstream.ConsumerInfo {
+	t.Helper()
+	var info *jetstream.ConsumerInfo
+	sinktest.Eventually(t, 5*time.Second, "every message acked", func() bool {
+		cons, err := env.Bus.JetStream().Consumer(context.Background(), "CAKEWORK", "sink_t")
+		if err != nil {
+			return false
+		}
+		info, err = cons.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	return info
 }
 
 func TestUndecodableToDLQ(t *testing.T) {
@@ -186,39 +202,52 @@ func TestStopHandsBackInFlight(t *testing.T) {
 func TestKeepAliveHoldsLongRetries(t *testing.T) {
 	env := sinktest.NewEnv(t)
 	var mu sync.Mutex
+	var first time.Time
 	release := false
 	f := &fakeSender{answer: func(int, event.Event) sinks.Result {
 		mu.Lock()
 		defer mu.Unlock()
+		if first.IsZero() {
+			first = time.Now()
+		}
 		if release {
 			return sinks.Delivered()
 		}
-		time.Sleep(50 * time.Millisecond)
 		return sinks.RetryLater(&testErr{"busy"}, 0)
 	}}
+	const ackWait = 300 * time.Millisecond
 	r := newRunner(t, env, f, func(o *sinks.Options) {
-		o.AckWait = 300 * time.Millisecond
-		o.Retry.MaxAttempts = 1000
+		o.AckWait = ackWait
+		// AckWait runs on the server's clock, so this test needs real
+		// time to pass; retries are paced on the real clock too.
+		o.Clock = clock.Real{}
+		o.Retry = config.Retry{Initial: 50 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxAttempts: 1000}
 	})
 	ev := sinktest.Event("vm", "v1", "idle", 0)
 	env.Publish(t, ev)
-	time.Sleep(time.Second) // three AckWaits
-	mu.Lock()
-	release = true
-	mu.Unlock()
+	sinktest.Eventually(t, 10*time.Second, "retries spanning three AckWaits", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if first.IsZero() || time.Since(first) < 3*ackWait {
+			return false
+		}
+		release = true
+		return true
+	})
 	sinktest.Eventually(t, 5*time.Second, "delivery", func() bool { return r.Status().Delivered == 1 })
-	time.Sleep(500 * time.Millisecond)
+	// A redelivery while held would have been counted by the server, and
+	// sent again before the ack.
+	info := waitAllAcked(t, env)
 	if st := r.Status(); st.Delivered != 1 {
 		t.Fatalf("delivered %d times: redelivered while held", st.Delivered)
 	}
-	cons, _ := env.Bus.JetStream().Consumer(context.Background(), "CAKEWORK", "sink_t")
-	info, _ := cons.Info(context.Background())
 	if info.NumRedelivered != 0 {
 		t.Fatalf("server redelivered %d", info.NumRedelivered)
 	}
+	if n := len(f.sentIDs()); n < 3 {
+		t.Fatalf("%d sends: the head was not retried while held", n)
+	}
 }
-
-var _ jetstream.Msg
 
 // closingSender counts Close calls (a sender with background work, like
 // the Slack one).
@@ -228,7 +257,7 @@ type closingSender struct {
 	closed int
 }
 
-func (c *closingSender) Close() error {
+func (c *closingSender) Close(context.Context) error {
 	c.mu.Lock()
 	c.closed++
 	c.mu.Unlock()

@@ -17,11 +17,22 @@ type Sender interface {
 	Send(ctx context.Context, e event.Event) Result
 }
 
-// SenderFunc adapts a function to Sender.
-type SenderFunc func(ctx context.Context, e event.Event) Result
+// Connector is a Sender with something to set up before its first Send:
+// a credentials check, background work (benthos' output Connect). The
+// runner calls Connect once, at Start, before it pulls anything; an error
+// fails the start. ctx bounds the connecting only: background work started
+// here runs until Close.
+type Connector interface {
+	Connect(ctx context.Context) error
+}
 
-// Send calls f.
-func (f SenderFunc) Send(ctx context.Context, e event.Event) Result { return f(ctx, e) }
+// Closer is a Sender with something to undo: background work, idle
+// connections. The runner calls Close once, at Stop, also when Start
+// failed or never ran, so Close must work without Connect. It returns when
+// the work ended or ctx did.
+type Closer interface {
+	Close(ctx context.Context) error
+}
 
 // Outcome is what a send achieved.
 type Outcome int

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 )
 
@@ -34,7 +35,7 @@ type pendingWebhook struct {
 	firstFail time.Time
 	// nextAt is the earliest time of the next attempt.
 	nextAt  time.Time
-	backoff cakework.Backoff
+	backoff backoff.Backoff
 }
 
 // webhookRequest returns the target and body of a build webhook, in the
@@ -170,7 +171,7 @@ func (s *Sim) flushWebhooks(ctx context.Context) {
 			continue
 		}
 		if p.backoff.Initial == 0 {
-			p.backoff = cakework.Backoff{Initial: webhookBackoffInitial, Max: webhookBackoffMax}
+			p.backoff = backoff.Backoff{Initial: webhookBackoffInitial, Max: webhookBackoffMax}
 		}
 		p.nextAt = now.Add(p.backoff.Next())
 		if p.nextAt.After(deadline) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
@@ -321,15 +322,9 @@ type stopRetry struct {
 	at       time.Time // not called again before
 }
 
-// stopRetryBackoff is the wait after the n-th failed stop call of a VM:
-// 15s doubling to 5 minutes.
-func stopRetryBackoff(n int) time.Duration {
-	d := 15 * time.Second
-	for i := 1; i < n && d < 5*time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Minute)
-}
+// stopRetryBackoff is the wait after a failed stop call of a VM: 15s
+// doubling to 5 minutes, fixed (the next kick evaluates anyway).
+var stopRetryBackoff = backoff.Backoff{Initial: 15 * time.Second, Max: 5 * time.Minute, Jitter: -1}
 
 func (a *AutoStop) stopFailed(id string, now time.Time) time.Time {
 	if a.retry == nil {
@@ -337,7 +332,7 @@ func (a *AutoStop) stopFailed(id string, now time.Time) time.Time {
 	}
 	r := a.retry[id]
 	r.failures++
-	r.at = now.Add(stopRetryBackoff(r.failures))
+	r.at = now.Add(stopRetryBackoff.Delay(r.failures))
 	a.retry[id] = r
 	return r.at
 }

@@ -40,6 +40,7 @@ const ContentType = "application/cloudevents+json"
 
 // Options are the sink's dependencies.
 type Options struct {
+	// Logger is the sink's, scoped to it by the caller.
 	Logger *slog.Logger
 	// Now stamps webhook-timestamp. Default time.Now (receivers check it
 	// against their wall clock).
@@ -78,7 +79,7 @@ func New(c config.HTTPCB, o Options) (*Sender, error) {
 	if o.UserAgent == "" {
 		o.UserAgent = "cakework-relay"
 	}
-	s := &Sender{cfg: c, target: safeURL(c.URL), now: o.Now, ua: o.UserAgent, log: o.Logger.With("sink", c.Name, "kind", "http")}
+	s := &Sender{cfg: c, target: safeURL(c.URL), now: o.Now, ua: o.UserAgent, log: o.Logger}
 	if c.Secret != "" {
 		wh, err := standardwebhooks.NewWebhook(c.Secret)
 		if err != nil {
@@ -116,8 +117,8 @@ func (s *Sender) SinkOptions() sinks.Options {
 	return sinks.Options{Name: s.cfg.Name, Kind: "http", Endpoint: safeURL(s.cfg.URL), Events: s.cfg.Events, Concurrency: s.cfg.Concurrency, Retry: s.cfg.Retry}
 }
 
-// Close drops idle connections.
-func (s *Sender) Close() error {
+// Close drops idle connections (sinks.Closer).
+func (s *Sender) Close(context.Context) error {
 	s.client.CloseIdleConnections()
 	return nil
 }

@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { s.Close() })
+		t.Cleanup(func() { s.Close(context.Background()) })
 		return sinktest.Fixture{
 			Sender: s,
 			SetMode: func(m sinktest.Mode, d time.Duration) {
@@ -71,7 +71,7 @@ func newSender(t *testing.T, rcv *receiver, mod func(*config.HTTPCB)) *httpcb.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Close(context.Background()) })
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,16 +344,7 @@ func TestOrderPerResourceUnderConcurrency(t *testing.T) {
 func TestRestartMidRetry(t *testing.T) {
 	env := sinktest.NewEnv(t)
 	rcv := newReceiver(t)
-	var mu sync.Mutex
-	up := false
-	rcv.setScript(func(int, event.Event) answer {
-		mu.Lock()
-		defer mu.Unlock()
-		if up {
-			return answer{}
-		}
-		return answer{status: http.StatusBadGateway}
-	})
+	up := failUntilUp(rcv, http.StatusBadGateway)
 	clk := clock.NewFake(time.Now())
 	r := startRelay(t, env, rcv, clk, func(c *config.HTTPCB) { c.Retry.MaxAttempts = 4 })
 	first := sinktest.Event("build", "b1", "created", 0)
@@ -372,9 +364,7 @@ func TestRestartMidRetry(t *testing.T) {
 	second := sinktest.Event("build", "b1", "succeeded", 1)
 	env.Publish(t, second) // while no sink runs
 
-	mu.Lock()
-	up = true
-	mu.Unlock()
+	up()
 	clk2 := clock.NewFake(time.Now())
 	r2 := startRelay(t, env, rcv, clk2, func(c *config.HTTPCB) { c.Retry.MaxAttempts = 4 })
 	sinktest.Eventually(t, 10*time.Second, "both delivered", func() bool { return r2.status(t).Delivered == 2 })
@@ -414,6 +404,18 @@ func TestRestartContinuesAttemptCount(t *testing.T) {
 	}
 }
 
+// failUntilUp makes rcv answer status until up is called, then accept.
+func failUntilUp(rcv *receiver, status int) (up func()) {
+	var ok atomic.Bool
+	rcv.setScript(func(int, event.Event) answer {
+		if ok.Load() {
+			return answer{}
+		}
+		return answer{status: status}
+	})
+	return func() { ok.Store(true) }
+}
+
 func sinkRecords(t *testing.T, s *state.Store, sink string) int {
 	n := 0
 	if err := s.View(func(tx *state.Tx) error {
@@ -430,16 +432,7 @@ func sinkRecords(t *testing.T, s *state.Store, sink string) int {
 func TestCrashMidRetry(t *testing.T) {
 	env := sinktest.NewEnv(t)
 	rcv := newReceiver(t)
-	var mu sync.Mutex
-	up := false
-	rcv.setScript(func(int, event.Event) answer {
-		mu.Lock()
-		defer mu.Unlock()
-		if up {
-			return answer{}
-		}
-		return answer{status: http.StatusServiceUnavailable}
-	})
+	up := failUntilUp(rcv, http.StatusServiceUnavailable)
 	clk := clock.NewFake(time.Now())
 	startRelay(t, env, rcv, clk, nil) // never stopped cleanly: it dies with its bus
 	first := sinktest.Event("build", "b1", "created", 0)
@@ -448,9 +441,7 @@ func TestCrashMidRetry(t *testing.T) {
 	env.Restart(t) // the bus and bbolt go away under the running sink
 	second := sinktest.Event("build", "b1", "succeeded", 1)
 	env.Publish(t, second)
-	mu.Lock()
-	up = true
-	mu.Unlock()
+	up()
 	start := time.Now()
 	r2 := startRelay(t, env, rcv, sinktest.NewStepClock(time.Now()), nil)
 	sinktest.Eventually(t, 15*time.Second, "both delivered", func() bool { return r2.status(t).Delivered == 2 })

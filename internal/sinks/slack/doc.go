@@ -18,10 +18,10 @@
 //     events of one type within Flood.Window are folded into a summary: the
 //     folded event is written to the state store (sink record
 //     flood/<type>) before Send reports it delivered, and a flusher posts
-//     the summary when the window ends, retrying (with Retry-After) until
-//     it is posted, across restarts. A folded event about a resource with a
-//     parent still updates that parent (the card is marked stale and
-//     refreshed by the flusher).
+//     the summary when the window ends, retrying until it is posted, across
+//     restarts; a failed summary stays pending. A folded event about a
+//     resource with a parent still updates that parent (the card is marked
+//     stale and refreshed by the flusher).
 //   - At most one write per second per channel (a limiter on the injected
 //     clock; waiting honours ctx). chat.update counts too.
 //   - Rate limits (HTTP 429) become a Retry with Slack's Retry-After, never
@@ -37,6 +37,24 @@
 //     logs/build/<id>); a build.log the user did not ask for is recorded
 //     and acked without posting.
 //   - The token and the webhook URL never appear in errors or logs.
+//
+// Lifecycle. New only checks the config and builds; it starts nothing.
+// Connect (sinks.Connector, called by the runner at Start) starts the token
+// check and the flusher; Close (sinks.Closer) ends them. Nothing else needs
+// cleaning up when building a set of sinks fails half way.
+//
+// The flusher runs under the framework's retry. Summaries and card
+// refreshes are deliveries no event carries, so they cannot go through the
+// runner's lanes: a summary is a durable record, not a stream message, and
+// a lane would hold every other summary behind one failing post. The
+// flusher therefore posts each once and classifies the answer like Send,
+// and the wait before the next try comes from sinks.Schedule, the same
+// schedule the runner uses for this sink's events (its Retry settings over
+// internal/backoff, honouring Slack's Retry-After). A summary's attempt
+// count and next try are kept in its record, so the schedule survives a
+// restart; a stale card's count is kept in memory (its stale mark is the
+// durable part). Unlike events, a summary is never dead-lettered after
+// Retry.MaxAttempts: it holds events already acked, so it stays pending.
 //
 // Time is injected (clock.Clock): the limiter, the flood window and the
 // flusher run on it, so tests move a fake clock instead of sleeping.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -137,11 +138,15 @@ func (s *Sender) kick() {
 }
 
 // flushLoop posts due summaries and refreshes stale cards. It sleeps on the
-// clock until the next summary is due, or until kicked.
+// clock until the next summary or retry is due, or until kicked.
 func (s *Sender) flushLoop() {
 	defer s.wg.Done()
+	// Failed refreshes of a stale card, per card: the attempt number the
+	// framework's schedule needs. Memory only (the stale mark itself is
+	// durable); only this goroutine touches it.
+	staleFails := map[string]int{}
 	for {
-		next := s.flushPass(s.ctx)
+		next := s.flushPass(s.ctx, staleFails)
 		var timer <-chan time.Time
 		if !next.IsZero() {
 			timer = s.clock.After(next.Sub(s.clock.Now()))
@@ -155,22 +160,11 @@ func (s *Sender) flushLoop() {
 	}
 }
 
-// retryDelay is the flusher's wait after a failed post: Slack's
-// Retry-After, else 5s doubling to 5m. Nothing pending is ever dropped.
-func retryDelay(res sinks.Result, attempts int) time.Duration {
-	if res.After > 0 {
-		return res.After
-	}
-	d := 5 * time.Second
-	for i := 1; i < attempts && d < 5*time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Minute)
-}
-
 // flushPass does what is due now and returns when to look again (zero:
-// when kicked).
-func (s *Sender) flushPass(ctx context.Context) time.Time {
+// when kicked). Every failed post is tried again after the framework's
+// schedule says (s.retry, with Slack's Retry-After); nothing pending is
+// ever dropped.
+func (s *Sender) flushPass(ctx context.Context, staleFails map[string]int) time.Time {
 	now := s.clock.Now()
 	var next time.Time
 	later := func(t time.Time) {
@@ -197,6 +191,8 @@ func (s *Sender) flushPass(ctx context.Context) time.Time {
 	})
 	if err != nil {
 		s.log.Warn("slack: reading pending summaries", "err", err)
+		// The local store failed, not a post: no delivery to schedule,
+		// just look again soon.
 		later(now.Add(30 * time.Second))
 		return next
 	}
@@ -212,6 +208,11 @@ func (s *Sender) flushPass(ctx context.Context) time.Time {
 			later(at)
 		}
 	}
+	for k := range staleFails {
+		if !slices.Contains(stale, k) {
+			delete(staleFails, k) // refreshed by a Send meanwhile
+		}
+	}
 	for _, k := range stale {
 		if ctx.Err() != nil {
 			return next
@@ -221,11 +222,16 @@ func (s *Sender) flushPass(ctx context.Context) time.Time {
 		switch res.Outcome {
 		case sinks.Retry:
 			if ctx.Err() == nil {
-				s.log.Warn("slack: updating a parent message failed; will retry", "resource", k, "err", res.Err)
-				later(s.clock.Now().Add(max(res.After, 30*time.Second)))
+				staleFails[k]++
+				wait := s.retry.Wait(staleFails[k], res.After)
+				s.log.Warn("slack: updating a parent message failed; will retry", "resource", k, "attempt", staleFails[k], "retry_in", wait, "err", res.Err)
+				later(s.clock.Now().Add(wait))
 			}
 		case sinks.GiveUp:
+			delete(staleFails, k)
 			s.log.Error("slack: cannot update a parent message", "resource", k, "err", res.Err)
+		default:
+			delete(staleFails, k)
 		}
 	}
 	return next
@@ -247,7 +253,7 @@ func (s *Sender) flushSummary(ctx context.Context, p pending) (time.Time, bool) 
 		}
 		if !ok {
 			cur.Attempts++
-			cur.NextTry = now.Add(retryDelay(res, cur.Attempts))
+			cur.NextTry = now.Add(s.retry.Wait(cur.Attempts, res.After))
 			cur.LastError = truncate(res.Err.Error(), 500)
 			nextTry = cur.NextTry
 			return tx.PutSink(s.cfg.Name, floodKey(p.Type), cur)

@@ -1,12 +1,15 @@
 package slack
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	goslack "github.com/slack-go/slack"
 
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
@@ -88,4 +91,9 @@ func golden(t *testing.T, name string, m message) {
 	if string(want) != got {
 		t.Errorf("%s differs from the golden file (run with -update if the change is intended):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
+}
+
+// blocksJSON is the blocks as Slack receives them (for golden files).
+func blocksJSON(m message) ([]byte, error) {
+	return json.MarshalIndent(goslack.Blocks{BlockSet: m.Blocks}, "", "  ")
 }

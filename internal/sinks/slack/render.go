@@ -1,7 +1,6 @@
 package slack
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -422,9 +421,4 @@ func summaryMessage(p pending, threshold int, window time.Duration) message {
 	}
 	v := view{headline: r, list: list, context: ctx}
 	return v.message()
-}
-
-// blocksJSON is the blocks as Slack receives them (for golden files).
-func blocksJSON(m message) ([]byte, error) {
-	return json.MarshalIndent(goslack.Blocks{BlockSet: m.Blocks}, "", "  ")
 }

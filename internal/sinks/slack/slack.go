@@ -25,8 +25,9 @@ import (
 // Options are the sink's dependencies.
 type Options struct {
 	// Store keeps parents, log tails and pending summaries. Required.
-	Store  *state.Store
-	Clock  clock.Clock
+	Store *state.Store
+	Clock clock.Clock
+	// Logger is the sink's, scoped to it by the caller.
 	Logger *slog.Logger
 	// HTTPClient makes the Slack calls. Default: a client of its own.
 	HTTPClient *http.Client
@@ -56,6 +57,10 @@ type Sender struct {
 	timeout time.Duration
 	limiter *channelLimiter
 	window  *floodWindow
+	// retry is the framework's schedule for this sink (its Retry
+	// settings): the flusher asks it when to try a failed summary or card
+	// again, so the sink has no retry schedule of its own.
+	retry sinks.Schedule
 
 	// locks serialise work on one resource between a lane, a replay and
 	// the flusher.
@@ -65,16 +70,20 @@ type Sender struct {
 	authErr error
 	lastGC  time.Time
 
-	wake      chan struct{}
+	wake chan struct{}
+
+	// life is the background work's lifecycle: Connect starts it, Close
+	// ends it.
+	lifeMu    sync.Mutex
+	connected bool
+	closed    bool
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	closeOnce sync.Once
 }
 
-// New builds the sender for one sinks.slack entry and starts its
-// background work: the token check (auth.test, bot mode) and the flusher
-// that posts flood summaries. Close stops it.
+// New checks one sinks.slack entry and builds its sender. It starts
+// nothing: Connect starts the background work, Close ends it.
 func New(c config.Slack, o Options) (*Sender, error) {
 	if o.ConfigPath == "" {
 		o.ConfigPath = "sinks.slack"
@@ -103,9 +112,10 @@ func New(c config.Slack, o Options) (*Sender, error) {
 	s := &Sender{
 		cfg: c, path: o.ConfigPath, webhook: c.WebhookURL != "",
 		store: o.Store, clock: o.Clock, user: user, tmpl: tmpl, timeout: o.Timeout,
-		log:     o.Logger.With("sink", c.Name, "kind", "slack"),
+		log:     o.Logger,
 		limiter: newChannelLimiter(o.Clock, o.ChannelInterval),
 		window:  &floodWindow{recent: map[string][]time.Time{}},
+		retry:   sinks.NewSchedule(c.Retry),
 		wake:    make(chan struct{}, 1),
 	}
 	s.http = o.HTTPClient
@@ -122,6 +132,23 @@ func New(c config.Slack, o Options) (*Sender, error) {
 		}
 		s.api = goslack.New(c.Token, opts...)
 	}
+	return s, nil
+}
+
+// Connect starts the background work (sinks.Connector): the token check
+// (auth.test, bot mode) and the flusher that posts flood summaries and
+// refreshes stale cards, including those a previous run left pending. It
+// runs until Close; ctx only bounds Connect itself, which does not wait.
+func (s *Sender) Connect(ctx context.Context) error {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	switch {
+	case s.closed:
+		return fmt.Errorf("slack sink %s: connect after close", s.cfg.Name)
+	case s.connected:
+		return nil
+	}
+	s.connected = true
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if !s.webhook {
 		s.wg.Add(1)
@@ -129,7 +156,7 @@ func New(c config.Slack, o Options) (*Sender, error) {
 	}
 	s.wg.Add(1)
 	go s.flushLoop()
-	return s, nil
+	return nil
 }
 
 // SinkOptions are the framework options this entry asks for. Events always
@@ -164,15 +191,29 @@ func (s *Sender) setAuthErr(err error) {
 }
 
 // Close stops the background work (a summary being posted is cancelled and
-// stays pending) and drops idle connections. Safe to call twice.
-func (s *Sender) Close() error {
-	s.closeOnce.Do(func() {
+// stays pending) and drops idle connections (sinks.Closer). It waits for
+// the work to end until ctx does. Safe to call twice, and without Connect.
+func (s *Sender) Close(ctx context.Context) error {
+	s.lifeMu.Lock()
+	first := !s.closed
+	s.closed = true
+	connected := s.connected
+	if first && connected {
 		s.cancel()
-		s.wg.Wait()
-		if s.ownHTTP {
-			s.http.CloseIdleConnections()
+	}
+	s.lifeMu.Unlock()
+	if connected {
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("slack sink %s: close: %w", s.cfg.Name, ctx.Err())
 		}
-	})
+	}
+	if first && s.ownHTTP {
+		s.http.CloseIdleConnections()
+	}
 	return nil
 }
 

@@ -42,7 +42,11 @@ func newSender(t testing.TB, c config.Slack, st *state.Store, clk clock.Clock, l
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Close(context.Background()) })
+	// The flusher and the token check run from Connect, as under a runner.
+	if err := s.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -282,7 +286,7 @@ func TestFloodBecomesSummary(t *testing.T) {
 	}
 
 	// A restart before the summary is posted: the new instance posts it.
-	s.Close()
+	s.Close(context.Background())
 	s2 := newSender(t, c, st, clk, nil)
 	eventually(t, "the flusher waiting for the window to end", func() bool { return clk.Waiters() > 0 })
 	clk.Advance(c.Flood.Window + 10*time.Second)

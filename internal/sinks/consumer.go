@@ -1,0 +1,230 @@
+package sinks
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+)
+
+// item is one message held by the runner, from receipt to ack or nak.
+type item struct {
+	msg       jetstream.Msg
+	ev        event.Event
+	decodeErr error
+	seq       uint64 // stream sequence
+	delivered uint64 // times the server delivered it
+}
+
+// consumer is the JetStream stage: the durable consumer and its pull
+// iterator, the start gate that holds newer messages back until the
+// previous run's unacked ones came back, the keep-alive of held messages,
+// and the ordered hand-back (nak) of the ones not finished at Stop.
+//
+// Its timers are real time, not the injected clock: AckWait and
+// redelivery run on the server's clock.
+type consumer struct {
+	log     *slog.Logger
+	filter  event.Filter
+	ackWait time.Duration
+
+	iter jetstream.MessagesContext
+	gate *startGate // only the dispatch loop touches it
+
+	held     heldSet
+	back     handBacks
+	keepDone chan struct{}
+	done     chan struct{} // closed when the dispatch loop ends
+}
+
+// openConsumer creates or updates the durable consumer of sink o.Name and
+// starts pulling (but dispatches nothing until run).
+func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slog.Logger) (*consumer, error) {
+	cons, err := o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
+		Durable:        DurableName(o.Name),
+		FilterSubjects: filter.Subjects(o.Bus.SubjectPrefix()),
+		AckWait:        o.AckWait,
+		MaxAckPending:  o.MaxAckPending,
+		DeliverAll:     o.DeliverAll,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
+	}
+	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}}}
+	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
+		// Messages left unacked by a previous run (a crash, or a stop that
+		// could not hand them back) come back only after AckWait; hold newer
+		// ones until they did, so a resource's events stay in order.
+		c.gate = &startGate{
+			last:     info.Delivered.Stream,
+			pending:  info.NumAckPending,
+			deadline: time.Now().Add(o.AckWait + 5*time.Second),
+		}
+		log.Info("sink: waiting for unacknowledged events of the previous run before newer ones",
+			"pending", info.NumAckPending, "at_most", o.AckWait+5*time.Second)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(min(o.MaxAckPending, 256)))
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: pull: %w", o.Name, err)
+	}
+	c.iter = iter
+	return c, nil
+}
+
+// run dispatches messages to push until the iterator is drained: it
+// decodes, acks the ones the sink's globs reject, holds the rest (kept
+// alive) and passes them on in stream order. A message push refuses, or
+// any that arrives after stop, is handed back.
+func (c *consumer) run(stop <-chan struct{}, push func(*item) bool) {
+	c.done, c.keepDone = make(chan struct{}), make(chan struct{})
+	go c.keepAlive()
+	go c.dispatch(stop, push)
+}
+
+func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
+	defer close(c.done)
+	stopping := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	pass := func(it *item) {
+		if stopping() || !push(it) {
+			c.handBack(it)
+		}
+	}
+	for {
+		var msg jetstream.Msg
+		var err error
+		if c.gate != nil {
+			if time.Now().After(c.gate.deadline) {
+				c.log.Warn("sink: not all unacknowledged events of the previous run came back; going on", "missing", c.gate.pending-c.gate.seen)
+				c.openGate(pass)
+				continue
+			}
+			msg, err = c.iter.Next(jetstream.NextMaxWait(time.Until(c.gate.deadline) + time.Millisecond))
+		} else {
+			msg, err = c.iter.Next()
+		}
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if c.gate != nil {
+					c.openGate(pass)
+				}
+				return
+			}
+			if c.gate != nil && time.Now().After(c.gate.deadline) {
+				continue
+			}
+			c.log.Warn("sink: pulling messages", "err", err)
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-stop:
+			}
+			continue
+		}
+		if stopping() {
+			// Drained after Stop: hand it back so it is redelivered first.
+			c.back.add(msg)
+			continue
+		}
+		it := &item{msg: msg}
+		if md, err := msg.Metadata(); err == nil {
+			it.seq, it.delivered = md.Sequence.Stream, md.NumDelivered
+		}
+		it.ev, it.decodeErr = event.Decode(msg.Data())
+		if it.decodeErr == nil && !c.filter.Match(it.ev.ShortType()) {
+			// The NATS filter is wider than the globs: not for this sink.
+			_ = msg.Ack()
+			continue
+		}
+		c.held.add(it)
+		if g := c.gate; g != nil {
+			g.held = append(g.held, it)
+			if it.seq <= g.last {
+				g.seen++
+			}
+			if g.seen >= g.pending {
+				c.openGate(pass)
+			}
+			continue
+		}
+		pass(it)
+	}
+}
+
+// startGate holds back every message until the previous run's unacked
+// messages were redelivered, then releases them all in stream order.
+type startGate struct {
+	last     uint64 // stream sequence last delivered before this run
+	pending  int    // how many of those were unacked
+	seen     int
+	held     []*item
+	deadline time.Time
+}
+
+func (c *consumer) openGate(pass func(*item)) {
+	g := c.gate
+	c.gate = nil
+	// Redeliveries come back in the order their AckWait expired, not
+	// necessarily stream order: sort before the lanes see them.
+	slices.SortFunc(g.held, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
+	for _, it := range g.held {
+		pass(it)
+	}
+}
+
+// drain stops pulling; run ends once the messages already pulled are
+// dispatched.
+func (c *consumer) drain() { c.iter.Drain() }
+
+// release forgets a held item: it was acked, or is being handed back.
+func (c *consumer) release(it *item) { c.held.remove(it) }
+
+// handBack releases it and returns it to the server for redelivery.
+func (c *consumer) handBack(it *item) {
+	c.release(it)
+	c.back.add(it.msg)
+}
+
+// inFlight is how many messages are held.
+func (c *consumer) inFlight() int { return c.held.len() }
+
+// close naks what was handed back, oldest first, and stops keep-alives and
+// the iterator. Call it after run ended and nothing holds an item.
+func (c *consumer) close() {
+	c.back.flush()
+	if c.keepDone != nil {
+		close(c.keepDone)
+	}
+	c.iter.Stop()
+}
+
+// keepAlive tells the server that held messages (queued behind a lane's
+// head, or being retried) are still being worked on, so they are not
+// redelivered out of order.
+func (c *consumer) keepAlive() {
+	t := time.NewTicker(max(c.ackWait/3, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.keepDone:
+			return
+		case <-t.C:
+		}
+		for _, m := range c.held.msgs() {
+			_ = m.InProgress()
+		}
+	}
+}
