@@ -7,16 +7,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cakework-relay/cakework-relay/internal/journal"
 )
 
 // Accept is the webhook hot path's commit: the dedup check, the seen ids,
 // the queued poller watches and the outbox entries of one request, made
-// durable in the journal (journal.go) instead of a bbolt commit.
+// durable in the journal (package internal/journal) instead of a bbolt
+// commit.
 //
 // A request's changes are one journal record. Concurrent Accepts share a
 // batch: one goroutine runs their functions in turn (a later function sees
@@ -303,7 +305,7 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	pend := map[seenHash]int64{}
 	var pendEv map[seenHash]eventRef // made for the first id with an event
 	buf := s.jbuf[:0]
-	seq := s.j.nextSeq
+	seq := s.j.NextSeq()
 	ok := make([]*acceptReq, 0, len(batch))
 	txs := make([]AcceptTx, 0, len(batch))
 	// Functions that changed nothing (duplicates) are answered with the
@@ -335,9 +337,9 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 			}
 		}
 		start := len(buf)
-		buf = append(buf, make([]byte, recHeader)...)
+		buf = append(buf, make([]byte, journal.HeaderSize)...)
 		buf = tx.appendBody(buf)
-		sealRecord(buf[start:], seq)
+		journal.Seal(buf[start:], seq)
 		seq++
 		ok = append(ok, r)
 		txs = append(txs, tx)
@@ -351,14 +353,14 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		}
 		return
 	}
-	first := s.j.nextSeq
+	first := s.j.NextSeq()
 	t0 := time.Now()
-	err := s.j.write(buf, len(ok))
+	err := s.j.Write(buf, len(ok))
 	s.jwriteNs.Add(int64(time.Since(t0)))
 	if err != nil {
 		s.log.Error("webhook journal write failed; the batch is refused", "err", err)
-		if s.j.failed != nil {
-			s.jfailed.Store(&s.j.failed)
+		if f := s.j.Failed(); f != nil {
+			s.jfailed.Store(&f)
 		}
 		for _, r := range ok {
 			r.done <- err
@@ -612,7 +614,7 @@ func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
 	s.ckptErr.Store(nil)
 	s.releaseAcked(dels)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
-	s.j.release(min(ckpt, acked))
+	s.j.Release(min(ckpt, acked))
 	return nil
 }
 
@@ -662,16 +664,7 @@ func (s *Store) checkpointLoop() {
 
 // openJournal replays the journal into bbolt and the outbox queue. It runs
 // in Open, before the loops start.
-func (s *Store) openJournal(segSize int64) error {
-	dir := filepath.Join(filepath.Dir(s.path), journalDir)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("create %s: %w (set data_dir to a writable directory)", dir, err)
-		}
-		if err := syncDir(filepath.Dir(dir)); err != nil {
-			return err
-		}
-	}
+func (s *Store) openJournal(segSize int64, sync func(*os.File) error) error {
 	var ckpt, acked uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
@@ -685,42 +678,30 @@ func (s *Store) openJournal(segSize int64) error {
 	}); err != nil {
 		return err
 	}
-	segs, err := listSegments(dir)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", dir, err)
-	}
 	var apply []ckptRec
 	var entries []jEntry
-	last := max(ckpt, acked)
-	kept := segs[:0]
-	for _, seg := range segs {
-		if len(kept) > 0 && seg.first <= kept[len(kept)-1].last {
-			return fmt.Errorf("journal segment %s overlaps the one before it; move data_dir/%s aside to start without it (its unpublished events are then lost)", seg.path, journalDir)
-		}
-		seg.last, err = replaySegment(seg.path, seg.first, func(seq uint64, body []byte) error {
-			seen, values, watches, out, err := decodeBody(body)
-			if err != nil {
-				return fmt.Errorf("record %d: %w", seq, err)
-			}
-			if seq > ckpt {
-				apply = append(apply, ckptRec{seq: seq, seen: seen, values: values, watches: watches})
-			}
-			if seq > acked {
-				for _, o := range out {
-					entries = append(entries, jEntry{rec: seq, jOut: o})
-				}
-			}
-			return nil
-		})
+	j, err := journal.Open(journal.Options{
+		Dir:          filepath.Join(filepath.Dir(s.path), journal.DirName),
+		SegmentBytes: segSize,
+		After:        max(ckpt, acked),
+		Sync:         sync,
+	}, func(seq uint64, body []byte) error {
+		seen, values, watches, out, err := decodeBody(body)
 		if err != nil {
-			return fmt.Errorf("replay journal segment %s: %w; move it aside to start without it (its unpublished events are then lost)", seg.path, err)
+			return fmt.Errorf("record %d: %w", seq, err)
 		}
-		if seg.last < seg.first {
-			_ = os.Remove(seg.path)
-			continue
+		if seq > ckpt {
+			apply = append(apply, ckptRec{seq: seq, seen: seen, values: values, watches: watches})
 		}
-		last = max(last, seg.last)
-		kept = append(kept, seg)
+		if seq > acked {
+			for _, o := range out {
+				entries = append(entries, jEntry{rec: seq, jOut: o})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(apply) > 0 {
 		ckpt = apply[len(apply)-1].seq
@@ -730,21 +711,13 @@ func (s *Store) openJournal(segSize int64) error {
 			}
 			return btx.Bucket(bMeta).Put([]byte(metaJournalCkpt), u64(ckpt))
 		}); err != nil {
+			j.Close()
 			return fmt.Errorf("replay journal into %s: %w", s.path, err)
 		}
 	}
-	// A spare is used only at full size (an interrupted preparation leaves
-	// a .tmp file, removed here).
-	spare := filepath.Join(dir, spareName)
-	fi, err := os.Stat(spare)
-	hasSpare := err == nil && fi.Size() >= segSize
-	if err == nil && !hasSpare {
-		_ = os.Remove(spare)
-	}
-	_ = os.Remove(spare + ".tmp")
-	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: hasSpare, sync: datasync}
-	s.jq.push(entries, last)
+	s.j = j
+	s.jq.push(entries, j.NextSeq()-1)
 	s.ckptSeq, s.ackedSeq = ckpt, acked
-	s.j.release(min(ckpt, acked))
+	s.j.Release(min(ckpt, acked))
 	return nil
 }

@@ -7,11 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/journal"
 )
 
 var jNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -203,16 +204,16 @@ func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	}
 	cdir := crashCopy(t, dir)
 	// Tear the last record: cut the segment a few bytes short of its end.
-	segs, err := listSegments(filepath.Join(cdir, journalDir))
+	segs, err := journal.Segments(filepath.Join(cdir, journal.DirName))
 	if err != nil || len(segs) != 1 {
 		t.Fatalf("segments %v, %v", segs, err)
 	}
-	last, err := replaySegment(segs[0].path, segs[0].first, func(uint64, []byte) error { return nil })
-	if err != nil || last != segs[0].first+4 {
+	last, err := journal.ReplaySegment(segs[0].Path, segs[0].First, func(uint64, []byte) error { return nil })
+	if err != nil || last != segs[0].First+4 {
 		t.Fatalf("replay of the copy: last %d, %v", last, err)
 	}
 	size := journalEnd(t, segs[0])
-	if err := os.Truncate(segs[0].path, size-3); err != nil {
+	if err := os.Truncate(segs[0].Path, size-3); err != nil {
 		t.Fatal(err)
 	}
 
@@ -249,75 +250,8 @@ func publishAll(t *testing.T, s *Store) {
 	}
 }
 
-func fileSize(t *testing.T, path string) int64 {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Size()
-}
-
-// A fresh journal starts a short preallocated segment, writes a full-size
-// spare of zeros in the background once that is half full, and moves to it:
-// fdatasyncs then overwrite written blocks. A short segment is never kept
-// as the spare.
-func TestJournalMovesToAWrittenSpare(t *testing.T) {
-	dir := t.TempDir()
-	const seg = 64 << 10
-	s := openJ(t, dir, seg)
-	spare := filepath.Join(dir, journalDir, spareName)
-	n := 0
-	next := func() {
-		accept(t, s, fmt.Sprint("b", n))
-		n++
-	}
-	next()
-	first := s.j.cur.path
-	// (Without fallocate, off Linux, the file is only as long as its records.)
-	if got := fileSize(t, first); s.j.segCap != seg/8 || got > seg/8 {
-		t.Fatalf("first segment is %d bytes with room for %d, want %d (an eighth of the segment size)", got, s.j.segCap, seg/8)
-	}
-	for s.j.off <= seg/16 {
-		next()
-	}
-	s.j.prepWG.Wait()
-	data, err := os.ReadFile(spare)
-	if err != nil {
-		t.Fatalf("no spare once the first segment was half full: %v", err)
-	}
-	if len(data) != seg || strings.Trim(string(data), "\x00") != "" {
-		t.Fatalf("spare is %d bytes (want %d) of which not all zeros", len(data), seg)
-	}
-	for s.j.cur.path == first {
-		next()
-	}
-	if got := fileSize(t, s.j.cur.path); got != seg || s.j.segCap != seg {
-		t.Fatalf("second segment is %d bytes with room for %d, want the %d-byte spare", got, s.j.segCap, seg)
-	}
-	if _, err := os.Stat(spare); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the spare is still there after the rotation (%v)", err)
-	}
-	// The short segment is released, and removed rather than kept.
-	publishAll(t, s)
-	s.j.prepWG.Wait()
-	if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("released first segment still there (%v)", err)
-	}
-	if fi, err := os.Stat(spare); err == nil && fi.Size() != seg {
-		t.Fatalf("a %d-byte spare, want %d", fi.Size(), seg)
-	}
-	// Replay reads past the zeros of the spare's tail as the end.
-	for range 5 {
-		next()
-	}
-	c := openJ(t, crashCopy(t, dir), seg)
-	if ids := outboxIDs(t, c); len(ids) != 5 || ids[4] != fmt.Sprint("evt-b", n-1) {
-		t.Fatalf("after a crash the outbox holds %v, want the 5 unpublished events", ids)
-	}
-}
-
-// Open ignores a spare left short or half written.
+// Open ignores a spare left short or half written (the journal's own test
+// checks that it is not taken as the spare).
 func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
 	dir := t.TempDir()
 	const seg = 64 << 10
@@ -326,16 +260,13 @@ func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	spare := filepath.Join(dir, journalDir, spareName)
+	spare := filepath.Join(dir, journal.DirName, journal.SpareName)
 	for _, p := range []string{spare, spare + ".tmp"} {
 		if err := os.WriteFile(p, []byte("short"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := openJ(t, dir, seg)
-	if r.j.hasSpare {
-		t.Fatal("a 5-byte spare.wal was taken as the spare")
-	}
 	for _, p := range []string{spare, spare + ".tmp"} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s is still there (%v)", filepath.Base(p), err)
@@ -347,11 +278,11 @@ func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
 }
 
 // journalEnd is where the segment's last valid record ends.
-func journalEnd(t *testing.T, seg segment) int64 {
+func journalEnd(t *testing.T, seg journal.Segment) int64 {
 	t.Helper()
 	var end int64
-	if _, err := replaySegment(seg.path, seg.first, func(_ uint64, body []byte) error {
-		end += int64(recHeader + len(body))
+	if _, err := journal.ReplaySegment(seg.Path, seg.First, func(_ uint64, body []byte) error {
+		end += int64(journal.HeaderSize + len(body))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -374,8 +305,8 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 		}
 		drain(s)
 	}
-	s.j.prepWG.Wait() // a spare being written would be a third file
-	files, _ := os.ReadDir(filepath.Join(dir, journalDir))
+	s.j.WaitSpare() // a spare being written would be a third file
+	files, _ := os.ReadDir(filepath.Join(dir, journal.DirName))
 	if len(files) > 2 {
 		var names []string
 		for _, f := range files {
@@ -385,7 +316,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 	}
 	var hasSpare bool
 	for _, f := range files {
-		hasSpare = hasSpare || f.Name() == spareName
+		hasSpare = hasSpare || f.Name() == journal.SpareName
 	}
 	if !hasSpare {
 		t.Fatal("no segment was kept as the spare")
@@ -399,7 +330,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 	if err := idle.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if segs, _ := listSegments(filepath.Join(dir, journalDir)); len(segs) != 0 {
+	if segs, _ := journal.Segments(filepath.Join(dir, journal.DirName)); len(segs) != 0 {
 		t.Fatalf("segments left after everything was published: %v", segs)
 	}
 
@@ -481,13 +412,24 @@ func TestAcceptAfterCloseIsErrClosed(t *testing.T) {
 // replays what reached the disk.
 func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 	dir := t.TempDir()
-	s := openJ(t, dir, 0)
+	boom := errors.New("EIO")
+	var failSync atomic.Bool
+	s, err := Open(Options{Dir: dir, LockTimeout: 100 * time.Millisecond, CheckpointEvery: time.Hour,
+		journalSync: func(f *os.File) error {
+			if failSync.Load() {
+				return boom
+			}
+			return f.Sync()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	accept(t, s, "before")
 	// A poller event in bbolt's outbox, too.
 	if err := s.Update(context.Background(), func(tx *Tx) error { return tx.Enqueue("s", "evt-poller", nil) }); err != nil {
 		t.Fatal(err)
 	}
-	boom := errors.New("EIO")
 	// Hold the loop so that the next two Accepts share one batch.
 	hold, held := make(chan struct{}), make(chan struct{})
 	go s.Accept(context.Background(), func(*AcceptTx) error {
@@ -496,7 +438,7 @@ func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 		return nil
 	})
 	<-held
-	s.j.sync = func(*os.File) error { return boom }
+	failSync.Store(true)
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() {

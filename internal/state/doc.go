@@ -1,5 +1,6 @@
 // Package state is the relay's memory: one bbolt file, data_dir/relay.db,
-// and the webhook journal, data_dir/journal/ (accept.go, journal.go).
+// and the webhook journal, data_dir/journal/ (accept.go, package
+// internal/journal).
 //
 // Guarantees:
 //   - Exclusive: a second process opening the same file fails within the open

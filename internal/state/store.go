@@ -15,6 +15,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/cakework-relay/cakework-relay/internal/journal"
 )
 
 // FileName is the bbolt file inside data_dir.
@@ -46,6 +48,9 @@ type Options struct {
 	// (only when Checkpoint is called; for tests that step checkpoints).
 	CheckpointEvery time.Duration
 	Logger          *slog.Logger
+
+	// journalSync replaces the journal's fdatasync (tests make it fail).
+	journalSync func(*os.File) error
 }
 
 // Store is the bbolt-backed state. It is safe for concurrent use.
@@ -73,7 +78,7 @@ type Store struct {
 
 	// The journal (accept.go): its batch loop, its outbox queue and its
 	// checkpoint.
-	j                  *journal
+	j                  *journal.Journal
 	jbuf               []byte
 	areqs              chan *acceptReq
 	astop, astopped    chan struct{}
@@ -175,7 +180,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	// Before the seen index is loaded: the replay puts journaled ids into
 	// the expiry index.
-	if err := s.openJournal(opts.JournalSegmentBytes); err != nil {
+	if err := s.openJournal(opts.JournalSegmentBytes, opts.journalSync); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -216,7 +221,7 @@ func (s *Store) Close() error {
 	cerr := s.checkpoint(func(fn func(*Tx) error) error {
 		return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, seen: &s.seen}) })
 	})
-	jerr := s.j.close()
+	jerr := s.j.Close()
 	return errors.Join(cerr, jerr, s.db.Close())
 }
 
