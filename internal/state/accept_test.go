@@ -305,7 +305,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 		}
 		drain(s)
 	}
-	s.j.WaitSpare() // a spare being written would be a third file
+	s.acc.j.WaitSpare() // a spare being written would be a third file
 	files, _ := os.ReadDir(filepath.Join(dir, journal.DirName))
 	if len(files) > 2 {
 		var names []string
@@ -451,7 +451,7 @@ func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 			})
 		}()
 	}
-	for len(s.areqs) < 2 {
+	for len(s.acc.reqs) < 2 {
 		time.Sleep(time.Millisecond)
 	}
 	close(hold)

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -196,6 +197,56 @@ func (x *seenIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.exp)
+}
+
+// ExpireWebhookIDs deletes remembered webhook ids whose expiry is before
+// now, at most max per call, and reports how many went.
+func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (int, error) {
+	return s.dropOldestSeen(ctx, u64(uint64(now.UnixNano())), max)
+}
+
+// WebhookIDCount is how many webhook ids are remembered.
+func (s *Store) WebhookIDCount() int { return s.seen.len() }
+
+// TrimWebhookIDs forgets the ids closest to their expiry until at most keep
+// are remembered (at most max per call), and reports how many went. It
+// bounds memory (about 40 bytes per id) when ids arrive faster than
+// seen_ttl lets them expire.
+func (s *Store) TrimWebhookIDs(ctx context.Context, keep, max int) (int, error) {
+	over := s.WebhookIDCount() - keep
+	if over <= 0 {
+		return 0, nil
+	}
+	return s.dropOldestSeen(ctx, nil, min(over, max))
+}
+
+// dropOldestSeen deletes up to max entries from the front of the expiry
+// index, stopping at the first one at or after limit (nil: no limit).
+func (s *Store) dropOldestSeen(ctx context.Context, limit []byte, max int) (int, error) {
+	n := 0
+	err := s.Update(ctx, func(tx *Tx) error {
+		n = 0
+		idx := tx.tx.Bucket(bWebhookExpiry)
+		c := idx.Cursor()
+		var keys [][]byte
+		for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
+			if limit != nil && string(k[:8]) >= string(limit) {
+				break
+			}
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, k := range keys {
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+			// The index drops the id after the commit, unless a later
+			// expiry is remembered for it.
+			tx.seenCh.del = append(tx.seenCh.del, seenDel{h: hashSeen(k[8:]), exp: int64(bin64(k[:8]))})
+			n++
+		}
+		return nil
+	})
+	return n, err
 }
 
 // Build changes that came by webhook are remembered by event id, under the

@@ -55,7 +55,7 @@ func inOneBatch(t *testing.T, s *Store, fns ...func(*Tx) error) []error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs[i] = s.Update(context.Background(), fn) }()
 		// Queue them in order.
-		for len(s.reqs) < i+1 {
+		for len(s.commit.reqs) < i+1 {
 			time.Sleep(time.Millisecond)
 		}
 	}
