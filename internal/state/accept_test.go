@@ -134,9 +134,7 @@ func watchedBuilds(t *testing.T, s *Store) map[string]Watch {
 
 func seenID(t *testing.T, s *Store, id string) bool {
 	t.Helper()
-	var seen bool
-	s.View(func(tx *Tx) error { seen = tx.HasWebhook("r", id, jNow); return nil })
-	return seen
+	return has(s, "r", id, jNow)
 }
 
 func TestAcceptedWebhooksSurviveACrashBeforeAnyCheckpoint(t *testing.T) {

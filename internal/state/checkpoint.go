@@ -159,7 +159,7 @@ func putRecords(tx *Tx, recs []ckptRec) error {
 			}
 		}
 		for _, w := range r.watches {
-			if err := tx.QueueWatch(w); err != nil {
+			if err := tx.queueWatch(w); err != nil {
 				return err
 			}
 		}

@@ -24,11 +24,11 @@ import (
 // (about 40 more for one kept with its event), and is bounded by seen_ttl
 // like the bucket.
 //
-// The index changes only after a commit succeeded: a transaction records
-// what it adds or expires in its own pending set (which later functions of
-// the same batch consult), and the commit loop merges that set once bbolt's
-// commit returned nil. A batch that is rolled back and retried starts from a
-// fresh Tx, so a failed function leaves no id behind.
+// Ids are recorded only through Accept (accept.go): the index changes once
+// the journal batch is durable, and a function that fails leaves no id
+// behind. Expiring and trimming go through Updates: a transaction records
+// what it deletes in its own pending set, and the commit loop merges that
+// set once bbolt's commit returned nil. The index has its own lock.
 
 // seenHash is a 128-bit hash of "<receiver>/<id>" (truncated SHA-256: no
 // collision in practice, and none a sender can craft).
@@ -257,15 +257,13 @@ const (
 	changePrefix   = "e:"
 )
 
-// MarkChangeAnnounced remembers that the change with this event id was
-// announced, until expires.
-func (t *Tx) MarkChangeAnnounced(eventID string, now, expires time.Time) error {
-	_, err := t.SeenWebhook(changeReceiver, changePrefix+eventID, now, expires)
-	return err
-}
-
 // ChangeAnnounced reports whether the change with this event id was
-// announced by webhook and is still remembered.
+// announced by webhook and is still remembered (the poller's check;
+// ingest's is AcceptTx.ChangeAnnounced).
 func (t *Tx) ChangeAnnounced(eventID string, now time.Time) bool {
-	return t.HasWebhook(changeReceiver, changePrefix+eventID, now)
+	if t.seen == nil {
+		return false
+	}
+	e, _ := t.seen.get(hashSeen(key(changeReceiver, changePrefix+eventID)))
+	return e > now.UnixNano()
 }
