@@ -3,11 +3,12 @@ package journal
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cakework-relay/cakework-relay/internal/state/statetest"
 )
 
 // openT opens the journal in dir and closes it at the end of the test. It
@@ -39,33 +40,6 @@ func writeOne(t *testing.T, j *Journal, body string) uint64 {
 		t.Fatal(err)
 	}
 	return seq
-}
-
-// crashCopy copies a journal directory still in use, as a crash leaves it.
-func crashCopy(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		in, err := os.Open(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := os.Create(filepath.Join(dst, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.Copy(out, in)
-		in.Close()
-		out.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
 }
 
 func fileSize(t *testing.T, path string) int64 {
@@ -137,7 +111,7 @@ func TestJournalMovesToAWrittenSpare(t *testing.T) {
 	for range 5 {
 		next()
 	}
-	_, got := openT(t, crashCopy(t, dir), seg, released)
+	_, got := openT(t, statetest.CrashCopy(t, dir), seg, released)
 	if len(got) != 5 || got[4] != body(n-1) {
 		t.Fatalf("after a crash %d records are past the released ones, want the 5 new ones", len(got))
 	}
@@ -183,7 +157,7 @@ func TestTornTailIsDroppedAndTheSeqReused(t *testing.T) {
 	for i := range 5 {
 		writeOne(t, j, body(i))
 	}
-	cdir := crashCopy(t, dir)
+	cdir := statetest.CrashCopy(t, dir)
 	segs, err := Segments(cdir)
 	if err != nil || len(segs) != 1 {
 		t.Fatalf("segments %v, %v", segs, err)
@@ -206,7 +180,7 @@ func TestTornTailIsDroppedAndTheSeqReused(t *testing.T) {
 	if seq := writeOne(t, c, "again"); seq != 5 {
 		t.Fatalf("the retry got seq %d, want the torn record's 5", seq)
 	}
-	_, got = openT(t, crashCopy(t, cdir), 0, 0)
+	_, got = openT(t, statetest.CrashCopy(t, cdir), 0, 0)
 	if len(got) != 5 || got[4] != "again" {
 		t.Fatalf("after the second crash %d records replay (last %q)", len(got), got[len(got)-1])
 	}

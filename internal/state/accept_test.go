@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/journal"
+	"github.com/cakework-relay/cakework-relay/internal/state/statetest"
 )
 
 var jNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -71,38 +71,6 @@ func acceptAck(t *testing.T, s *Store, n, ack int) {
 	}
 }
 
-// crashCopy copies the data dir of a store that is still open, as a crash
-// would leave it: what Accept made durable is there, nothing Close does.
-func crashCopy(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if fi.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(filepath.Join(dst, rel))
-		if err != nil {
-			return err
-		}
-		defer out.Close()
-		_, err = io.Copy(out, in)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func outboxIDs(t *testing.T, s *Store) []string {
 	t.Helper()
 	es, err := s.PeekOutbox(1 << 20)
@@ -152,7 +120,7 @@ func TestAcceptedWebhooksSurviveACrashBeforeAnyCheckpoint(t *testing.T) {
 		t.Fatalf("outbox depth %d, want 20", d)
 	}
 
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	if d := c.OutboxDepth(); d != 20 {
 		t.Fatalf("after the crash: outbox depth %d, want 20", d)
 	}
@@ -184,7 +152,7 @@ func TestAcknowledgedEventsAreNotPublishedAgainAfterACrash(t *testing.T) {
 	}
 	accept(t, s, "b10")
 
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	ids := outboxIDs(t, c)
 	if len(ids) != 7 || ids[0] != "evt-b4" || ids[6] != "evt-b10" {
 		t.Fatalf("after the crash the outbox holds %v, want evt-b4..evt-b10", ids)
@@ -200,7 +168,7 @@ func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	for i := range 5 {
 		accept(t, s, fmt.Sprint("b", i))
 	}
-	cdir := crashCopy(t, dir)
+	cdir := statetest.CrashCopy(t, dir)
 	// Tear the last record: cut the segment a few bytes short of its end.
 	segs, err := journal.Segments(filepath.Join(cdir, journal.DirName))
 	if err != nil || len(segs) != 1 {
@@ -226,7 +194,7 @@ func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	if !accept(t, c, "b4") {
 		t.Fatal("the retry of the torn webhook was taken for a duplicate")
 	}
-	c2 := openJ(t, crashCopy(t, cdir), 0)
+	c2 := openJ(t, statetest.CrashCopy(t, cdir), 0)
 	if ids := outboxIDs(t, c2); len(ids) != 5 || ids[4] != "evt-b4" {
 		t.Fatalf("after the second crash the outbox holds %v", ids)
 	}
@@ -340,7 +308,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 		accept(t, s2, fmt.Sprint("b", n))
 		n++
 	}
-	c := openJ(t, crashCopy(t, dir), 4096)
+	c := openJ(t, statetest.CrashCopy(t, dir), 4096)
 	if ids := outboxIDs(t, c); len(ids) != 30 || ids[0] != "evt-b300" {
 		t.Fatalf("after the crash the outbox holds %d entries (%v...), want the 30 new ones", len(ids), ids[:min(len(ids), 3)])
 	}
@@ -483,7 +451,7 @@ func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 	if !accept(t, r, "after") {
 		t.Fatal("a new id after the restart is a duplicate")
 	}
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	if ids := outboxIDs(t, c); len(ids) != 4 || ids[3] != "evt-after" {
 		t.Fatalf("after a crash the outbox holds %v", ids)
 	}
