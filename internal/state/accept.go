@@ -434,7 +434,10 @@ func (s *Store) acceptRefusal() error {
 		return *e
 	}
 	if e := s.ckpt.err.Load(); e != nil {
-		if n := s.ckpt.pending(); n >= maxPendingCheckpoint {
+		s.ckpt.pendMu.Lock()
+		n := len(s.ckpt.pend)
+		s.ckpt.pendMu.Unlock()
+		if n >= maxPendingCheckpoint {
 			return fmt.Errorf("%d webhooks wait for a journal checkpoint into %s, which fails: %w", n, s.path, *e)
 		}
 	}

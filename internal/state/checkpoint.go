@@ -66,12 +66,6 @@ func (c *checkpointer) putBack(recs []ckptRec) {
 	c.pendMu.Unlock()
 }
 
-func (c *checkpointer) pending() int {
-	c.pendMu.Lock()
-	defer c.pendMu.Unlock()
-	return len(c.pend)
-}
-
 // ckptRec is a journaled record's bbolt side, waiting for the checkpoint.
 type ckptRec struct {
 	seq     uint64
