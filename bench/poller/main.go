@@ -93,7 +93,7 @@ func run(nVMs, nStreams, nLines, nChanges, nGone int) error {
 			Logs: config.LogPoll{Batch: 500, MaxPages: 10, VMs: true},
 		},
 		Cakework: cakework.Options{BaseURL: api.URL, APIKey: "k"},
-		Store:    store,
+		Store:    poller.StateStore(store),
 	})
 	if err != nil {
 		return err

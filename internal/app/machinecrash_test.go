@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cakework-relay/cakework-relay/internal/state"
+	"github.com/cakework-relay/cakework-relay/internal/state/statetest"
 )
 
 // A machine crash loses what no fsync covered: the embedded JetStream's
@@ -109,7 +109,7 @@ func TestAcceptedEventsSurviveAMachineCrash(t *testing.T) {
 	}
 
 	crashed := t.TempDir()
-	copyDir(t, cfg.DataDir, crashed)
+	statetest.CopyDir(t, cfg.DataDir, crashed)
 	mu.Lock()
 	cut := 0
 	err := filepath.Walk(crashed, func(p string, fi os.FileInfo, err error) error {
@@ -202,41 +202,5 @@ func waitDrained(t *testing.T, st *state.Store, leave int) {
 			t.Fatalf("outbox still holds %d events after 10s, want %d", st.OutboxDepth(), leave)
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// copyDir copies a live data dir as a crash leaves it on disk (plus what
-// the page cache holds, which the test then cuts).
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if fi.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
-		}
-		in, err := os.Open(p)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(filepath.Join(dst, rel))
-		if err != nil {
-			return err
-		}
-		defer out.Close()
-		_, err = io.Copy(out, in)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }

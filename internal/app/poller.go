@@ -29,7 +29,7 @@ func pollerComponent(d *Deps) (Component, error) {
 			HTTPClient: d.HTTPClient,
 		},
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
-		Store:         d.Store,
+		Store:         poller.StateStore(d.Store),
 		NATS:          d.Bus.Conn(),
 		Clock:         d.Clock,
 		Logger:        d.Logger,

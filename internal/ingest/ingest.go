@@ -38,7 +38,7 @@ type Options struct {
 	// get 413. Default 1 MiB.
 	MaxBodyBytes  int64
 	SubjectPrefix string
-	Store         *state.Store
+	Store         Store
 	Clock         clock.Clock
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
@@ -47,12 +47,29 @@ type Options struct {
 	WatchBuilds bool
 }
 
+// Store is what ingest needs of the relay's state; *state.Store implements
+// it. Every write goes through Accept: one journal batch per group of
+// requests, with the webhook operations of state.AcceptTx (the only ones:
+// ids, change marks, queued watches, events).
+type Store interface {
+	// Ready is nil while the store takes writes.
+	Ready() error
+	// OutboxDepth is how many events wait for the bus (the backpressure
+	// limit).
+	OutboxDepth() int
+	// View reads the build state the poller recorded.
+	View(fn func(*state.Tx) error) error
+	// Accept runs fn in the next journal batch and returns once its
+	// changes are durable.
+	Accept(ctx context.Context, fn func(*state.AcceptTx) error) error
+}
+
 // Ingest receives webhooks and commits their events to the outbox.
 type Ingest struct {
 	o        Options
 	log      *slog.Logger
 	clock    clock.Clock
-	store    *state.Store
+	store    Store
 	prefix   string
 	maxBody  int64
 	limit    int

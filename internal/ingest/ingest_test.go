@@ -591,7 +591,7 @@ func TestDuplicateDeliveryAnswersTheFirstEvent(t *testing.T) {
 	dup200(t, e.do(req{body: other, secret: testSecret, msgID: "msg_x"}), first)
 
 	// As a relay before this change left it: the id without its event.
-	if err := e.store.Update(context.Background(), func(tx *state.Tx) error {
+	if err := e.store.Accept(context.Background(), func(tx *state.AcceptTx) error {
 		_, err := tx.SeenWebhook(ingest.CakeworkReceiver, "d:msg_old", e.clock.Now(), e.clock.Now().Add(time.Hour))
 		return err
 	}); err != nil {

@@ -20,10 +20,13 @@ func TestChangeAnnouncedByWebhookIsNotAnnouncedAgain(t *testing.T) {
 	e.sim.SetBuildStatus("b-ann", "succeeded", "img-1")
 	ctx := context.Background()
 	now := e.clk.Now()
+	// As ingest records it: the mark through Accept, then the watch.
+	if err := e.store.Accept(ctx, func(tx *state.AcceptTx) error {
+		return tx.MarkChangeAnnounced(event.BuildStatusID("b-ann", "succeeded"), now, now.Add(72*time.Hour))
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.store.Update(ctx, func(tx *state.Tx) error {
-		if err := tx.MarkChangeAnnounced(event.BuildStatusID("b-ann", "succeeded"), now, now.Add(72*time.Hour)); err != nil {
-			return err
-		}
 		return tx.PutWatch(state.KindBuild, "b-ann", state.Watch{Source: "webhook", AddedAt: now})
 	}); err != nil {
 		t.Fatal(err)

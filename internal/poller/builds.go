@@ -31,7 +31,7 @@ func (p *Poller) pollBuilds(ctx context.Context) error {
 		return err
 	}
 	var todo, finished []string
-	if err := p.store.View(func(tx *state.Tx) error {
+	if err := p.store.View(func(tx Tx) error {
 		ws, err := tx.Watches(state.KindBuild)
 		if err != nil {
 			return err
@@ -49,7 +49,7 @@ func (p *Poller) pollBuilds(ctx context.Context) error {
 		return fmt.Errorf("builds: read watches: %w", err)
 	}
 	if !p.cfg.Logs.Builds && len(finished) > 0 {
-		if err := p.store.Update(ctx, func(tx *state.Tx) error {
+		if err := p.store.Update(ctx, func(tx Tx) error {
 			for _, id := range finished {
 				if _, err := tx.DeleteWatch(state.KindBuild, id); err != nil {
 					return err
@@ -99,7 +99,7 @@ func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
 	now := p.clk.Now().UTC()
 	stuckAfter := p.cfg.Builds.StuckAfter
 	var emitted int
-	err := p.store.Update(ctx, func(tx *state.Tx) error {
+	err := p.store.Update(ctx, func(tx Tx) error {
 		emitted = 0
 		prev, known, err := tx.GetBuild(b.BuildID)
 		if err != nil {

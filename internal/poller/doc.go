@@ -99,7 +99,17 @@
 // Watches come from poller.watch_builds (written at Start, source
 // "config"), the admin API (Register), NATS request-reply on
 // relay.watch.build (relay.unwatch.build removes one), and ingest, which
-// queues them (state.Tx.QueueWatch); every builds and logs tick, and Watch,
-// Unwatch and Watches, first fold the queue into the watch list
+// queues them (state.AcceptTx.QueueWatch); every builds and logs tick, and
+// Watch, Unwatch and Watches, first fold the queue into the watch list
 // (applyQueuedWatches).
+//
+// Where the knowledge lives: the poller reads and writes its records
+// (builds, VMs, log cursors, watches, the baseline) and the events that
+// announce them only through the Store and Tx interfaces it declares
+// (store.go), in transactions that commit a change with its event.
+// StateStore is the one implementation today, on the relay's bbolt file. A
+// fleet can give the knowledge a second home (a replicated JetStream KV) by
+// implementing Store and Tx and passing it in Options.Store; nothing in
+// the poller switches on where it is. The in-memory view (knowledge.go) is
+// rebuilt from the Store at Start.
 package poller

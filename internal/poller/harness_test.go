@@ -102,7 +102,7 @@ func (e *env) open() *env {
 		Config:        e.cfg,
 		Cakework:      cakework.Options{BaseURL: e.api.URL, APIKey: e.key, Timeout: 5 * time.Second},
 		SubjectPrefix: "cakework",
-		Store:         e.store,
+		Store:         StateStore(e.store),
 		Clock:         e.clk,
 		Backoff:       backoff.Backoff{Initial: time.Second, Max: 4 * time.Second},
 		Logger:        e.logger,

@@ -151,7 +151,7 @@ func (p *Poller) VMKnowledge(id string) Knowledge {
 // loadKnowledge fills the in-memory view from state at start: each VM's
 // last state and the newest emitted line of its stream.
 func (p *Poller) loadKnowledge() error {
-	return p.store.View(func(tx *state.Tx) error {
+	return p.store.View(func(tx Tx) error {
 		k := p.know
 		k.mu.Lock()
 		defer k.mu.Unlock()

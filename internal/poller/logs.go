@@ -151,7 +151,7 @@ func (p *Poller) tailLogs(ctx context.Context) error {
 // (logs.vms).
 func (p *Poller) logStreams() ([]stream, error) {
 	var out []stream
-	err := p.store.View(func(tx *state.Tx) error {
+	err := p.store.View(func(tx Tx) error {
 		if p.cfg.Logs.Builds {
 			ws, err := tx.Watches(state.KindBuild)
 			if err != nil {
@@ -277,7 +277,7 @@ func (p *Poller) tailOne(ctx context.Context, s stream) error {
 // watching it again resumes after the last emitted line instead of
 // repeating the log.
 func (p *Poller) retireWatch(ctx context.Context, s stream, why string) error {
-	err := p.store.Update(ctx, func(tx *state.Tx) error {
+	err := p.store.Update(ctx, func(tx Tx) error {
 		if s.kind == state.KindBuild {
 			// Only a finished build is dropped (a webhook cannot unfinish
 			// it, but check under the transaction anyway).
@@ -300,7 +300,7 @@ func (p *Poller) retireWatch(ctx context.Context, s stream, why string) error {
 // record, so a cached VM that starts again resumes after it.
 func (p *Poller) retireVM(ctx context.Context, id string, lastTs int64) error {
 	var retired bool
-	err := p.store.Update(ctx, func(tx *state.Tx) error {
+	err := p.store.Update(ctx, func(tx Tx) error {
 		retired = false
 		var r vmRecord
 		had, err := tx.GetResource(state.KindVM, id, &r)
@@ -337,7 +337,7 @@ func (p *Poller) retireVM(ctx context.Context, id string, lastTs int64) error {
 func (p *Poller) pass(ctx context.Context, s stream) (passResult, error) {
 	var cur cursor
 	var have bool
-	if err := p.store.View(func(tx *state.Tx) error {
+	if err := p.store.View(func(tx Tx) error {
 		var err error
 		have, err = tx.GetCursor(s.kind, s.id, &cur)
 		return err
@@ -390,7 +390,7 @@ func (p *Poller) pass(ctx context.Context, s stream) (passResult, error) {
 					return err
 				}
 			}
-			if err := p.store.Update(ctx, func(tx *state.Tx) error {
+			if err := p.store.Update(ctx, func(tx Tx) error {
 				if err := tx.PutCursor(s.kind, s.id, c); err != nil {
 					return err
 				}
@@ -423,7 +423,7 @@ func (p *Poller) pass(ctx context.Context, s stream) (passResult, error) {
 			// and skips nothing.
 			c := res.cur.clone()
 			c.Pending, c.Skip = nil, nil
-			if uerr := p.store.Update(ctx, func(tx *state.Tx) error { return tx.PutCursor(s.kind, s.id, c) }); uerr == nil {
+			if uerr := p.store.Update(ctx, func(tx Tx) error { return tx.PutCursor(s.kind, s.id, c) }); uerr == nil {
 				p.log.Warn("log pagination token refused; restarting the window from the cursor", "kind", s.kind, "id", s.id, "err", err)
 			}
 		}

@@ -54,7 +54,8 @@ type Options struct {
 	Cakework cakework.Options
 	// SubjectPrefix is bus.subject_prefix ("cakework" when empty).
 	SubjectPrefix string
-	Store         *state.Store
+	// Store keeps the poller's knowledge (StateStore: the relay's bbolt).
+	Store Store
 	// NATS, when set, serves relay.watch.build and relay.unwatch.build
 	// request-reply.
 	NATS       *nats.Conn
@@ -83,7 +84,7 @@ type Poller struct {
 	cfg     config.Poller
 	prefix  string
 	client  *cakework.Client
-	store   *state.Store
+	store   Store
 	clk     clock.Clock
 	log     *slog.Logger
 	m       *metrics
@@ -240,7 +241,7 @@ func (p *Poller) Name() string { return "poller" }
 // by Stop.
 func (p *Poller) Start(ctx context.Context) error {
 	now := p.clk.Now()
-	if err := p.store.Update(ctx, func(tx *state.Tx) error {
+	if err := p.store.Update(ctx, func(tx Tx) error {
 		for _, id := range p.cfg.WatchBuilds {
 			if _, ok, err := tx.GetWatch(state.KindBuild, id); err != nil || ok {
 				continue

@@ -29,7 +29,7 @@ type VMView struct {
 // is meant for a check every few seconds, not a hot path.
 func (p *Poller) VMsInState(st string) ([]VMView, error) {
 	var out []VMView
-	err := p.store.View(func(tx *state.Tx) error {
+	err := p.store.View(func(tx Tx) error {
 		return tx.ForEachResource(state.KindVM, func(id string, raw []byte) error {
 			var r vmRecord
 			if err := json.Unmarshal(raw, &r); err != nil || !r.GoneAt.IsZero() || r.VM.State != st {

@@ -87,7 +87,7 @@ func (p *Poller) sweepVMs(ctx context.Context) error {
 		haveB bool
 		recs  = map[string]vmRecord{}
 	)
-	if err := p.store.View(func(tx *state.Tx) error {
+	if err := p.store.View(func(tx Tx) error {
 		var err error
 		if haveB, err = tx.GetMeta(metaBaseline, &base); err != nil {
 			return err
@@ -205,7 +205,7 @@ func (p *Poller) baseline(ctx context.Context, listed map[string]cakework.VM, no
 		return fmt.Errorf("vm baseline: %w", err)
 	}
 	// The marker goes last: a baseline cut short is simply taken again.
-	if err := p.store.Update(ctx, func(tx *state.Tx) error {
+	if err := p.store.Update(ctx, func(tx Tx) error {
 		return tx.PutMeta(metaBaseline, baselineMeta{At: now})
 	}); err != nil {
 		return fmt.Errorf("vm baseline: %w", err)
@@ -274,7 +274,7 @@ func (p *Poller) applyVMChanges(ctx context.Context, changes []vmChange, base ba
 			}
 			evs[i] = &prepared{ev.NATSSubject(p.prefix), id, payload}
 		}
-		err := p.store.Update(ctx, func(tx *state.Tx) error {
+		err := p.store.Update(ctx, func(tx Tx) error {
 			for i, c := range chunk {
 				var r vmRecord
 				had, err := tx.GetResource(state.KindVM, c.vm.ID, &r)

@@ -48,7 +48,7 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 		return false, err
 	}
 	now := p.clk.Now().UTC()
-	err = p.store.Update(ctx, func(tx *state.Tx) error {
+	err = p.store.Update(ctx, func(tx Tx) error {
 		_, ok, err := tx.GetWatch(kind, id)
 		if err != nil {
 			return err
@@ -80,7 +80,7 @@ func (p *Poller) unwatch(ctx context.Context, kind, id, source string) (removed 
 	if err := p.applyQueuedWatches(ctx); err != nil {
 		return false, err
 	}
-	err = p.store.Update(ctx, func(tx *state.Tx) error {
+	err = p.store.Update(ctx, func(tx Tx) error {
 		if source != "" {
 			w, ok, err := tx.GetWatch(kind, id)
 			if err != nil || !ok || w.Source != source {
@@ -125,7 +125,7 @@ func (p *Poller) Watches() (WatchList, error) {
 	if err := p.applyQueuedWatches(ctx); err != nil {
 		return out, err
 	}
-	err := p.store.View(func(tx *state.Tx) error {
+	err := p.store.View(func(tx Tx) error {
 		for _, k := range []string{state.KindBuild, state.KindFunctionBuild} {
 			ws, err := tx.Watches(k)
 			if err != nil {

@@ -3,20 +3,21 @@ package state
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cakework-relay/cakework-relay/internal/journal"
 )
 
 // Accept is the webhook hot path's commit: the dedup check, the seen ids,
 // the queued poller watches and the outbox entries of one request, made
-// durable in the journal (journal.go) instead of a bbolt commit.
+// durable in the journal (package internal/journal) instead of a bbolt
+// commit.
 //
 // A request's changes are one journal record. Concurrent Accepts share a
 // batch: one goroutine runs their functions in turn (a later function sees
@@ -261,6 +262,20 @@ func decodeBody(body []byte) (seen, values, watches [][]byte, out []jOut, err er
 	return seen, values, watches, out, nil
 }
 
+// acceptor is the journal's write path: the batch loop that runs Accepts
+// and writes their records. The journal and buf belong to the loop's
+// goroutine (and to Open before it starts); the journal's Release, which
+// the checkpoint calls, has its own lock. The rest is atomic.
+type acceptor struct {
+	j             *journal.Journal
+	buf           []byte
+	reqs          chan *acceptReq
+	stop, stopped chan struct{}
+	// failed is the journal's write failure: no more batches.
+	failed                    atomic.Pointer[error]
+	batches, records, writeNs atomic.Int64
+}
+
 type acceptReq struct {
 	fn   func(*AcceptTx) error
 	done chan error
@@ -272,25 +287,17 @@ type acceptReq struct {
 // duplicate) writes no record.
 func (s *Store) Accept(ctx context.Context, fn func(*AcceptTx) error) error {
 	r := &acceptReq{fn: fn, done: make(chan error, 1)}
-	if err := submit(s, ctx, s.areqs, r); err != nil {
+	if err := submit(s, ctx, s.acc.reqs, r); err != nil {
 		return err
 	}
 	return <-r.done
 }
 
 func (s *Store) acceptLoop() {
-	defer close(s.astopped)
+	defer close(s.acc.stopped)
 	// As in the commit loop: when several webhooks are arriving, one
 	// fdatasync (which costs CPU as well as time) serves more of them.
-	batchLoop(s.areqs, s.astop, s.maxBatch, s.lingerFill, s.lingerFor, s.acceptBatch)
-}
-
-// ckptRec is a journaled record's bbolt side, waiting for the checkpoint.
-type ckptRec struct {
-	seq     uint64
-	seen    [][]byte
-	values  [][]byte // nil, or each seen key's value
-	watches [][]byte
+	batchLoop(s.acc.reqs, s.acc.stop, s.commit.maxBatch, s.commit.lingerFill, s.commit.lingerFor, s.acceptBatch)
 }
 
 func (s *Store) acceptBatch(batch []*acceptReq) {
@@ -302,8 +309,9 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	}
 	pend := map[seenHash]int64{}
 	var pendEv map[seenHash]eventRef // made for the first id with an event
-	buf := s.jbuf[:0]
-	seq := s.j.nextSeq
+	a := &s.acc
+	buf := a.buf[:0]
+	seq := a.j.NextSeq()
 	ok := make([]*acceptReq, 0, len(batch))
 	txs := make([]AcceptTx, 0, len(batch))
 	// Functions that changed nothing (duplicates) are answered with the
@@ -320,30 +328,30 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 			empty = append(empty, r)
 			continue
 		}
-		for _, a := range tx.seen {
-			if old, ok := pend[a.h]; !ok || a.exp > old {
-				pend[a.h] = a.exp
+		for _, e := range tx.seen {
+			if old, ok := pend[e.h]; !ok || e.exp > old {
+				pend[e.h] = e.exp
 				switch {
-				case a.ev != eventRef{}:
+				case e.ev != eventRef{}:
 					if pendEv == nil {
 						pendEv = map[seenHash]eventRef{}
 					}
-					pendEv[a.h] = a.ev
+					pendEv[e.h] = e.ev
 				case pendEv != nil:
-					delete(pendEv, a.h)
+					delete(pendEv, e.h)
 				}
 			}
 		}
 		start := len(buf)
-		buf = append(buf, make([]byte, recHeader)...)
+		buf = append(buf, make([]byte, journal.HeaderSize)...)
 		buf = tx.appendBody(buf)
-		sealRecord(buf[start:], seq)
+		journal.Seal(buf[start:], seq)
 		seq++
 		ok = append(ok, r)
 		txs = append(txs, tx)
 	}
 	if cap(buf) <= 4<<20 {
-		s.jbuf = buf
+		a.buf = buf
 	}
 	if len(ok) == 0 {
 		for _, r := range empty {
@@ -351,14 +359,14 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		}
 		return
 	}
-	first := s.j.nextSeq
+	first := a.j.NextSeq()
 	t0 := time.Now()
-	err := s.j.write(buf, len(ok))
-	s.jwriteNs.Add(int64(time.Since(t0)))
+	err := a.j.Write(buf, len(ok))
+	a.writeNs.Add(int64(time.Since(t0)))
 	if err != nil {
 		s.log.Error("webhook journal write failed; the batch is refused", "err", err)
-		if s.j.failed != nil {
-			s.jfailed.Store(&s.j.failed)
+		if f := a.j.Failed(); f != nil {
+			a.failed.Store(&f)
 		}
 		for _, r := range ok {
 			r.done <- err
@@ -368,8 +376,8 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		}
 		return
 	}
-	s.jbatches.Add(1)
-	s.jrecords.Add(int64(len(ok)))
+	a.batches.Add(1)
+	a.records.Add(int64(len(ok)))
 	// Durable: now the ids count as seen and the events can go.
 	s.seen.apply(&seenChanges{add: pend, ev: pendEv})
 	recs := make([]ckptRec, len(txs))
@@ -388,8 +396,8 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		recs[i] = ckptRec{seq: rs, watches: tx.watches}
 		if len(tx.seen) > 0 {
 			from := len(keys)
-			for _, a := range tx.seen {
-				keys = append(keys, a.ikey)
+			for _, e := range tx.seen {
+				keys = append(keys, e.ikey)
 			}
 			recs[i].seen = keys[from:len(keys):len(keys)]
 		}
@@ -407,22 +415,10 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 			entries = append(entries, jEntry{rec: rs, jOut: o})
 		}
 	}
-	s.pendMu.Lock()
-	s.pend = append(s.pend, recs...)
-	big := len(s.pend) >= ckptRecords
-	s.pendMu.Unlock()
-	s.jq.push(entries, first+uint64(len(ok))-1)
-	if len(entries) > 0 {
-		select {
-		case s.notify <- struct{}{}:
-		default:
-		}
-	}
+	big := s.ckpt.add(recs)
+	s.out.journaled(entries, first+uint64(len(ok))-1)
 	if big {
-		select {
-		case s.ckptKick <- struct{}{}:
-		default:
-		}
+		s.ckpt.kick()
 	}
 	for _, r := range ok {
 		r.done <- nil
@@ -432,24 +428,15 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	}
 }
 
-// ckptRecords records waiting start a checkpoint before its tick: a few
-// milliseconds of bbolt work in the commit loop.
-const ckptRecords = 8192
-
-// maxPendingCheckpoint bounds the journaled records waiting for a
-// checkpoint while checkpoints fail (bbolt cannot commit): past it the
-// journal refuses webhooks, as the bbolt path did at once.
-const maxPendingCheckpoint = 100000
-
 // acceptRefusal is why the journal takes no batch now, or nil.
 func (s *Store) acceptRefusal() error {
-	if e := s.jfailed.Load(); e != nil {
+	if e := s.acc.failed.Load(); e != nil {
 		return *e
 	}
-	if e := s.ckptErr.Load(); e != nil {
-		s.pendMu.Lock()
-		n := len(s.pend)
-		s.pendMu.Unlock()
+	if e := s.ckpt.err.Load(); e != nil {
+		s.ckpt.pendMu.Lock()
+		n := len(s.ckpt.pend)
+		s.ckpt.pendMu.Unlock()
 		if n >= maxPendingCheckpoint {
 			return fmt.Errorf("%d webhooks wait for a journal checkpoint into %s, which fails: %w", n, s.path, *e)
 		}
@@ -457,221 +444,9 @@ func (s *Store) acceptRefusal() error {
 	return nil
 }
 
-// jEntry is an outbox entry waiting in the journal queue.
-type jEntry struct {
-	seq uint64 // this entry's, increasing
-	rec uint64 // the journal record's
-	jOut
-}
-
-// jqueue is the journal's outbox: events committed to the journal and not
-// yet acknowledged by JetStream, in commit order.
-type jqueue struct {
-	mu   sync.Mutex
-	q    []jEntry
-	next uint64 // seq of the next entry
-	// last is the last record committed; with an empty queue every record
-	// up to it is acknowledged.
-	last uint64
-}
-
-func (q *jqueue) push(es []jEntry, last uint64) {
-	q.mu.Lock()
-	for i := range es {
-		q.next++
-		es[i].seq = q.next
-	}
-	q.q = append(q.q, es...)
-	q.last = last
-	q.mu.Unlock()
-}
-
-func (q *jqueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.q)
-}
-
-// ackedUpTo is the last record all of whose events (and those of every
-// record before it) were acknowledged.
-func (q *jqueue) ackedUpTo() uint64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.q) > 0 {
-		return q.q[0].rec - 1
-	}
-	return q.last
-}
-
-func (q *jqueue) peek(out []OutboxEntry, max int) []OutboxEntry {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for i := 0; i < len(q.q) && len(out) < max; i++ {
-		e := &q.q[i]
-		out = append(out, OutboxEntry{Seq: e.seq, Subject: e.subject, MsgID: e.msgID, Payload: e.payload, journal: true})
-	}
-	return out
-}
-
-// remove drops the entries with these seqs (usually a prefix of the queue)
-// and reports how many went.
-func (q *jqueue) remove(seqs []uint64) int {
-	if len(seqs) == 0 {
-		return 0
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := 0
-	for n < len(q.q) && n < len(seqs) && q.q[n].seq == seqs[n] {
-		n++
-	}
-	if n == len(seqs) {
-		clear(q.q[:n])
-		q.q = q.q[n:]
-		if len(q.q) == 0 {
-			q.q = nil
-		}
-		return n
-	}
-	drop := make(map[uint64]bool, len(seqs))
-	for _, s := range seqs {
-		drop[s] = true
-	}
-	kept := q.q[:0]
-	removed := 0
-	for _, e := range q.q {
-		if drop[e.seq] {
-			removed++
-			continue
-		}
-		kept = append(kept, e)
-	}
-	clear(q.q[len(kept):])
-	q.q = kept
-	return removed
-}
-
-// Journal watermarks in the meta bucket.
-const (
-	metaJournalCkpt  = "journal_checkpoint"
-	metaJournalAcked = "journal_acked"
-)
-
-// Checkpoint writes the journaled seen ids and watches into bbolt, with the
-// watermarks, and recycles the segments nothing needs any more. It runs by
-// itself every CheckpointEvery; the poller calls it (through
-// ApplyWatchQueue) so a queued watch is seen by its next tick.
-func (s *Store) Checkpoint(ctx context.Context) error {
-	return s.checkpoint(func(fn func(*Tx) error) error { return s.Update(ctx, fn) })
-}
-
-func (s *Store) checkpoint(update func(func(*Tx) error) error) error {
-	s.ckptMu.Lock()
-	defer s.ckptMu.Unlock()
-	s.pendMu.Lock()
-	recs := s.pend
-	s.pend = nil
-	s.pendMu.Unlock()
-	// What was acknowledged before the bus sync is on the bus's disk after
-	// it; only that may leave the journal. Without a sync the watermark
-	// stays, and the events are published again after a crash.
-	// The same for acknowledged outbox entries (DeleteOutbox holds them).
-	acked := s.jq.ackedUpTo()
-	dels := s.heldAcked()
-	if (acked != s.ackedSeq || len(dels) > 0) && s.syncBus() != nil {
-		acked, dels = s.ackedSeq, nil
-	}
-	ckpt := s.ckptSeq
-	if len(recs) > 0 {
-		ckpt = recs[len(recs)-1].seq
-	}
-	if len(recs) == 0 && acked == s.ackedSeq && len(dels) == 0 {
-		return nil
-	}
-	err := update(func(tx *Tx) error {
-		if err := putRecords(tx, recs); err != nil {
-			return err
-		}
-		if err := tx.deleteOutbox(dels); err != nil {
-			return err
-		}
-		meta := tx.tx.Bucket(bMeta)
-		if err := meta.Put([]byte(metaJournalCkpt), u64(ckpt)); err != nil {
-			return err
-		}
-		return meta.Put([]byte(metaJournalAcked), u64(acked))
-	})
-	if err != nil {
-		s.pendMu.Lock()
-		s.pend = append(recs, s.pend...)
-		s.pendMu.Unlock()
-		err = fmt.Errorf("journal checkpoint: %w", err)
-		s.ckptErr.Store(&err)
-		return err
-	}
-	s.ckptErr.Store(nil)
-	s.releaseAcked(dels)
-	s.ckptSeq, s.ackedSeq = ckpt, acked
-	s.j.release(min(ckpt, acked))
-	return nil
-}
-
-// putRecords writes journaled records' seen ids and watches where an
-// Update would have: the expiry index and the watch queue.
-func putRecords(tx *Tx, recs []ckptRec) error {
-	idx := tx.tx.Bucket(bWebhookExpiry)
-	for _, r := range recs {
-		for i, k := range r.seen {
-			var v []byte
-			if r.values != nil {
-				v = r.values[i]
-			}
-			if err := idx.Put(k, v); err != nil {
-				return err
-			}
-		}
-		for _, w := range r.watches {
-			if err := tx.QueueWatch(w); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func (s *Store) checkpointLoop() {
-	defer close(s.ckptDone)
-	if s.ckptEvery < 0 {
-		<-s.ckptStop
-		return
-	}
-	t := time.NewTicker(s.ckptEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ckptStop:
-			return
-		case <-t.C:
-		case <-s.ckptKick:
-		}
-		if err := s.Checkpoint(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
-			s.log.Warn("journal checkpoint failed; retrying", "err", err)
-		}
-	}
-}
-
 // openJournal replays the journal into bbolt and the outbox queue. It runs
 // in Open, before the loops start.
-func (s *Store) openJournal(segSize int64) error {
-	dir := filepath.Join(filepath.Dir(s.path), journalDir)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("create %s: %w (set data_dir to a writable directory)", dir, err)
-		}
-		if err := syncDir(filepath.Dir(dir)); err != nil {
-			return err
-		}
-	}
+func (s *Store) openJournal(segSize int64, sync func(*os.File) error) error {
 	var ckpt, acked uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
@@ -685,42 +460,30 @@ func (s *Store) openJournal(segSize int64) error {
 	}); err != nil {
 		return err
 	}
-	segs, err := listSegments(dir)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", dir, err)
-	}
 	var apply []ckptRec
 	var entries []jEntry
-	last := max(ckpt, acked)
-	kept := segs[:0]
-	for _, seg := range segs {
-		if len(kept) > 0 && seg.first <= kept[len(kept)-1].last {
-			return fmt.Errorf("journal segment %s overlaps the one before it; move data_dir/%s aside to start without it (its unpublished events are then lost)", seg.path, journalDir)
-		}
-		seg.last, err = replaySegment(seg.path, seg.first, func(seq uint64, body []byte) error {
-			seen, values, watches, out, err := decodeBody(body)
-			if err != nil {
-				return fmt.Errorf("record %d: %w", seq, err)
-			}
-			if seq > ckpt {
-				apply = append(apply, ckptRec{seq: seq, seen: seen, values: values, watches: watches})
-			}
-			if seq > acked {
-				for _, o := range out {
-					entries = append(entries, jEntry{rec: seq, jOut: o})
-				}
-			}
-			return nil
-		})
+	j, err := journal.Open(journal.Options{
+		Dir:          filepath.Join(filepath.Dir(s.path), journal.DirName),
+		SegmentBytes: segSize,
+		After:        max(ckpt, acked),
+		Sync:         sync,
+	}, func(seq uint64, body []byte) error {
+		seen, values, watches, out, err := decodeBody(body)
 		if err != nil {
-			return fmt.Errorf("replay journal segment %s: %w; move it aside to start without it (its unpublished events are then lost)", seg.path, err)
+			return fmt.Errorf("record %d: %w", seq, err)
 		}
-		if seg.last < seg.first {
-			_ = os.Remove(seg.path)
-			continue
+		if seq > ckpt {
+			apply = append(apply, ckptRec{seq: seq, seen: seen, values: values, watches: watches})
 		}
-		last = max(last, seg.last)
-		kept = append(kept, seg)
+		if seq > acked {
+			for _, o := range out {
+				entries = append(entries, jEntry{rec: seq, jOut: o})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(apply) > 0 {
 		ckpt = apply[len(apply)-1].seq
@@ -730,21 +493,13 @@ func (s *Store) openJournal(segSize int64) error {
 			}
 			return btx.Bucket(bMeta).Put([]byte(metaJournalCkpt), u64(ckpt))
 		}); err != nil {
+			j.Close()
 			return fmt.Errorf("replay journal into %s: %w", s.path, err)
 		}
 	}
-	// A spare is used only at full size (an interrupted preparation leaves
-	// a .tmp file, removed here).
-	spare := filepath.Join(dir, spareName)
-	fi, err := os.Stat(spare)
-	hasSpare := err == nil && fi.Size() >= segSize
-	if err == nil && !hasSpare {
-		_ = os.Remove(spare)
-	}
-	_ = os.Remove(spare + ".tmp")
-	s.j = &journal{dir: dir, segSize: segSize, nextSeq: last + 1, closed: slices.Clone(kept), hasSpare: hasSpare, sync: datasync}
-	s.jq.push(entries, last)
-	s.ckptSeq, s.ackedSeq = ckpt, acked
-	s.j.release(min(ckpt, acked))
+	s.acc.j = j
+	s.out.jq.push(entries, j.NextSeq()-1)
+	s.ckpt.seq, s.ckpt.ackedSeq = ckpt, acked
+	j.Release(min(ckpt, acked))
 	return nil
 }

@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/journal"
+	"github.com/cakework-relay/cakework-relay/internal/state/statetest"
 )
 
 var jNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -70,38 +71,6 @@ func acceptAck(t *testing.T, s *Store, n, ack int) {
 	}
 }
 
-// crashCopy copies the data dir of a store that is still open, as a crash
-// would leave it: what Accept made durable is there, nothing Close does.
-func crashCopy(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if fi.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(filepath.Join(dst, rel))
-		if err != nil {
-			return err
-		}
-		defer out.Close()
-		_, err = io.Copy(out, in)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func outboxIDs(t *testing.T, s *Store) []string {
 	t.Helper()
 	es, err := s.PeekOutbox(1 << 20)
@@ -133,9 +102,7 @@ func watchedBuilds(t *testing.T, s *Store) map[string]Watch {
 
 func seenID(t *testing.T, s *Store, id string) bool {
 	t.Helper()
-	var seen bool
-	s.View(func(tx *Tx) error { seen = tx.HasWebhook("r", id, jNow); return nil })
-	return seen
+	return has(s, "r", id, jNow)
 }
 
 func TestAcceptedWebhooksSurviveACrashBeforeAnyCheckpoint(t *testing.T) {
@@ -153,7 +120,7 @@ func TestAcceptedWebhooksSurviveACrashBeforeAnyCheckpoint(t *testing.T) {
 		t.Fatalf("outbox depth %d, want 20", d)
 	}
 
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	if d := c.OutboxDepth(); d != 20 {
 		t.Fatalf("after the crash: outbox depth %d, want 20", d)
 	}
@@ -185,7 +152,7 @@ func TestAcknowledgedEventsAreNotPublishedAgainAfterACrash(t *testing.T) {
 	}
 	accept(t, s, "b10")
 
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	ids := outboxIDs(t, c)
 	if len(ids) != 7 || ids[0] != "evt-b4" || ids[6] != "evt-b10" {
 		t.Fatalf("after the crash the outbox holds %v, want evt-b4..evt-b10", ids)
@@ -201,18 +168,18 @@ func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	for i := range 5 {
 		accept(t, s, fmt.Sprint("b", i))
 	}
-	cdir := crashCopy(t, dir)
+	cdir := statetest.CrashCopy(t, dir)
 	// Tear the last record: cut the segment a few bytes short of its end.
-	segs, err := listSegments(filepath.Join(cdir, journalDir))
+	segs, err := journal.Segments(filepath.Join(cdir, journal.DirName))
 	if err != nil || len(segs) != 1 {
 		t.Fatalf("segments %v, %v", segs, err)
 	}
-	last, err := replaySegment(segs[0].path, segs[0].first, func(uint64, []byte) error { return nil })
-	if err != nil || last != segs[0].first+4 {
+	last, err := journal.ReplaySegment(segs[0].Path, segs[0].First, func(uint64, []byte) error { return nil })
+	if err != nil || last != segs[0].First+4 {
 		t.Fatalf("replay of the copy: last %d, %v", last, err)
 	}
 	size := journalEnd(t, segs[0])
-	if err := os.Truncate(segs[0].path, size-3); err != nil {
+	if err := os.Truncate(segs[0].Path, size-3); err != nil {
 		t.Fatal(err)
 	}
 
@@ -227,7 +194,7 @@ func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	if !accept(t, c, "b4") {
 		t.Fatal("the retry of the torn webhook was taken for a duplicate")
 	}
-	c2 := openJ(t, crashCopy(t, cdir), 0)
+	c2 := openJ(t, statetest.CrashCopy(t, cdir), 0)
 	if ids := outboxIDs(t, c2); len(ids) != 5 || ids[4] != "evt-b4" {
 		t.Fatalf("after the second crash the outbox holds %v", ids)
 	}
@@ -249,75 +216,8 @@ func publishAll(t *testing.T, s *Store) {
 	}
 }
 
-func fileSize(t *testing.T, path string) int64 {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Size()
-}
-
-// A fresh journal starts a short preallocated segment, writes a full-size
-// spare of zeros in the background once that is half full, and moves to it:
-// fdatasyncs then overwrite written blocks. A short segment is never kept
-// as the spare.
-func TestJournalMovesToAWrittenSpare(t *testing.T) {
-	dir := t.TempDir()
-	const seg = 64 << 10
-	s := openJ(t, dir, seg)
-	spare := filepath.Join(dir, journalDir, spareName)
-	n := 0
-	next := func() {
-		accept(t, s, fmt.Sprint("b", n))
-		n++
-	}
-	next()
-	first := s.j.cur.path
-	// (Without fallocate, off Linux, the file is only as long as its records.)
-	if got := fileSize(t, first); s.j.segCap != seg/8 || got > seg/8 {
-		t.Fatalf("first segment is %d bytes with room for %d, want %d (an eighth of the segment size)", got, s.j.segCap, seg/8)
-	}
-	for s.j.off <= seg/16 {
-		next()
-	}
-	s.j.prepWG.Wait()
-	data, err := os.ReadFile(spare)
-	if err != nil {
-		t.Fatalf("no spare once the first segment was half full: %v", err)
-	}
-	if len(data) != seg || strings.Trim(string(data), "\x00") != "" {
-		t.Fatalf("spare is %d bytes (want %d) of which not all zeros", len(data), seg)
-	}
-	for s.j.cur.path == first {
-		next()
-	}
-	if got := fileSize(t, s.j.cur.path); got != seg || s.j.segCap != seg {
-		t.Fatalf("second segment is %d bytes with room for %d, want the %d-byte spare", got, s.j.segCap, seg)
-	}
-	if _, err := os.Stat(spare); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the spare is still there after the rotation (%v)", err)
-	}
-	// The short segment is released, and removed rather than kept.
-	publishAll(t, s)
-	s.j.prepWG.Wait()
-	if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("released first segment still there (%v)", err)
-	}
-	if fi, err := os.Stat(spare); err == nil && fi.Size() != seg {
-		t.Fatalf("a %d-byte spare, want %d", fi.Size(), seg)
-	}
-	// Replay reads past the zeros of the spare's tail as the end.
-	for range 5 {
-		next()
-	}
-	c := openJ(t, crashCopy(t, dir), seg)
-	if ids := outboxIDs(t, c); len(ids) != 5 || ids[4] != fmt.Sprint("evt-b", n-1) {
-		t.Fatalf("after a crash the outbox holds %v, want the 5 unpublished events", ids)
-	}
-}
-
-// Open ignores a spare left short or half written.
+// Open ignores a spare left short or half written (the journal's own test
+// checks that it is not taken as the spare).
 func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
 	dir := t.TempDir()
 	const seg = 64 << 10
@@ -326,16 +226,13 @@ func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	spare := filepath.Join(dir, journalDir, spareName)
+	spare := filepath.Join(dir, journal.DirName, journal.SpareName)
 	for _, p := range []string{spare, spare + ".tmp"} {
 		if err := os.WriteFile(p, []byte("short"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := openJ(t, dir, seg)
-	if r.j.hasSpare {
-		t.Fatal("a 5-byte spare.wal was taken as the spare")
-	}
 	for _, p := range []string{spare, spare + ".tmp"} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s is still there (%v)", filepath.Base(p), err)
@@ -347,11 +244,11 @@ func TestOpenDropsAnUnfinishedSpare(t *testing.T) {
 }
 
 // journalEnd is where the segment's last valid record ends.
-func journalEnd(t *testing.T, seg segment) int64 {
+func journalEnd(t *testing.T, seg journal.Segment) int64 {
 	t.Helper()
 	var end int64
-	if _, err := replaySegment(seg.path, seg.first, func(_ uint64, body []byte) error {
-		end += int64(recHeader + len(body))
+	if _, err := journal.ReplaySegment(seg.Path, seg.First, func(_ uint64, body []byte) error {
+		end += int64(journal.HeaderSize + len(body))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -374,8 +271,8 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 		}
 		drain(s)
 	}
-	s.j.prepWG.Wait() // a spare being written would be a third file
-	files, _ := os.ReadDir(filepath.Join(dir, journalDir))
+	s.acc.j.WaitSpare() // a spare being written would be a third file
+	files, _ := os.ReadDir(filepath.Join(dir, journal.DirName))
 	if len(files) > 2 {
 		var names []string
 		for _, f := range files {
@@ -385,7 +282,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 	}
 	var hasSpare bool
 	for _, f := range files {
-		hasSpare = hasSpare || f.Name() == spareName
+		hasSpare = hasSpare || f.Name() == journal.SpareName
 	}
 	if !hasSpare {
 		t.Fatal("no segment was kept as the spare")
@@ -399,7 +296,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 	if err := idle.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if segs, _ := listSegments(filepath.Join(dir, journalDir)); len(segs) != 0 {
+	if segs, _ := journal.Segments(filepath.Join(dir, journal.DirName)); len(segs) != 0 {
 		t.Fatalf("segments left after everything was published: %v", segs)
 	}
 
@@ -411,7 +308,7 @@ func TestRecycledSegmentsAndSeqsAboveTheWatermarks(t *testing.T) {
 		accept(t, s2, fmt.Sprint("b", n))
 		n++
 	}
-	c := openJ(t, crashCopy(t, dir), 4096)
+	c := openJ(t, statetest.CrashCopy(t, dir), 4096)
 	if ids := outboxIDs(t, c); len(ids) != 30 || ids[0] != "evt-b300" {
 		t.Fatalf("after the crash the outbox holds %d entries (%v...), want the 30 new ones", len(ids), ids[:min(len(ids), 3)])
 	}
@@ -481,13 +378,24 @@ func TestAcceptAfterCloseIsErrClosed(t *testing.T) {
 // replays what reached the disk.
 func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 	dir := t.TempDir()
-	s := openJ(t, dir, 0)
+	boom := errors.New("EIO")
+	var failSync atomic.Bool
+	s, err := Open(Options{Dir: dir, LockTimeout: 100 * time.Millisecond, CheckpointEvery: time.Hour,
+		journalSync: func(f *os.File) error {
+			if failSync.Load() {
+				return boom
+			}
+			return f.Sync()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	accept(t, s, "before")
 	// A poller event in bbolt's outbox, too.
 	if err := s.Update(context.Background(), func(tx *Tx) error { return tx.Enqueue("s", "evt-poller", nil) }); err != nil {
 		t.Fatal(err)
 	}
-	boom := errors.New("EIO")
 	// Hold the loop so that the next two Accepts share one batch.
 	hold, held := make(chan struct{}), make(chan struct{})
 	go s.Accept(context.Background(), func(*AcceptTx) error {
@@ -496,7 +404,7 @@ func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 		return nil
 	})
 	<-held
-	s.j.sync = func(*os.File) error { return boom }
+	failSync.Store(true)
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() {
@@ -509,7 +417,7 @@ func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 			})
 		}()
 	}
-	for len(s.areqs) < 2 {
+	for len(s.acc.reqs) < 2 {
 		time.Sleep(time.Millisecond)
 	}
 	close(hold)
@@ -543,7 +451,7 @@ func TestFailedSyncRefusesTheBatchAndItsDuplicates(t *testing.T) {
 	if !accept(t, r, "after") {
 		t.Fatal("a new id after the restart is a duplicate")
 	}
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	if ids := outboxIDs(t, c); len(ids) != 4 || ids[3] != "evt-after" {
 		t.Fatalf("after a crash the outbox holds %v", ids)
 	}

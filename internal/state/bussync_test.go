@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/state/statetest"
 )
 
 // Events the bus acknowledged leave the journal only after the bus synced
@@ -25,7 +27,7 @@ func TestAckedEventsStayInTheJournalUntilTheBusSyncs(t *testing.T) {
 	if calls != 1 {
 		t.Fatalf("the checkpoint called the bus sync %d times, want 1", calls)
 	}
-	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 10 || ids[0] != "evt-b0" {
+	if ids := outboxIDs(t, openJ(t, statetest.CrashCopy(t, dir), 0)); len(ids) != 10 || ids[0] != "evt-b0" {
 		t.Fatalf("the sync failed, yet after a crash the outbox holds %v, want evt-b0..evt-b9", ids)
 	}
 
@@ -33,7 +35,7 @@ func TestAckedEventsStayInTheJournalUntilTheBusSyncs(t *testing.T) {
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 6 || ids[0] != "evt-b4" {
+	if ids := outboxIDs(t, openJ(t, statetest.CrashCopy(t, dir), 0)); len(ids) != 6 || ids[0] != "evt-b4" {
 		t.Fatalf("after the sync and a crash the outbox holds %v, want evt-b4..evt-b9", ids)
 	}
 	// Nothing newly acknowledged: no sync.
@@ -67,7 +69,7 @@ func TestCheckpointRecordsWhatWasAckedBeforeTheSync(t *testing.T) {
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 6 || ids[0] != "evt-b4" {
+	if ids := outboxIDs(t, openJ(t, statetest.CrashCopy(t, dir), 0)); len(ids) != 6 || ids[0] != "evt-b4" {
 		t.Fatalf("after a crash the outbox holds %v, want evt-b4..evt-b9", ids)
 	}
 }
@@ -114,7 +116,7 @@ func TestOutboxEntriesStayUntilTheBusSyncs(t *testing.T) {
 	if s.BusSyncError() == nil {
 		t.Error("BusSyncError is nil after a failed sync")
 	}
-	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); len(ids) != 4 {
+	if ids := outboxIDs(t, openJ(t, statetest.CrashCopy(t, dir), 0)); len(ids) != 4 {
 		t.Fatalf("the sync failed, yet after a crash the outbox holds %v, want all 4", ids)
 	}
 
@@ -128,7 +130,7 @@ func TestOutboxEntriesStayUntilTheBusSyncs(t *testing.T) {
 	if s.BusSyncError() != nil {
 		t.Errorf("BusSyncError after a good sync: %v", s.BusSyncError())
 	}
-	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); !slices.Equal(ids, []string{"vm-2", "vm-3"}) {
+	if ids := outboxIDs(t, openJ(t, statetest.CrashCopy(t, dir), 0)); !slices.Equal(ids, []string{"vm-2", "vm-3"}) {
 		t.Fatalf("after the sync and a crash the outbox holds %v, want vm-2, vm-3", ids)
 	}
 	if ids := outboxIDs(t, s); !slices.Equal(ids, []string{"vm-3"}) {
@@ -138,7 +140,7 @@ func TestOutboxEntriesStayUntilTheBusSyncs(t *testing.T) {
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if ids := outboxIDs(t, openJ(t, crashCopy(t, dir), 0)); !slices.Equal(ids, []string{"vm-3"}) {
+	if ids := outboxIDs(t, openJ(t, statetest.CrashCopy(t, dir), 0)); !slices.Equal(ids, []string{"vm-3"}) {
 		t.Fatalf("after the next sync and a crash the outbox holds %v, want vm-3", ids)
 	}
 	if s.OutboxDepth() != 1 {

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
@@ -14,9 +13,10 @@ const (
 	KindFunctionBuild = event.KindFunctionBuild
 )
 
-// BuildState is what the relay last knew of a build. Ingest and the poller
-// both write it, in the same transaction as the event that announces the
-// change, so neither announces a status the other already did.
+// BuildState is what the relay last knew of a build. The poller writes it,
+// in the same transaction as the event that announces the change; ingest
+// reads it so as not to announce a status the poller already did (and
+// marks the changes it announced, see MarkChangeAnnounced).
 type BuildState struct {
 	Status    string    `json:"status"`
 	ImageID   string    `json:"imageId,omitempty"`
@@ -43,13 +43,3 @@ func (t *Tx) GetBuild(id string) (BuildState, bool, error) {
 
 // PutBuild writes a build's state.
 func (t *Tx) PutBuild(id string, b BuildState) error { return t.PutResource(KindBuild, id, b) }
-
-// EncodeBuild encodes a build's state for PutBuildEncoded. Callers on a hot
-// path encode before Update, so the work is not done in the commit loop.
-func EncodeBuild(b BuildState) ([]byte, error) { return json.Marshal(b) }
-
-// PutBuildEncoded writes a build's state encoded by EncodeBuild. raw must
-// not change until Update returned.
-func (t *Tx) PutBuildEncoded(id string, raw []byte) error {
-	return t.tx.Bucket(bResources).Put(key(KindBuild, id), raw)
-}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -23,11 +24,11 @@ import (
 // (about 40 more for one kept with its event), and is bounded by seen_ttl
 // like the bucket.
 //
-// The index changes only after a commit succeeded: a transaction records
-// what it adds or expires in its own pending set (which later functions of
-// the same batch consult), and the commit loop merges that set once bbolt's
-// commit returned nil. A batch that is rolled back and retried starts from a
-// fresh Tx, so a failed function leaves no id behind.
+// Ids are recorded only through Accept (accept.go): the index changes once
+// the journal batch is durable, and a function that fails leaves no id
+// behind. Expiring and trimming go through Updates: a transaction records
+// what it deletes in its own pending set, and the commit loop merges that
+// set once bbolt's commit returned nil. The index has its own lock.
 
 // seenHash is a 128-bit hash of "<receiver>/<id>" (truncated SHA-256: no
 // collision in practice, and none a sender can craft).
@@ -198,6 +199,56 @@ func (x *seenIndex) len() int {
 	return len(x.exp)
 }
 
+// ExpireWebhookIDs deletes remembered webhook ids whose expiry is before
+// now, at most max per call, and reports how many went.
+func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (int, error) {
+	return s.dropOldestSeen(ctx, u64(uint64(now.UnixNano())), max)
+}
+
+// WebhookIDCount is how many webhook ids are remembered.
+func (s *Store) WebhookIDCount() int { return s.seen.len() }
+
+// TrimWebhookIDs forgets the ids closest to their expiry until at most keep
+// are remembered (at most max per call), and reports how many went. It
+// bounds memory (about 40 bytes per id) when ids arrive faster than
+// seen_ttl lets them expire.
+func (s *Store) TrimWebhookIDs(ctx context.Context, keep, max int) (int, error) {
+	over := s.WebhookIDCount() - keep
+	if over <= 0 {
+		return 0, nil
+	}
+	return s.dropOldestSeen(ctx, nil, min(over, max))
+}
+
+// dropOldestSeen deletes up to max entries from the front of the expiry
+// index, stopping at the first one at or after limit (nil: no limit).
+func (s *Store) dropOldestSeen(ctx context.Context, limit []byte, max int) (int, error) {
+	n := 0
+	err := s.Update(ctx, func(tx *Tx) error {
+		n = 0
+		idx := tx.tx.Bucket(bWebhookExpiry)
+		c := idx.Cursor()
+		var keys [][]byte
+		for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
+			if limit != nil && string(k[:8]) >= string(limit) {
+				break
+			}
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, k := range keys {
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+			// The index drops the id after the commit, unless a later
+			// expiry is remembered for it.
+			tx.seenCh.del = append(tx.seenCh.del, seenDel{h: hashSeen(k[8:]), exp: int64(bin64(k[:8]))})
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
 // Build changes that came by webhook are remembered by event id, under the
 // Cakework receiver, for seen_ttl. Ingest marks them; the poller checks them
 // so it does not announce a change again after JetStream's duplicate window.
@@ -206,15 +257,13 @@ const (
 	changePrefix   = "e:"
 )
 
-// MarkChangeAnnounced remembers that the change with this event id was
-// announced, until expires.
-func (t *Tx) MarkChangeAnnounced(eventID string, now, expires time.Time) error {
-	_, err := t.SeenWebhook(changeReceiver, changePrefix+eventID, now, expires)
-	return err
-}
-
 // ChangeAnnounced reports whether the change with this event id was
-// announced by webhook and is still remembered.
+// announced by webhook and is still remembered (the poller's check;
+// ingest's is AcceptTx.ChangeAnnounced).
 func (t *Tx) ChangeAnnounced(eventID string, now time.Time) bool {
-	return t.HasWebhook(changeReceiver, changePrefix+eventID, now)
+	if t.seen == nil {
+		return false
+	}
+	e, _ := t.seen.get(hashSeen(key(changeReceiver, changePrefix+eventID)))
+	return e > now.UnixNano()
 }

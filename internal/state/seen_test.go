@@ -15,10 +15,12 @@ import (
 
 var seenT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// seen records a webhook id as ingest does, through Accept (the one path
+// that records ids).
 func seen(t *testing.T, s *Store, receiver, id string, now, exp time.Time) bool {
 	t.Helper()
 	var dup bool
-	if err := s.Update(context.Background(), func(tx *Tx) error {
+	if err := s.Accept(context.Background(), func(tx *AcceptTx) error {
 		var err error
 		dup, err = tx.SeenWebhook(receiver, id, now, exp)
 		return err
@@ -28,19 +30,22 @@ func seen(t *testing.T, s *Store, receiver, id string, now, exp time.Time) bool 
 	return dup
 }
 
+// has looks an id up as ingest does (an Accept that records nothing
+// writes nothing).
 func has(s *Store, receiver, id string, now time.Time) bool {
 	var ok bool
-	s.View(func(tx *Tx) error { ok = tx.HasWebhook(receiver, id, now); return nil })
+	s.Accept(context.Background(), func(tx *AcceptTx) error { ok = tx.HasWebhook(receiver, id, now); return nil })
 	return ok
 }
 
-// inOneBatch runs fns as concurrent Updates that share one commit: the
-// commit loop is held by a blocking Update until all of them are queued.
-func inOneBatch(t *testing.T, s *Store, fns ...func(*Tx) error) []error {
+// inOneBatch runs fns as concurrent Accepts that share one journal batch:
+// the accept loop is held by a blocking Accept until all of them are
+// queued.
+func inOneBatch(t *testing.T, s *Store, fns ...func(*AcceptTx) error) []error {
 	t.Helper()
 	release := make(chan struct{})
 	blocked := make(chan struct{}, 1)
-	go s.Update(context.Background(), func(*Tx) error {
+	go s.Accept(context.Background(), func(*AcceptTx) error {
 		select {
 		case blocked <- struct{}{}:
 		default:
@@ -53,9 +58,9 @@ func inOneBatch(t *testing.T, s *Store, fns ...func(*Tx) error) []error {
 	var wg sync.WaitGroup
 	for i, fn := range fns {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = s.Update(context.Background(), fn) }()
+		go func() { defer wg.Done(); errs[i] = s.Accept(context.Background(), fn) }()
 		// Queue them in order.
-		for len(s.reqs) < i+1 {
+		for len(s.acc.reqs) < i+1 {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -111,6 +116,10 @@ func TestExpireWebhookIDsPrunesIndex(t *testing.T) {
 	// the new one.
 	seen(t, s, "r", "again", seenT0, seenT0.Add(time.Minute))
 	seen(t, s, "r", "again", seenT0.Add(2*time.Minute), seenT0.Add(time.Hour))
+	// Expiry reads bbolt, where the checkpoint (every 100ms) puts ids.
+	if err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
 	n, err := s.ExpireWebhookIDs(ctx, seenT0.Add(10*time.Minute), 100)
 	if err != nil || n != 2 {
 		t.Fatalf("expired %d, %v; want 2", n, err)
@@ -134,7 +143,7 @@ func TestExpireWebhookIDsPrunesIndex(t *testing.T) {
 func TestSeenWebhookDuplicateInOneTxAndOneBatch(t *testing.T) {
 	s := open(t, t.TempDir())
 	exp := seenT0.Add(time.Hour)
-	if err := s.Update(context.Background(), func(tx *Tx) error {
+	if err := s.Accept(context.Background(), func(tx *AcceptTx) error {
 		if dup, _ := tx.SeenWebhook("r", "a", seenT0, exp); dup {
 			t.Error("first sighting reported as duplicate")
 		}
@@ -150,9 +159,9 @@ func TestSeenWebhookDuplicateInOneTxAndOneBatch(t *testing.T) {
 	}
 
 	var dups [4]bool
-	fns := make([]func(*Tx) error, len(dups))
+	fns := make([]func(*AcceptTx) error, len(dups))
 	for i := range fns {
-		fns[i] = func(tx *Tx) error {
+		fns[i] = func(tx *AcceptTx) error {
 			var err error
 			dups[i], err = tx.SeenWebhook("r", "b", seenT0, exp)
 			return err
@@ -168,27 +177,27 @@ func TestSeenWebhookDuplicateInOneTxAndOneBatch(t *testing.T) {
 	}
 }
 
-func TestFailedUpdateLeavesNoSeenID(t *testing.T) {
+func TestFailedAcceptLeavesNoSeenID(t *testing.T) {
 	s := open(t, t.TempDir())
 	exp := seenT0.Add(time.Hour)
 	boom := errors.New("boom")
 	var firstDup, afterDup bool
 	errs := inOneBatch(t, s,
-		// Succeeds; runs twice (the batch is retried without the failure).
-		func(tx *Tx) error {
+		// Succeeds, in the batch with the failure.
+		func(tx *AcceptTx) error {
 			var err error
 			firstDup, err = tx.SeenWebhook("r", "kept", seenT0, exp)
 			return err
 		},
-		// Records an id, then fails: rolled back alone.
-		func(tx *Tx) error {
+		// Records an id, then fails: dropped alone.
+		func(tx *AcceptTx) error {
 			if _, err := tx.SeenWebhook("r", "phantom", seenT0, exp); err != nil {
 				return err
 			}
 			return boom
 		},
-		// Sees the phantom id on the first attempt, not on the retry.
-		func(tx *Tx) error {
+		// Must not see the phantom id.
+		func(tx *AcceptTx) error {
 			var err error
 			afterDup, err = tx.SeenWebhook("r", "phantom", seenT0, exp)
 			return err
@@ -198,13 +207,13 @@ func TestFailedUpdateLeavesNoSeenID(t *testing.T) {
 		t.Fatalf("errors %v", errs)
 	}
 	if firstDup {
-		t.Fatal("retried function saw its own id from the rolled-back attempt")
+		t.Fatal("the first function took its own id for a duplicate")
 	}
 	if afterDup {
 		t.Fatal("id of the rolled-back function counted as seen")
 	}
-	// The third function recorded "phantom" on the retry; the failed one's
-	// record must not linger either way.
+	// The third function recorded "phantom"; the failed one's record must
+	// not linger either way.
 	if !has(s, "r", "kept", seenT0) || !has(s, "r", "phantom", seenT0) {
 		t.Fatal("committed ids missing")
 	}
@@ -212,8 +221,8 @@ func TestFailedUpdateLeavesNoSeenID(t *testing.T) {
 		t.Fatalf("index holds %d ids, want 2", got)
 	}
 
-	// A failed Update alone: its id is neither in the index nor on disk.
-	err := s.Update(context.Background(), func(tx *Tx) error {
+	// A failed Accept alone: its id is neither in the index nor on disk.
+	err := s.Accept(context.Background(), func(tx *AcceptTx) error {
 		if _, err := tx.SeenWebhook("r", "gone", seenT0, exp); err != nil {
 			return err
 		}
@@ -223,7 +232,7 @@ func TestFailedUpdateLeavesNoSeenID(t *testing.T) {
 		t.Fatal(err)
 	}
 	if has(s, "r", "gone", seenT0) || seen(t, s, "r", "gone", seenT0, exp) {
-		t.Fatal("id of a failed update counted as seen")
+		t.Fatal("id of a failed accept counted as seen")
 	}
 }
 
@@ -273,13 +282,11 @@ func TestTrimWebhookIDsBoundsTheIndex(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < 100; i++ {
-		exp := now.Add(time.Hour + time.Duration(i)*time.Second)
-		if err := s.Update(ctx, func(tx *Tx) error {
-			_, err := tx.SeenWebhook("r", fmt.Sprint(i), now, exp)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		seen(t, s, "r", fmt.Sprint(i), now, now.Add(time.Hour+time.Duration(i)*time.Second))
+	}
+	// Trimming reads bbolt, where the checkpoint (every 100ms) puts ids.
+	if err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if n, err := s.TrimWebhookIDs(ctx, 60, 1000); err != nil || n != 40 {
 		t.Fatalf("trimmed %d, %v; want 40", n, err)
@@ -287,12 +294,9 @@ func TestTrimWebhookIDsBoundsTheIndex(t *testing.T) {
 	if s.WebhookIDCount() != 60 {
 		t.Fatalf("%d remembered, want 60", s.WebhookIDCount())
 	}
-	s.View(func(tx *Tx) error {
-		if tx.HasWebhook("r", "0", now) || !tx.HasWebhook("r", "99", now) {
-			t.Error("trim did not drop the oldest ids first")
-		}
-		return nil
-	})
+	if has(s, "r", "0", now) || !has(s, "r", "99", now) {
+		t.Error("trim did not drop the oldest ids first")
+	}
 	if n, _ := s.TrimWebhookIDs(ctx, 60, 1000); n != 0 {
 		t.Fatalf("trimmed again: %d", n)
 	}

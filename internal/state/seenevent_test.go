@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/state/statetest"
 )
 
 // acceptEvent journals a delivery as ingest does for Cakework builds: a
@@ -78,7 +80,7 @@ func TestWebhookEventIsKeptWithTheSeenID(t *testing.T) {
 		}
 	}
 	check("in memory", s)
-	c := openJ(t, crashCopy(t, dir), 0)
+	c := openJ(t, statetest.CrashCopy(t, dir), 0)
 	check("after a crash before any checkpoint", c)
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)

@@ -28,17 +28,17 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	ts := s.db.Stats().TxStats
 	return Stats{
-		Commits:      s.commits.Load(),
-		Updates:      s.updates.Load(),
+		Commits:      s.commit.commits.Load(),
+		Updates:      s.commit.updates.Load(),
 		PagesWritten: ts.GetWrite(),
 		WriteTime:    ts.GetWriteTime(),
 
-		JournalBatches:   s.jbatches.Load(),
-		JournalRecords:   s.jrecords.Load(),
-		JournalWriteTime: time.Duration(s.jwriteNs.Load()),
+		JournalBatches:   s.acc.batches.Load(),
+		JournalRecords:   s.acc.records.Load(),
+		JournalWriteTime: time.Duration(s.acc.writeNs.Load()),
 
-		BusSyncs:      s.busSyncs.Load(),
-		BusSyncErrors: s.busSyncErrs.Load(),
-		BusSyncTime:   time.Duration(s.busSyncNs.Load()),
+		BusSyncs:      s.out.busSyncs.Load(),
+		BusSyncErrors: s.out.busSyncErrs.Load(),
+		BusSyncTime:   time.Duration(s.out.busSyncNs.Load()),
 	}
 }

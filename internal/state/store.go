@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,61 +45,49 @@ type Options struct {
 	// (only when Checkpoint is called; for tests that step checkpoints).
 	CheckpointEvery time.Duration
 	Logger          *slog.Logger
+
+	// journalSync replaces the journal's fdatasync (tests make it fail).
+	journalSync func(*os.File) error
 }
 
-// Store is the bbolt-backed state. It is safe for concurrent use.
+// Store is the relay's state, composed of one part per concern, each with
+// its own lock (see the package doc):
+//   - commit: the bbolt group commit of Updates (this file);
+//   - acc: the journal write path of Accepts (accept.go);
+//   - ckpt: the checkpoint from the journal into bbolt (checkpoint.go);
+//   - out: the outbox queue, its held acknowledgements and the bus sync
+//     (outboxqueue.go);
+//   - seen: the in-memory index of webhook ids (seen.go).
+//
+// It is safe for concurrent use.
 type Store struct {
-	db         *bolt.DB
-	path       string
-	log        *slog.Logger
-	maxBatch   int
-	lingerFor  time.Duration
-	lingerFill int
+	db   *bolt.DB
+	path string
+	log  *slog.Logger
 
-	reqs    chan *request
-	stop    chan struct{}
-	stopped chan struct{}
+	// closeMu guards closed; submit holds it for reading while it queues,
+	// so Close never strands a request.
 	closeMu sync.RWMutex
 	closed  bool
 
-	outboxDepth atomic.Int64
-	notify      chan struct{}
+	commit committer
+	acc    acceptor
+	ckpt   checkpointer
+	out    outboxQueue
+	seen   seenIndex
+}
 
-	// seen is the in-memory index of remembered webhook ids (seen.go).
-	seen seenIndex
+// committer is the bbolt group commit: the loop that gathers Updates into
+// one transaction. Its channels and settings are fixed at Open; the
+// counters are atomic.
+type committer struct {
+	reqs          chan *request
+	stop, stopped chan struct{}
+	maxBatch      int
+	lingerFor     time.Duration
+	lingerFill    int
 
 	commits, updates atomic.Int64
-
-	// The journal (accept.go): its batch loop, its outbox queue and its
-	// checkpoint.
-	j                  *journal
-	jbuf               []byte
-	areqs              chan *acceptReq
-	astop, astopped    chan struct{}
-	jq                 jqueue
-	jbatches, jrecords atomic.Int64
-	jwriteNs           atomic.Int64
-	pendMu             sync.Mutex
-	pend               []ckptRec
-	ckptEvery          time.Duration
-	ckptKick           chan struct{}
-	ckptStop, ckptDone chan struct{}
-	ckptMu             sync.Mutex
-	ckptSeq, ackedSeq  uint64
-	// jfailed is the journal's write failure, ckptErr the last checkpoint's
-	// (nil after a success).
-	jfailed, ckptErr atomic.Pointer[error]
-	// busSync makes what the bus acknowledged durable (SetBusSync);
-	// busSyncFailed is whether its last call failed, for logging.
-	busSync                          atomic.Pointer[func() error]
-	busSyncFailed                    atomic.Bool
-	busSyncs, busSyncErrs, busSyncNs atomic.Int64
-	busSyncErr                       atomic.Pointer[error]
-	// ackedBolt holds outbox entries JetStream acknowledged, waiting for
-	// a bus sync (in the checkpoint) before they are deleted; PeekOutbox
-	// skips them, OutboxDepth counts them until they are deleted.
-	ackedMu   sync.Mutex
-	ackedBolt map[uint64]struct{}
 }
 
 type request struct {
@@ -151,36 +138,37 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w (check that data_dir is writable)", path, err)
 	}
 	s := &Store{
-		db:         db,
-		path:       path,
-		log:        opts.Logger,
-		maxBatch:   opts.MaxBatch,
-		lingerFor:  opts.LingerFor,
-		lingerFill: opts.LingerFill,
-		reqs:       make(chan *request, opts.MaxBatch),
-		stop:       make(chan struct{}),
-		stopped:    make(chan struct{}),
-		notify:     make(chan struct{}, 1),
-		areqs:      make(chan *acceptReq, opts.MaxBatch),
-		astop:      make(chan struct{}),
-		astopped:   make(chan struct{}),
-		ckptEvery:  opts.CheckpointEvery,
-		ckptKick:   make(chan struct{}, 1),
-		ckptStop:   make(chan struct{}),
-		ckptDone:   make(chan struct{}),
+		db:   db,
+		path: path,
+		log:  opts.Logger,
+		commit: committer{
+			reqs:       make(chan *request, opts.MaxBatch),
+			stop:       make(chan struct{}),
+			stopped:    make(chan struct{}),
+			maxBatch:   opts.MaxBatch,
+			lingerFor:  opts.LingerFor,
+			lingerFill: opts.LingerFill,
+		},
+		acc: acceptor{
+			reqs:    make(chan *acceptReq, opts.MaxBatch),
+			stop:    make(chan struct{}),
+			stopped: make(chan struct{}),
+		},
+		ckpt: newCheckpointer(opts.CheckpointEvery),
 	}
+	s.out = newOutboxQueue(opts.Logger, s.ckpt.kick)
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	// Before the seen index is loaded: the replay puts journaled ids into
 	// the expiry index.
-	if err := s.openJournal(opts.JournalSegmentBytes); err != nil {
+	if err := s.openJournal(opts.JournalSegmentBytes, opts.journalSync); err != nil {
 		db.Close()
 		return nil, err
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
-		s.outboxDepth.Store(int64(tx.Bucket(bOutbox).Stats().KeyN))
+		s.out.depth.Store(int64(tx.Bucket(bOutbox).Stats().KeyN))
 		if err := s.seen.load(tx); err != nil {
 			return fmt.Errorf("webhook ids: %w", err)
 		}
@@ -207,16 +195,16 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	// The journal's queued batches, then the checkpoint, then the commit
 	// loop; a last checkpoint straight on bbolt keeps the watermarks.
-	close(s.astop)
-	<-s.astopped
-	close(s.ckptStop)
-	<-s.ckptDone
-	close(s.stop)
-	<-s.stopped
+	close(s.acc.stop)
+	<-s.acc.stopped
+	close(s.ckpt.stop)
+	<-s.ckpt.done
+	close(s.commit.stop)
+	<-s.commit.stopped
 	cerr := s.checkpoint(func(fn func(*Tx) error) error {
 		return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, seen: &s.seen}) })
 	})
-	jerr := s.j.close()
+	jerr := s.acc.j.Close()
 	return errors.Join(cerr, jerr, s.db.Close())
 }
 
@@ -233,7 +221,7 @@ func (s *Store) Ready() error {
 	if s.closed {
 		return ErrClosed
 	}
-	if e := s.jfailed.Load(); e != nil {
+	if e := s.acc.failed.Load(); e != nil {
 		return *e
 	}
 	return nil
@@ -244,7 +232,7 @@ func (s *Store) Ready() error {
 // error). fn may run more than once; see the package doc.
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	r := &request{fn: fn, done: make(chan error, 1)}
-	if err := submit(s, ctx, s.reqs, r); err != nil {
+	if err := submit(s, ctx, s.commit.reqs, r); err != nil {
 		return err
 	}
 	// Once queued the commit happens whatever the caller does; wait for it so
@@ -295,11 +283,12 @@ func lingerFor[R any](ch <-chan R, batch []R, fill int, d time.Duration) []R {
 }
 
 func (s *Store) commitLoop() {
-	defer close(s.stopped)
+	c := &s.commit
+	defer close(c.stopped)
 	// Several writers are arriving: wait a moment for more, so one commit
 	// (two fdatasyncs) serves more of them. A lone writer (the poller, one
 	// request) never waits.
-	batchLoop(s.reqs, s.stop, s.maxBatch, s.lingerFill, s.lingerFor, s.commit)
+	batchLoop(c.reqs, c.stop, c.maxBatch, c.lingerFill, c.lingerFor, s.commitBatch)
 }
 
 // batchLoop is the group commit of Updates and Accepts: it takes the
@@ -345,9 +334,9 @@ func batchLoop[R any](reqs <-chan R, stop <-chan struct{}, maxBatch, fill int, l
 	}
 }
 
-// commit runs the batch in one transaction. A function that fails is
+// commitBatch runs the batch in one transaction. A function that fails is
 // answered with its error and the rest are retried without it.
-func (s *Store) commit(batch []*request) {
+func (s *Store) commitBatch(batch []*request) {
 	for len(batch) > 0 {
 		failed := -1
 		var added int64
@@ -372,17 +361,9 @@ func (s *Store) commit(batch []*request) {
 		if err == nil {
 			// Only now, with the commit durable, do the ids count as seen.
 			s.seen.apply(&seen)
-			s.commits.Add(1)
-			s.updates.Add(int64(len(batch)))
-		}
-		if err == nil && added != 0 {
-			s.outboxDepth.Add(added)
-			if added > 0 {
-				select {
-				case s.notify <- struct{}{}:
-				default:
-				}
-			}
+			s.commit.commits.Add(1)
+			s.commit.updates.Add(int64(len(batch)))
+			s.out.committed(added)
 		}
 		if err != nil {
 			err = fmt.Errorf("commit %s: %w", s.path, err)
@@ -394,262 +375,8 @@ func (s *Store) commit(batch []*request) {
 	}
 }
 
-// OutboxDepth is the number of events waiting to be published.
-func (s *Store) OutboxDepth() int { return int(s.outboxDepth.Load()) + s.jq.len() }
-
-// OutboxNotify receives a value after a commit added outbox entries.
-func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
-
-// OutboxEntry is one event waiting for the bus. Entries returned by the
-// same PeekOutbox share memory: treat Payload as read-only. (The JSON tags
-// read entries stored before the binary format, see outboxenc.go.)
-type OutboxEntry struct {
-	Seq     uint64 `json:"-"`
-	Subject string `json:"subject"`
-	MsgID   string `json:"msgId"`
-	Payload []byte `json:"payload"`
-	// journal: the entry is in the journal's queue (accept.go), Seq is
-	// its place there.
-	journal bool
-}
-
-// outboxChunk is the size of the buffers PeekOutbox copies entries into.
-const outboxChunk = 64 << 10
-
-// PeekOutbox returns up to max of the oldest outbox entries: those of
-// Updates (the poller's) in commit order, then those of Accepts (webhooks)
-// in commit order.
-func (s *Store) PeekOutbox(max int) ([]OutboxEntry, error) {
-	var out []OutboxEntry
-	if s.outboxDepth.Load() == 0 {
-		if s.isClosed() {
-			return nil, ErrClosed
-		}
-		return s.jq.peek(out, max), nil
-	}
-	// With both queues full (a backlog after an outage), give each half
-	// of a batch, so neither waits for the other to drain.
-	boltMax := max
-	if n := s.jq.len(); n > 0 {
-		boltMax = max - min(n, max/2)
-	}
-	err := s.View(func(tx *Tx) error {
-		// bbolt's values live only as long as the transaction: copy them
-		// into a few large chunks, which the entries then point into.
-		var arena []byte
-		c := tx.tx.Bucket(bOutbox).Cursor()
-		s.ackedMu.Lock()
-		defer s.ackedMu.Unlock()
-		for k, v := c.First(); k != nil && len(out) < boltMax; k, v = c.Next() {
-			if _, held := s.ackedBolt[binary.BigEndian.Uint64(k)]; held {
-				continue
-			}
-			if out == nil {
-				out = make([]OutboxEntry, 0, min(max, s.OutboxDepth()+16))
-			}
-			if cap(arena)-len(arena) < len(v) {
-				arena = make([]byte, 0, outboxChunk+len(v))
-			}
-			start := len(arena)
-			arena = append(arena, v...)
-			e := OutboxEntry{Seq: binary.BigEndian.Uint64(k)}
-			if err := decodeOutbox(arena[start:len(arena):len(arena)], &e); err != nil {
-				return fmt.Errorf("outbox entry %d: %w", e.Seq, err)
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return s.jq.peek(out, max), nil
-}
-
-// DeleteOutbox removes published entries (as PeekOutbox returned them).
-func (s *Store) DeleteOutbox(ctx context.Context, entries []OutboxEntry) error {
-	var seqs, jseqs []uint64
-	for _, e := range entries {
-		if e.journal {
-			jseqs = append(jseqs, e.Seq)
-		} else {
-			seqs = append(seqs, e.Seq)
-		}
-	}
-	// The journal's entries need no write: the next checkpoint records
-	// how far JetStream has acknowledged.
-	s.jq.remove(jseqs)
-	if len(seqs) == 0 {
-		return nil
-	}
-	if s.busSync.Load() != nil {
-		// Deleted by the next checkpoint, after its bus sync.
-		s.holdAcked(seqs)
-		return nil
-	}
-	return s.Update(ctx, func(tx *Tx) error { return tx.deleteOutbox(seqs) })
-}
-
-// deleteOutbox deletes outbox entries, skipping those already gone (an
-// entry can be acknowledged twice: a peek from before an earlier delete).
-func (t *Tx) deleteOutbox(seqs []uint64) error {
-	b := t.tx.Bucket(bOutbox)
-	for _, seq := range seqs {
-		k := u64(seq)
-		if b.Get(k) == nil {
-			continue
-		}
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-		t.outboxAdded--
-	}
-	return nil
-}
-
-// ExpireWebhookIDs deletes remembered webhook ids whose expiry is before
-// now, at most max per call, and reports how many went.
-func (s *Store) ExpireWebhookIDs(ctx context.Context, now time.Time, max int) (int, error) {
-	return s.dropOldestSeen(ctx, u64(uint64(now.UnixNano())), max)
-}
-
-// WebhookIDCount is how many webhook ids are remembered.
-func (s *Store) WebhookIDCount() int { return s.seen.len() }
-
-// TrimWebhookIDs forgets the ids closest to their expiry until at most keep
-// are remembered (at most max per call), and reports how many went. It
-// bounds memory (about 40 bytes per id) when ids arrive faster than
-// seen_ttl lets them expire.
-func (s *Store) TrimWebhookIDs(ctx context.Context, keep, max int) (int, error) {
-	over := s.WebhookIDCount() - keep
-	if over <= 0 {
-		return 0, nil
-	}
-	return s.dropOldestSeen(ctx, nil, min(over, max))
-}
-
-// dropOldestSeen deletes up to max entries from the front of the expiry
-// index, stopping at the first one at or after limit (nil: no limit).
-func (s *Store) dropOldestSeen(ctx context.Context, limit []byte, max int) (int, error) {
-	n := 0
-	err := s.Update(ctx, func(tx *Tx) error {
-		n = 0
-		idx := tx.tx.Bucket(bWebhookExpiry)
-		c := idx.Cursor()
-		var keys [][]byte
-		for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
-			if limit != nil && string(k[:8]) >= string(limit) {
-				break
-			}
-			keys = append(keys, append([]byte(nil), k...))
-		}
-		for _, k := range keys {
-			if err := idx.Delete(k); err != nil {
-				return err
-			}
-			// The index drops the id after the commit, unless a later
-			// expiry is remembered for it.
-			tx.seenCh.del = append(tx.seenCh.del, seenDel{h: hashSeen(k[8:]), exp: int64(bin64(k[:8]))})
-			n++
-		}
-		return nil
-	})
-	return n, err
-}
-
 func u64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
-}
-
-// SetBusSync sets the function that makes what the bus acknowledged so far
-// durable on disk (bus.StreamSyncer). The store calls it before it forgets
-// acknowledged events: before it deletes outbox entries, and before a
-// checkpoint records how far the journal's events were acknowledged. Nil
-// (the default, and for an external NATS) trusts the acknowledgement.
-func (s *Store) SetBusSync(fn func() error) {
-	if fn == nil {
-		s.busSync.Store(nil)
-		return
-	}
-	s.busSync.Store(&fn)
-}
-
-// syncBus runs the bus sync, if any, and logs when it starts or stops
-// failing.
-func (s *Store) syncBus() error {
-	fn := s.busSync.Load()
-	if fn == nil {
-		return nil
-	}
-	t0 := time.Now()
-	err := (*fn)()
-	s.busSyncNs.Add(int64(time.Since(t0)))
-	if err != nil {
-		s.busSyncErrs.Add(1)
-		err = fmt.Errorf("the bus acknowledged events it has not synced to disk: %w", err)
-		s.busSyncErr.Store(&err)
-		if !s.busSyncFailed.Swap(true) {
-			s.log.Error("cannot sync the bus's files; acknowledged events stay in the journal and the outbox until it works", "err", err)
-		}
-		return err
-	}
-	s.busSyncs.Add(1)
-	s.busSyncErr.Store(nil)
-	if s.busSyncFailed.Swap(false) {
-		s.log.Info("the bus's files sync again")
-	}
-	return nil
-}
-
-// BusSyncError is the last bus sync's failure, nil after a success (a
-// readiness check: while it fails, acknowledged events pile up in the
-// journal and the outbox).
-func (s *Store) BusSyncError() error {
-	if e := s.busSyncErr.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
-// holdAcked keeps acknowledged outbox entries until a checkpoint's bus
-// sync covers them.
-func (s *Store) holdAcked(seqs []uint64) {
-	s.ackedMu.Lock()
-	if s.ackedBolt == nil {
-		s.ackedBolt = map[uint64]struct{}{}
-	}
-	for _, q := range seqs {
-		s.ackedBolt[q] = struct{}{}
-	}
-	s.ackedMu.Unlock()
-	select {
-	case s.ckptKick <- struct{}{}:
-	default:
-	}
-}
-
-// heldAcked lists the held entries (a snapshot: the checkpoint deletes
-// these after its sync, and entries held later wait for the next one).
-func (s *Store) heldAcked() []uint64 {
-	s.ackedMu.Lock()
-	defer s.ackedMu.Unlock()
-	if len(s.ackedBolt) == 0 {
-		return nil
-	}
-	l := make([]uint64, 0, len(s.ackedBolt))
-	for q := range s.ackedBolt {
-		l = append(l, q)
-	}
-	slices.Sort(l)
-	return l
-}
-
-func (s *Store) releaseAcked(seqs []uint64) {
-	s.ackedMu.Lock()
-	for _, q := range seqs {
-		delete(s.ackedBolt, q)
-	}
-	s.ackedMu.Unlock()
 }

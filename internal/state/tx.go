@@ -26,8 +26,9 @@ var (
 type Tx struct {
 	tx          *bolt.Tx
 	outboxAdded int64
-	// seen is the store's in-memory index of webhook ids; seenCh is what
-	// this transaction changed in it, merged after the commit.
+	// seen is the store's in-memory index of webhook ids (nil in Open's
+	// replay); seenCh is what this transaction changed in it (expired ids),
+	// merged after the commit. Webhook ids are recorded only by Accept.
 	seen   *seenIndex
 	seenCh seenChanges
 }
@@ -148,52 +149,6 @@ func (t *Tx) Watches(kind string) (map[string]Watch, error) {
 		return nil
 	})
 	return out, err
-}
-
-// SeenWebhook records a delivery id for receiver until expires. It reports
-// true when the id was already recorded and has not expired. The record is
-// durable (one entry in the time-ordered expiry index) and is looked up in
-// memory; see seen.go.
-func (t *Tx) SeenWebhook(receiver, id string, now, expires time.Time) (bool, error) {
-	k := key(receiver, id)
-	h := hashSeen(k)
-	if t.seenExpiry(h) > now.UnixNano() {
-		return true, nil
-	}
-	if !t.tx.Writable() {
-		return false, nil
-	}
-	exp := expires.UnixNano()
-	if err := t.tx.Bucket(bWebhookExpiry).Put(expiryKey(exp, k), nil); err != nil {
-		return false, err
-	}
-	if t.seenCh.add == nil {
-		t.seenCh.add = make(map[seenHash]int64, 1)
-	}
-	if old, ok := t.seenCh.add[h]; !ok || exp > old {
-		t.seenCh.add[h] = exp
-	}
-	return false, nil
-}
-
-// HasWebhook reports whether a delivery id is remembered and not expired.
-func (t *Tx) HasWebhook(receiver, id string, now time.Time) bool {
-	return t.seenExpiry(hashSeen(key(receiver, id))) > now.UnixNano()
-}
-
-// seenExpiry is the latest expiry of an id: recorded earlier in this
-// transaction (an earlier function of the same batch), or committed.
-func (t *Tx) seenExpiry(h seenHash) int64 {
-	var e int64
-	if v, ok := t.seenCh.add[h]; ok {
-		e = v
-	}
-	if t.seen != nil {
-		if v, ok := t.seen.get(h); ok && v > e {
-			e = v
-		}
-	}
-	return e
 }
 
 // Sink bookkeeping: small per-sink records (Slack thread ts, idle clocks...).

@@ -42,9 +42,9 @@ func EncodeQueuedWatch(kind, id string, w Watch) ([]byte, error) {
 	return append(b, "}}"...), nil
 }
 
-// QueueWatch appends a watch encoded by EncodeQueuedWatch. raw must not
-// change until Update returned.
-func (t *Tx) QueueWatch(raw []byte) error {
+// queueWatch appends a watch encoded by EncodeQueuedWatch (the checkpoint
+// moves AcceptTx.QueueWatch's here).
+func (t *Tx) queueWatch(raw []byte) error {
 	b := t.tx.Bucket(bWatchQueue)
 	seq, err := b.NextSequence()
 	if err != nil {

@@ -24,7 +24,7 @@ func TestWatchQueueAppliesInOrderKeepingExisting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Update(ctx, func(tx *Tx) error { return tx.QueueWatch(raw) }); err != nil {
+		if err := s.Accept(ctx, func(tx *AcceptTx) error { return tx.QueueWatch(raw) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +51,7 @@ func TestWatchQueueLargerThanAChunk(t *testing.T) {
 	s := open(t, t.TempDir())
 	ctx := context.Background()
 	const total = 12000
-	if err := s.Update(ctx, func(tx *Tx) error {
+	if err := s.Accept(ctx, func(tx *AcceptTx) error {
 		for i := 0; i < total; i++ {
 			raw, _ := EncodeQueuedWatch(KindBuild, fmt.Sprint("b", i), Watch{Source: "webhook"})
 			if err := tx.QueueWatch(raw); err != nil {
