@@ -78,7 +78,7 @@ type App struct {
 	store  *state.Store
 	bus    *bus.Bus
 	http   *httpapi.Server
-	outbox *outbox.Relay
+	outbox *outbox.Publisher
 
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup

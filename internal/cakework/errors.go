@@ -106,30 +106,6 @@ func IsUnauthorized(err error) bool {
 	return ok && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden)
 }
 
-// IsRetryable reports errors that a later attempt may not see: 408, 425,
-// 429, 5xx, transport failures and timeouts, and malformed 2xx bodies.
-// The caller's own cancellation or deadline is never retryable.
-func IsRetryable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	if ae, ok := asAPIError(err); ok {
-		switch {
-		case ae.Status == http.StatusRequestTimeout, ae.Status == http.StatusTooEarly,
-			ae.Status == http.StatusTooManyRequests, ae.Status >= 500:
-			return true
-		}
-		return false
-	}
-	if errors.Is(err, ErrMalformedResponse) {
-		return true
-	}
-	// Only failures the client itself classified as transport errors: a
-	// bare context.DeadlineExceeded is the caller's own deadline.
-	var te *TransportError
-	return errors.As(err, &te)
-}
-
 // RetryAfter is the server's requested wait carried by err, or zero.
 func RetryAfter(err error) time.Duration {
 	if ae, ok := asAPIError(err); ok {

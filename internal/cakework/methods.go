@@ -29,16 +29,6 @@ const (
 	opGetFunctionBuildLogs = "getFunctionBuildLogs"
 )
 
-// Ops lists every API call by its reference name, in the reference's order.
-func Ops() []string {
-	return []string{
-		opImportImage, opBuildImageFromFiles, opBuildImageFromGithub, opGetBuild, opGetBuildLogs,
-		opStartVM, opStopVM, opGetVM, opListVMs, opGetVMLogs,
-		opCacheVM, opStartCachedVM, opStopCachedVM, opDestroyCachedVM, opGetCachedVMLogs,
-		opGetFunctionBuildLogs,
-	}
-}
-
 func esc(id string) string { return url.PathEscape(id) }
 
 // errEmptyID keeps an empty id from turning /v1/vm/{id} into another route.

@@ -44,8 +44,8 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// Publisher is the part of the bus the outbox needs.
-type Publisher interface {
+// Bus is the part of the bus the outbox needs.
+type Bus interface {
 	PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error)
 	// PublishNoAck sends with no reply subject, for JetStream to store
 	// only if the stream's last message id is expectLast; it answers
@@ -53,10 +53,10 @@ type Publisher interface {
 	PublishNoAck(subject, msgID string, data []byte, expectLast string) error
 }
 
-// Options configure a Relay.
+// Options configure a Publisher.
 type Options struct {
 	Store  *state.Store
-	Bus    Publisher
+	Bus    Bus
 	Clock  clock.Clock
 	Logger *slog.Logger
 	// Batch is how many events are in flight at once. Default 1000.
@@ -69,8 +69,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Relay drains the outbox to the bus.
-type Relay struct {
+// Publisher drains the outbox to the bus.
+type Publisher struct {
 	o         Options
 	log       *slog.Logger
 	published prometheus.Counter
@@ -88,8 +88,8 @@ type Relay struct {
 	seqKnown  bool
 }
 
-// New builds a Relay. Metrics are registered on o.Registerer when set.
-func New(o Options) *Relay {
+// New builds a Publisher. Metrics are registered on o.Registerer when set.
+func New(o Options) *Publisher {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
@@ -105,7 +105,7 @@ func New(o Options) *Relay {
 	if o.Poll <= 0 {
 		o.Poll = time.Second
 	}
-	r := &Relay{
+	r := &Publisher{
 		o:   o,
 		log: o.Logger.With("component", "outbox"),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
@@ -129,13 +129,13 @@ func New(o Options) *Relay {
 }
 
 // LastError is the last publish failure, nil after a success.
-func (r *Relay) LastError() error {
+func (r *Publisher) LastError() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lastErr
 }
 
-func (r *Relay) setErr(err error) {
+func (r *Publisher) setErr(err error) {
 	r.mu.Lock()
 	r.lastErr = err
 	r.mu.Unlock()
@@ -143,7 +143,7 @@ func (r *Relay) setErr(err error) {
 
 // Run publishes until ctx ends. Failures are retried with backoff forever:
 // nothing leaves the outbox unacknowledged.
-func (r *Relay) Run(ctx context.Context) {
+func (r *Publisher) Run(ctx context.Context) {
 	// Short: the bus is usually back within a second (a reconnect).
 	b := backoff.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 	poll := time.NewTicker(r.o.Poll)
@@ -172,7 +172,7 @@ func (r *Relay) Run(ctx context.Context) {
 }
 
 // Drain publishes until the outbox is empty or ctx ends.
-func (r *Relay) Drain(ctx context.Context) error {
+func (r *Publisher) Drain(ctx context.Context) error {
 	for {
 		if r.o.Store.OutboxDepth() == 0 {
 			return nil
@@ -201,7 +201,7 @@ func (r *Relay) Drain(ctx context.Context) error {
 
 // PublishOnce publishes one batch and reports how many events left the
 // outbox.
-func (r *Relay) PublishOnce(ctx context.Context) (int, error) {
+func (r *Publisher) PublishOnce(ctx context.Context) (int, error) {
 	// Run and Drain may overlap at shutdown; one batch at a time keeps order.
 	r.running.Lock()
 	defer r.running.Unlock()
@@ -255,7 +255,7 @@ const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
 // stored) to be the stream's last: a message not stored, or another
 // publisher's in between, makes every later one of the batch fail the
 // check, the last one included, so its ack is an error.
-func (r *Relay) publishOneAck(ctx context.Context, entries []state.OutboxEntry) (bool, error) {
+func (r *Publisher) publishOneAck(ctx context.Context, entries []state.OutboxEntry) (bool, error) {
 	r.seqKnown = false
 	prev := r.lastMsgID
 	// An empty id would break the chain (the header means "no check").
@@ -292,7 +292,7 @@ func (r *Relay) publishOneAck(ctx context.Context, entries []state.OutboxEntry) 
 
 // publishEach sends the batch with an acknowledgement per message and
 // returns how many, from the first, were acknowledged.
-func (r *Relay) publishEach(ctx context.Context, entries []state.OutboxEntry) (int, error) {
+func (r *Publisher) publishEach(ctx context.Context, entries []state.OutboxEntry) (int, error) {
 	r.seqKnown = false
 	futures := make([]jetstream.PubAckFuture, 0, len(entries))
 	var sendErr error
@@ -337,7 +337,7 @@ wait:
 	return acked, nil
 }
 
-func (r *Relay) waitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+func (r *Publisher) waitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
 	select {
 	case a := <-f.Ok():
 		return a, nil

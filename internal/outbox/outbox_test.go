@@ -166,7 +166,7 @@ func enqueueRange(t *testing.T, st *state.Store, from, n int) {
 // seqKnown opens a store and a bus and publishes evt-0 to evt-4 with a
 // relay built from o (Store and Bus filled in), so that it knows the
 // stream's last message.
-func seqKnown(t *testing.T, o Options) (*state.Store, *bus.Bus, *Relay) {
+func seqKnown(t *testing.T, o Options) (*state.Store, *bus.Bus, *Publisher) {
 	t.Helper()
 	st, b, _ := openAll(t, t.TempDir())
 	o.Store, o.Bus = st, b
@@ -207,11 +207,11 @@ func limitMsgSize(t *testing.T, b *bus.Bus, max int32) {
 	}
 }
 
-func batches(r *Relay, acks string) float64 {
+func batches(r *Publisher, acks string) float64 {
 	return testutil.ToFloat64(r.batches.WithLabelValues(acks))
 }
 
-func wantBatches(t *testing.T, r *Relay, each, one, oneThenEach float64) {
+func wantBatches(t *testing.T, r *Publisher, each, one, oneThenEach float64) {
 	t.Helper()
 	if e, o, f := batches(r, "each"), batches(r, "one"), batches(r, "one_then_each"); e != each || o != one || f != oneThenEach {
 		t.Fatalf("batches acked each/one/one_then_each: %v/%v/%v, want %v/%v/%v", e, o, f, each, one, oneThenEach)

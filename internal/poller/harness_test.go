@@ -40,7 +40,7 @@ type env struct {
 	store *state.Store
 	bus   *bus.Bus
 	p     *Poller
-	ob    *outbox.Relay
+	ob    *outbox.Publisher
 	// noBus skips NATS for tests that only look at the outbox.
 	noBus bool
 	// key overrides the API key the poller sends.

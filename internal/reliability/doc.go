@@ -8,5 +8,9 @@
 // outage, short soak, auto-stop timing) are the CI forms. bench/reliability runs the long
 // forms and prints the figures recorded in BENCHMARKS.md.
 //
-// Nothing here is used by the relay itself.
+// Nothing here is used by the relay itself, and the relay binary does not
+// link it (go list -deps ./cmd/relay does not name it). It stays under
+// internal/ rather than bench/ because its CI forms are this package's
+// tests, run by the README's test command, and bench/reliability imports
+// it for the long forms; a _test.go file could not be shared that way.
 package reliability

@@ -139,28 +139,6 @@ func ReadStream(ctx context.Context, natsURL, stream string) ([]StreamMsg, error
 	return out, nil
 }
 
-// StreamCount is the number of messages on stream.
-func StreamCount(ctx context.Context, natsURL, stream string) (uint64, error) {
-	nc, err := nats.Connect(natsURL, nats.Timeout(5*time.Second))
-	if err != nil {
-		return 0, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return 0, err
-	}
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0, err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
-}
-
 // LogLines are the lines of a log event's data.
 type LogLines struct {
 	VMID    string `json:"vmId"`

@@ -366,13 +366,6 @@ func (w *World) LineCount() int {
 	return n
 }
 
-// WebhookCount is how many webhooks were prepared.
-func (w *World) WebhookCount() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.hooks)
-}
-
 func diffLines(want, got []string) string {
 	for i := 0; i < min(len(want), len(got)); i++ {
 		if want[i] != got[i] {

@@ -260,12 +260,3 @@ func (s *Sim) LogCount(kind cakework.LogKind, id string) int {
 	}
 	return 0
 }
-
-// SetListPageSize changes the listVMs page size (tests force many pages).
-func (s *Sim) SetListPageSize(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n > 0 {
-		s.listPageSize = n
-	}
-}

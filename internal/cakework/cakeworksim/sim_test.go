@@ -3,6 +3,7 @@ package cakeworksim_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -244,7 +245,7 @@ func TestFaultsPerRoute(t *testing.T) {
 	c, _ := cakework.New(cakework.Options{BaseURL: srv.URL, APIKey: key, Clock: clk})
 	s.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteListVMs}, ErrorRate: 1, ErrorStatus: 502})
 	ctx := context.Background()
-	if _, err := c.ListVMs(ctx, cakework.ListVMsQuery{}); !cakework.IsRetryable(err) {
+	if _, err := c.ListVMs(ctx, cakework.ListVMsQuery{}); !isStatus(err, 502) {
 		t.Fatalf("listVMs: %v", err)
 	}
 	if _, err := c.GetVM(ctx, "missing"); !cakework.IsNotFound(err) {
@@ -571,4 +572,9 @@ func TestWebhookRetryForBoundsRetries(t *testing.T) {
 	if n2, _, _ := f.stats(); n2 != n+1 || s1.PendingWebhooks() != 0 {
 		t.Fatalf("WebhookRetryFor -1: %d attempts, pending %d; want 1 and 0", n2-n, s1.PendingWebhooks())
 	}
+}
+
+func isStatus(err error, code int) bool {
+	var ae *cakework.APIError
+	return errors.As(err, &ae) && ae.Status == code
 }
