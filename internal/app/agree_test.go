@@ -33,7 +33,7 @@ func agreeCases(t *testing.T) []agreeCase {
 	t.Helper()
 	var out []agreeCase
 	for _, sc := range shippedConfigs(t) {
-		out = append(out, agreeCase{sc.name, sc.data, sc.env})
+		out = append(out, agreeCase(sc))
 	}
 	files, err := filepath.Glob("../config/testdata/*.yaml")
 	if err != nil {
