@@ -28,6 +28,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/app"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/httpcb"
 )
 
 func main() {
@@ -73,7 +74,7 @@ func run(rate, n, concurrency int) error {
 	cfg.Bus.Embedded.Listen = ""
 	cfg.Ingest.Cakework.Configured = true
 	cfg.Ingest.Cakework.Token = "e2e-token"
-	cfg.Sinks.HTTP = []config.HTTPCB{{Name: "app", URL: rcv.URL, Events: []string{"build.*"}, Concurrency: concurrency}}
+	cfg.Sinks.HTTP = []httpcb.Config{{Name: "app", URL: rcv.URL, Events: []string{"build.*"}, Concurrency: concurrency}}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -35,6 +35,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/app"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/ingest"
 )
 
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -183,7 +184,7 @@ func startRelay() (*app.App, string, error) {
 	cfg.DataDir = dir
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Bus.Embedded.Listen = ""
-	cfg.Ingest.Cakework = config.CakeworkReceiver{Configured: true, Secret: secret}
+	cfg.Ingest.Cakework = ingest.CakeworkConfig{Configured: true, Secret: secret}
 	if err := cfg.Validate(); err != nil {
 		return nil, "", err
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -89,8 +88,8 @@ func run(nVMs, nStreams, nLines, nChanges, nGone int) error {
 	defer store.Close()
 	heap0 := heapMB()
 	p, err := poller.New(poller.Options{
-		Config: config.Poller{
-			Logs: config.LogPoll{Batch: 500, MaxPages: 10, VMs: true},
+		Config: poller.Config{
+			Logs: poller.LogsConfig{Batch: 500, MaxPages: 10, VMs: true},
 		},
 		Cakework: cakework.Options{BaseURL: api.URL, APIKey: "k"},
 		Store:    poller.StateStore(store),

@@ -27,7 +27,6 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/httpcb"
@@ -98,7 +97,7 @@ func run(n, resources, conc, rate int, verify bool) error {
 	}))
 	defer srv.Close()
 
-	s, err := httpcb.New(config.HTTPCB{Name: "bench", URL: srv.URL, Secret: secret, Concurrency: conc, Timeout: 5 * time.Second}, httpcb.Options{})
+	s, err := httpcb.New(httpcb.Config{Name: "bench", URL: srv.URL, Secret: secret, Concurrency: conc, Timeout: 5 * time.Second}, httpcb.Options{})
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cakework-relay/cakework-relay/internal/autostop"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
-	"github.com/cakework-relay/cakework-relay/internal/sinks/autostop"
 )
 
 // autostopComponent records activity signals (admin API and NATS) always,

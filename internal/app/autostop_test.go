@@ -10,12 +10,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cakework-relay/cakework-relay/internal/autostop"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
-	"github.com/cakework-relay/cakework-relay/internal/sinks/autostop"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 

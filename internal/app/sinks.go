@@ -51,9 +51,10 @@ func sinksComponent(d *Deps) (Component, error) {
 func sinkEntries(d *Deps) []sinkEntry {
 	var es []sinkEntry
 	for i, c := range d.Config.Sinks.HTTP {
-		es = append(es, sinkEntry{path: fmt.Sprintf("sinks.http[%d]", i), name: c.Name, kind: "http",
+		path := fmt.Sprintf("sinks.http[%d]", i)
+		es = append(es, sinkEntry{path: path, name: c.Name, kind: "http",
 			build: func(log *slog.Logger) (sinks.Sender, sinks.Options, error) {
-				s, err := httpcb.New(c, httpcb.Options{Logger: log, UserAgent: "cakework-relay/" + d.Version})
+				s, err := httpcb.New(c, httpcb.Options{Logger: log, UserAgent: "cakework-relay/" + d.Version, ConfigPath: path})
 				if err != nil {
 					return nil, sinks.Options{}, err
 				}

@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cakework-relay/cakework-relay/internal/ingest"
+	"github.com/cakework-relay/cakework-relay/internal/sinks"
+	"github.com/cakework-relay/cakework-relay/internal/sinks/httpcb"
 )
 
 // envOf is an environment made of m.
@@ -135,11 +139,11 @@ func TestFileDefaultsAndEnvFallbacks(t *testing.T) {
 		t.Errorf("env fallbacks not applied: api_key %q admin_token %q", c.Cakework.APIKey, c.HTTP.AdminToken)
 	}
 	a, b := c.Sinks.HTTP[0], c.Sinks.HTTP[1]
-	wantA := Retry{Initial: time.Second, MaxInterval: 10 * time.Minute, MaxAttempts: 12}
+	wantA := sinks.RetryConfig{Initial: time.Second, MaxInterval: 10 * time.Minute, MaxAttempts: 12}
 	if a.Timeout != 15*time.Second || a.Concurrency != 4 || a.Retry != wantA || !reflect.DeepEqual(a.Events, []string{"*"}) {
 		t.Errorf("sinks.http[0] defaults: %+v", a)
 	}
-	wantB := Retry{Initial: time.Second, MaxInterval: 10 * time.Minute, MaxAttempts: 3}
+	wantB := sinks.RetryConfig{Initial: time.Second, MaxInterval: 10 * time.Minute, MaxAttempts: 3}
 	if b.Timeout != 2*time.Second || b.Retry != wantB || !reflect.DeepEqual(b.Events, []string{"*"}) {
 		t.Errorf("sinks.http[1] defaults: %+v", b)
 	}
@@ -251,12 +255,12 @@ func TestUnknownKeys(t *testing.T) {
 	_, err := Load("testdata/unknown_keys.yaml", nil)
 	ps := problemsOf(t, err)
 	want := []Problem{
-		{"dataa_dir", `unknown key (did you mean "data_dir"?)`},
-		{"http.listn", `unknown key (did you mean "listen"?)`},
-		{"ingest.webhooks[0].hmac.algo", "unknown key"},
-		{"poller.logs.bacth", `unknown key (did you mean "batch"?)`},
-		{"sinks.http[1].urll", `unknown key (did you mean "url"?)`},
-		{"sinks.slack[0].flood.treshold", `unknown key (did you mean "threshold"?)`},
+		{Path: "dataa_dir", Msg: `unknown key (did you mean "data_dir"?)`},
+		{Path: "http.listn", Msg: `unknown key (did you mean "listen"?)`},
+		{Path: "ingest.webhooks[0].hmac.algo", Msg: "unknown key"},
+		{Path: "poller.logs.bacth", Msg: `unknown key (did you mean "batch"?)`},
+		{Path: "sinks.http[1].urll", Msg: `unknown key (did you mean "url"?)`},
+		{Path: "sinks.slack[0].flood.treshold", Msg: `unknown key (did you mean "threshold"?)`},
 	}
 	for _, w := range want {
 		if !hasProblem(ps, w.Path, w.Msg) {
@@ -500,7 +504,7 @@ func TestAnchorsAndMerge(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := c.Sinks.HTTP[0].Retry, c.Sinks.HTTP[1].Retry
-	if a != (Retry{100 * time.Millisecond, 2 * time.Second, 3}) || b != (Retry{100 * time.Millisecond, 2 * time.Second, 5}) {
+	if a != (sinks.RetryConfig{Initial: 100 * time.Millisecond, MaxInterval: 2 * time.Second, MaxAttempts: 3}) || b != (sinks.RetryConfig{Initial: 100 * time.Millisecond, MaxInterval: 2 * time.Second, MaxAttempts: 5}) {
 		t.Errorf("retries: %+v %+v", a, b)
 	}
 	// Unknown keys inside a merged mapping are still found.
@@ -613,7 +617,7 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default(nil)
-	c.Ingest, d.Ingest = Ingest{}, Ingest{}
+	c.Ingest, d.Ingest = ingest.Config{}, ingest.Config{}
 	c.Sinks.Slack, c.Sinks.HTTP = nil, nil
 	if !reflect.DeepEqual(c, d) {
 		t.Errorf("example defaults differ from Default:\n%+v\n%+v", c, d)
@@ -760,7 +764,7 @@ func FuzzParse(f *testing.F) {
 
 func TestApplyDefaults(t *testing.T) {
 	c := Default(nil)
-	c.Sinks.HTTP = []HTTPCB{{Name: "console", URL: "http://127.0.0.1:1/"}}
+	c.Sinks.HTTP = []httpcb.Config{{Name: "console", URL: "http://127.0.0.1:1/"}}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

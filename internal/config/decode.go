@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"github.com/cakework-relay/cakework-relay/internal/suggest"
 	"gopkg.in/yaml.v3"
 )
@@ -27,7 +28,6 @@ const (
 	// a small file describe an exponentially large one.
 	nodeBudget    = 1 << 16
 	maxMergeDepth = 8
-	maxEcho       = 40
 )
 
 type decoder struct {
@@ -46,7 +46,7 @@ func (d *decoder) spend() bool {
 	if d.budget <= 0 {
 		if !d.spent {
 			d.spent = true
-			d.probs.add("", "the file is too large or its aliases expand too far")
+			d.probs.Add("", "the file is too large or its aliases expand too far")
 		}
 		return false
 	}
@@ -89,7 +89,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 		}
 		dur, err := time.ParseDuration(s)
 		if err != nil {
-			d.probs.add(path, fmt.Sprintf("%s is not a duration; use Go durations like 30s, 5m, 1h", echo(s, secret)))
+			d.probs.Add(path, fmt.Sprintf("%s is not a duration; use Go durations like 30s, 5m, 1h", echo(s, secret)))
 			return
 		}
 		v.SetInt(int64(dur))
@@ -111,7 +111,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 		case "false":
 			v.SetBool(false)
 		default:
-			d.probs.add(path, fmt.Sprintf("%s is not a boolean; use true or false", echo(s, secret)))
+			d.probs.Add(path, fmt.Sprintf("%s is not a boolean; use true or false", echo(s, secret)))
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32:
 		s, ok := d.scalar(n, path, "a whole number", secret)
@@ -120,7 +120,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 		}
 		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, t.Bits())
 		if err != nil {
-			d.probs.add(path, fmt.Sprintf("%s is not a whole number", echo(s, secret)))
+			d.probs.Add(path, fmt.Sprintf("%s is not a whole number", echo(s, secret)))
 			return
 		}
 		v.SetInt(i)
@@ -131,7 +131,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			d.probs.add(path, fmt.Sprintf("%s is not a number", echo(s, secret)))
+			d.probs.Add(path, fmt.Sprintf("%s is not a number", echo(s, secret)))
 			return
 		}
 		v.SetFloat(f)
@@ -181,7 +181,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 				if s := suggestKey(p.key, fields); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				}
-				d.probs.add(kp, msg)
+				d.probs.Add(kp, msg)
 				continue
 			}
 			d.seen[kp] = true
@@ -202,12 +202,12 @@ func (d *decoder) scalar(n *yaml.Node, path, want string, secret bool) (string, 
 	}
 	s, empty, err := expandReport(n.Value, d.env)
 	if err != nil {
-		d.probs.add(path, err.Error())
+		d.probs.Add(path, err.Error())
 		return "", false
 	}
 	if secret && len(empty) > 0 {
 		// A secret that silently becomes empty turns signing or auth off.
-		d.probs.add(path, fmt.Sprintf("${%s} is empty (the variable is unset or empty): set it, or write ${%s:-} if this secret is meant to be empty", empty[0], empty[0]))
+		d.probs.Add(path, fmt.Sprintf("${%s} is empty (the variable is unset or empty): set it, or write ${%s:-} if this secret is meant to be empty", empty[0], empty[0]))
 		return "", false
 	}
 	return s, true
@@ -223,19 +223,11 @@ func (d *decoder) mismatch(n *yaml.Node, path, want string, secret bool) {
 	default:
 		got = echo(n.Value, secret)
 	}
-	d.probs.add(path, fmt.Sprintf("expected %s, got %s", want, got))
+	d.probs.Add(path, fmt.Sprintf("expected %s, got %s", want, got))
 }
 
 // echo quotes a value for an error message, unless it is secret.
-func echo(s string, secret bool) string {
-	if secret {
-		return "a value (not shown: secret)"
-	}
-	if len(s) > maxEcho {
-		s = s[:maxEcho] + "..."
-	}
-	return strconv.Quote(s)
-}
+func echo(s string, secret bool) string { return confcheck.Echo(s, secret) }
 
 type pair struct {
 	key string
@@ -259,11 +251,11 @@ func (d *decoder) pairs(n *yaml.Node, path string, depth int) []pair {
 		}
 		k = deref(k)
 		if k == nil || k.Kind != yaml.ScalarNode {
-			d.probs.add(path, "keys must be plain strings, not lists or mappings")
+			d.probs.Add(path, "keys must be plain strings, not lists or mappings")
 			continue
 		}
 		if have[k.Value] {
-			d.probs.add(joinPath(path, k.Value), "duplicate key")
+			d.probs.Add(joinPath(path, k.Value), "duplicate key")
 			continue
 		}
 		have[k.Value] = true
@@ -280,7 +272,7 @@ func (d *decoder) pairs(n *yaml.Node, path string, depth int) []pair {
 
 func (d *decoder) merge(v *yaml.Node, path string, depth int) []pair {
 	if depth >= maxMergeDepth {
-		d.probs.add(joinPath(path, "<<"), "merge keys nested too deeply")
+		d.probs.Add(joinPath(path, "<<"), "merge keys nested too deeply")
 		return nil
 	}
 	v = deref(v)
@@ -296,13 +288,13 @@ func (d *decoder) merge(v *yaml.Node, path string, depth int) []pair {
 	for _, s := range srcs {
 		s = deref(s)
 		if s == nil || s.Kind != yaml.MappingNode {
-			d.probs.add(joinPath(path, "<<"), "can only merge mappings (<<: *anchor)")
+			d.probs.Add(joinPath(path, "<<"), "can only merge mappings (<<: *anchor)")
 			continue
 		}
 		out = append(out, d.pairs(s, path, depth+1)...)
 	}
 	if len(srcs) == 0 {
-		d.probs.add(joinPath(path, "<<"), "can only merge mappings (<<: *anchor)")
+		d.probs.Add(joinPath(path, "<<"), "can only merge mappings (<<: *anchor)")
 	}
 	return out
 }

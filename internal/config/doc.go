@@ -2,6 +2,38 @@
 // configuration. config.example.yaml at the repository root lists every key
 // with its default.
 //
+// # Who owns what
+//
+// Each component owns its section: the struct (with its yaml and secret
+// tags), its defaults (WithDefaults, and Defaults where a default is not the
+// zero value) and its rules (Validate, reporting into a confcheck.Checker
+// with key paths relative to the section):
+//
+//	http            httpapi.Config
+//	bus             bus.Config
+//	ingest          ingest.Config (receivers, HMAC, EnvWebhookSecret)
+//	poller          poller.Config (vms, builds, logs; ParseSchedule)
+//	sinks.slack[]   slack.Config (flood, templates)
+//	sinks.http[]    httpcb.Config
+//	...retry        sinks.RetryConfig; sinks.CheckName, sinks.CheckEvents
+//	sinks.autostop  autostop.Config (the key predates the package's move)
+//
+// This package owns the rest: the top-level Config that composes the
+// sections by key, data_dir, log and cakework, the decoder (${VAR}
+// expansion, secret tags, unknown keys and suggestions), the environment
+// fallbacks, the rules that span sections (sink names unique across kinds
+// and not reserved, auto-stop needing an API key), Redacted and Summary. It
+// calls each section's defaults and Validate at the section's key path, so
+// a section reports "channel: required" and check-config prints
+// "sinks.slack[0].channel: required". Imports go config -> components; no
+// component imports this package.
+//
+// Constructors (slack.New, httpcb.New, ingest.New, autostop.New) apply the
+// same WithDefaults and run the same Validate as a guard, so a Config built
+// in code gets the defaults a loaded one gets, and serve cannot accept or
+// refuse what check-config does not (internal/app's agreement test runs
+// every shipped and every bad config through both).
+//
 // # Loading
 //
 // Load(path, env) reads a file, Parse(data, env) takes its bytes, and
@@ -69,11 +101,11 @@
 //
 // # Schedules
 //
-// Poller schedules are parsed by ParseSchedule: cron with five fields, or six
-// with a leading seconds field, and descriptors such as "@every 15s" and
+// Poller schedules are parsed by poller.ParseSchedule: cron with five
+// fields, or six with a leading seconds field, and descriptors such as "@every 15s" and
 // "@hourly" (robfig/cron/v3 with SecondOptional and Descriptor). They run in
-// UTC, so TZ= prefixes are refused. The poller must parse with ParseSchedule
-// so that what check-config accepts is what runs.
+// UTC, so TZ= prefixes are refused. Validation and the poller use the same
+// function, so what check-config accepts is what runs.
 //
 // # Secrets
 //
@@ -84,6 +116,7 @@
 //
 // # Templates
 //
-// sinks.slack[].templates are checked with text/template's built-in
-// functions only. A sink that adds functions must have them known here too.
+// sinks.slack[].templates are checked by slack.Config.Validate with
+// headline.Parse, the function the Slack sink renders with: a template that
+// names a field that does not exist is refused by both.
 package config

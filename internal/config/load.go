@@ -41,25 +41,12 @@ func Load(path string, env func(string) (string, bool)) (*Config, error) {
 // Parse decodes and validates a config file's contents. On error it returns
 // Problems: unknown keys, wrong types and failed validation, all together.
 func Parse(data []byte, env func(string) (string, bool)) (*Config, error) {
-	if env == nil {
-		env = noEnv
+	c, probs := decode(data, env)
+	if c == nil {
+		return nil, probs
 	}
-	root, err := parseYAML(data)
-	if err != nil {
-		return nil, Problems{{Msg: err.Error()}}
-	}
-	c := preset()
-	d := newDecoder(env)
-	if root != nil {
-		d.decode(root, reflect.ValueOf(c).Elem(), "", false)
-	}
-	c.Ingest.Cakework.Configured = d.seen["ingest.cakework"]
-	fill(c)
-	applyEnv(c, env)
-
 	// A key the walker could not decode kept its default or stayed empty;
 	// validation saying so again at the same path would only be noise.
-	probs := d.probs
 	reported := map[string]bool{}
 	for _, p := range probs {
 		reported[p.Path] = true
@@ -76,6 +63,39 @@ func Parse(data []byte, env func(string) (string, bool)) (*Config, error) {
 		return nil, probs
 	}
 	return c, nil
+}
+
+// Decode is Parse without validation: the file decoded over the defaults,
+// with the environment fallbacks, or Problems with the file's structure
+// (YAML, unknown keys, wrong types). Its Config may break any rule of
+// Validate; it is for tests that hand such a config to the components.
+func Decode(data []byte, env func(string) (string, bool)) (*Config, error) {
+	c, probs := decode(data, env)
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	return c, nil
+}
+
+// decode returns the decoded config (nil if the file is not YAML) and the
+// problems with its structure.
+func decode(data []byte, env func(string) (string, bool)) (*Config, Problems) {
+	if env == nil {
+		env = noEnv
+	}
+	root, err := parseYAML(data)
+	if err != nil {
+		return nil, Problems{{Msg: err.Error()}}
+	}
+	c := preset()
+	d := newDecoder(env)
+	if root != nil {
+		d.decode(root, reflect.ValueOf(c).Elem(), "", false)
+	}
+	c.Ingest.Cakework.Configured = d.seen["ingest.cakework"]
+	fill(c)
+	applyEnv(c, env)
+	return c, d.probs
 }
 
 // parseYAML returns the top-level node of the single document in data, or

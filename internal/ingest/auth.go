@@ -17,8 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/cakework-relay/cakework-relay/internal/config"
 )
 
 // Standard Webhooks headers, in canonical form so lookups skip
@@ -83,7 +81,7 @@ func (mp *macPool) put(s *macState) {
 	mp.p.Put(s)
 }
 
-func newAuth(label, secret, token string, h *config.HMAC, tolerance time.Duration) (*auth, error) {
+func newAuth(label, secret, token string, h *HMACConfig, tolerance time.Duration) (*auth, error) {
 	a := &auth{label: label, tolerance: tolerance}
 	if a.tolerance <= 0 {
 		a.tolerance = 5 * time.Minute

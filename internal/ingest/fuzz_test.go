@@ -15,7 +15,6 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -80,8 +79,8 @@ func FuzzHandler(f *testing.F) {
 	}
 	f.Cleanup(func() { st.Close() })
 	cfg := defaultIngestConfig()
-	cfg.Webhooks = []config.Receiver{
-		{Name: "github", HMAC: &config.HMAC{Header: "X-Hub-Signature-256", Prefix: "sha256=", Algorithm: "sha256", Secret: "ghsecret"}},
+	cfg.Webhooks = []ingest.WebhookConfig{
+		{Name: "github", HMAC: &ingest.HMACConfig{Header: "X-Hub-Signature-256", Prefix: "sha256=", Algorithm: "sha256", Secret: "ghsecret"}},
 		{Name: "tok", Token: "fuzz-token"},
 		{Name: "open", InsecureNoAuth: true},
 	}

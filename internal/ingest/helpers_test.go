@@ -21,7 +21,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
@@ -41,7 +40,7 @@ var epoch = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 type env struct {
 	t     *testing.T
 	dir   string
-	cfg   config.Ingest
+	cfg   ingest.Config
 	max   int64
 	clock *clock.Fake
 	store *state.Store
@@ -53,16 +52,16 @@ type env struct {
 	noPoller bool
 }
 
-func defaultIngestConfig() config.Ingest {
-	return config.Ingest{
-		Cakework:           config.CakeworkReceiver{Configured: true, Secret: testSecret},
+func defaultIngestConfig() ingest.Config {
+	return ingest.Config{
+		Cakework:           ingest.CakeworkConfig{Configured: true, Secret: testSecret},
 		OutboxLimit:        100000,
 		SeenTTL:            72 * time.Hour,
 		TimestampTolerance: 5 * time.Minute,
 	}
 }
 
-func newEnv(t *testing.T, cfg config.Ingest) *env {
+func newEnv(t *testing.T, cfg ingest.Config) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), cfg: cfg, max: 4096, clock: clock.NewFake(epoch)}
 	e.open()

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -33,7 +33,9 @@ const (
 
 // Options configure New.
 type Options struct {
-	Config config.Ingest
+	// Config gets its defaults (Config.WithDefaults) and must pass
+	// Config.Validate.
+	Config Config
 	// MaxBodyBytes bounds a request body (http.max_body_bytes); larger ones
 	// get 413. Default 1 MiB.
 	MaxBodyBytes  int64
@@ -109,59 +111,34 @@ func New(o Options) (*Ingest, error) {
 	if o.SubjectPrefix == "" {
 		o.SubjectPrefix = "cakework"
 	}
+	// The rules are Config.Validate's, the same check-config applies.
+	o.Config = o.Config.WithDefaults()
 	c := o.Config
+	if err := confcheck.Check("ingest", c.Validate); err != nil {
+		return nil, err
+	}
 	in := &Ingest{
 		o: o, log: o.Logger.With("component", "ingest"), clock: o.Clock, store: o.Store,
 		prefix: o.SubjectPrefix, maxBody: o.MaxBodyBytes, limit: c.OutboxLimit, seenTTL: c.SeenTTL,
-	}
-	if in.limit <= 0 {
-		in.limit = 100000
-	}
-	if in.seenTTL <= 0 {
-		in.seenTTL = 72 * time.Hour
 	}
 	in.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 
 	var errs []error
 	ck := c.Cakework
 	in.cakework = &receiver{name: CakeworkReceiver}
-	switch {
-	case !ck.Configured && ck.Secret == "" && ck.Token == "" && !ck.InsecureNoAuth:
-		in.cakework.off = "the Cakework webhook receiver is off: set " + config.EnvWebhookSecret + " or ingest.cakework.secret"
+	if !ck.Configured && ck.Secret == "" && ck.Token == "" && !ck.InsecureNoAuth {
+		in.cakework.off = "the Cakework webhook receiver is off: set " + EnvWebhookSecret + " or ingest.cakework.secret"
 		in.cakework.auth = &auth{}
-	default:
-		a, err := newAuth("ingest.cakework", ck.Secret, ck.Token, nil, c.TimestampTolerance)
-		if err != nil {
-			errs = append(errs, err)
-			break
-		}
-		if a.none() && !ck.InsecureNoAuth {
-			errs = append(errs, errors.New("ingest.cakework: no auth configured; set secret or token (or "+config.EnvWebhookSecret+"), or insecure_no_auth: true"))
-		}
+	} else if a, err := newAuth("ingest.cakework", ck.Secret, ck.Token, nil, c.TimestampTolerance); err != nil {
+		errs = append(errs, err)
+	} else {
 		in.cakework.auth = a
 	}
-	seen := map[string]bool{CakeworkReceiver: true}
 	for i, wc := range c.Webhooks {
-		label := fmt.Sprintf("ingest.webhooks[%d]", i)
-		if wc.Name != "" {
-			label = fmt.Sprintf("ingest.webhooks[%d] (%s)", i, wc.Name)
-		}
-		if !validName(wc.Name) {
-			errs = append(errs, fmt.Errorf("%s.name: %q is not a receiver name; use 1 to 64 of a-z, 0-9, _ and - (and not \"cakework\")", label, wc.Name))
-			continue
-		}
-		if seen[wc.Name] {
-			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", label, wc.Name))
-			continue
-		}
-		seen[wc.Name] = true
+		label := fmt.Sprintf("ingest.webhooks[%d] (%s)", i, wc.Name)
 		a, err := newAuth(label, wc.Secret, wc.Token, wc.HMAC, c.TimestampTolerance)
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		if a.none() && !wc.InsecureNoAuth {
-			errs = append(errs, fmt.Errorf("%s: no auth configured; set secret, token or hmac, or insecure_no_auth: true", label))
 			continue
 		}
 		in.generic = append(in.generic, &receiver{name: wc.Name, auth: a})
@@ -190,19 +167,6 @@ func New(o Options) (*Ingest, error) {
 		}
 	}
 	return in, nil
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 64 || s == CakeworkReceiver {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Name implements app.Component.

@@ -16,7 +16,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -160,7 +159,7 @@ func TestStatusChangeCarriesPreviousStatusAndKeepsWatch(t *testing.T) {
 
 func TestDuplicatesPublishNothing(t *testing.T) {
 	cfg := defaultIngestConfig()
-	cfg.Webhooks = []config.Receiver{{Name: "plain", Token: "tok"}}
+	cfg.Webhooks = []ingest.WebhookConfig{{Name: "plain", Token: "tok"}}
 	e := newEnv(t, cfg)
 	body := `{"buildId":"b1","imageId":"img"}`
 
@@ -229,14 +228,14 @@ func TestDuplicatesPublishNothing(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	cfg := defaultIngestConfig()
-	cfg.Webhooks = []config.Receiver{
-		{Name: "github", HMAC: &config.HMAC{Header: "X-Hub-Signature-256", Prefix: "sha256=", Algorithm: "sha256", Secret: "ghsecret"}},
+	cfg.Webhooks = []ingest.WebhookConfig{
+		{Name: "github", HMAC: &ingest.HMACConfig{Header: "X-Hub-Signature-256", Prefix: "sha256=", Algorithm: "sha256", Secret: "ghsecret"}},
 		{Name: "sw", Secret: otherSecret},
 		{Name: "tok", Token: "s3cret-token"},
 		{Name: "open", InsecureNoAuth: true},
 	}
 	tokCfg := defaultIngestConfig()
-	tokCfg.Cakework = config.CakeworkReceiver{Configured: true, Token: "cw-token"}
+	tokCfg.Cakework = ingest.CakeworkConfig{Configured: true, Token: "cw-token"}
 	e := newEnv(t, cfg)
 	et := newEnv(t, tokCfg)
 	n := 0
@@ -335,7 +334,7 @@ func TestAuth(t *testing.T) {
 
 func TestEveryErrorAnswer(t *testing.T) {
 	cfg := defaultIngestConfig()
-	cfg.Webhooks = []config.Receiver{{Name: "gen", InsecureNoAuth: true}}
+	cfg.Webhooks = []ingest.WebhookConfig{{Name: "gen", InsecureNoAuth: true}}
 	e := newEnv(t, cfg)
 	signed := func(path, body string) resp { return e.do(req{path: path, body: body, secret: testSecret}) }
 	tests := []struct {
@@ -406,8 +405,8 @@ func TestEveryErrorAnswer(t *testing.T) {
 func TestUnavailableAnswers503WithRetryAfter(t *testing.T) {
 	t.Run("receiver off", func(t *testing.T) {
 		cfg := defaultIngestConfig()
-		cfg.Cakework = config.CakeworkReceiver{}
-		cfg.Webhooks = []config.Receiver{{Name: "gen", InsecureNoAuth: true}}
+		cfg.Cakework = ingest.CakeworkConfig{}
+		cfg.Webhooks = []ingest.WebhookConfig{{Name: "gen", InsecureNoAuth: true}}
 		e := newEnv(t, cfg)
 		for _, p := range []string{"/webhooks/cakework", "/webhooks/cakework/build/succeeded", "/webhooks/cakework/build/failed"} {
 			r := e.do(req{path: p, body: `{"buildId":"b","imageId":"i"}`, secret: testSecret})
@@ -453,14 +452,14 @@ func TestNewRefusesReceiversWithoutAuth(t *testing.T) {
 	defer st.Close()
 	tests := []struct {
 		name string
-		cfg  config.Ingest
+		cfg  ingest.Config
 		want string
 	}{
-		{"cakework block without auth", config.Ingest{Cakework: config.CakeworkReceiver{Configured: true}}, "ingest.cakework: no auth"},
-		{"generic without auth", config.Ingest{Webhooks: []config.Receiver{{Name: "ok", Token: "t"}, {Name: "github"}}}, "ingest.webhooks[1] (github): no auth"},
-		{"bad secret", config.Ingest{Cakework: config.CakeworkReceiver{Configured: true, Secret: "nope"}}, "ingest.cakework.secret"},
-		{"bad name", config.Ingest{Webhooks: []config.Receiver{{Name: "Git.Hub", Token: "t"}}}, "ingest.webhooks[0] (Git.Hub).name"},
-		{"bad algorithm", config.Ingest{Webhooks: []config.Receiver{{Name: "g", HMAC: &config.HMAC{Header: "X-Sig", Secret: "s", Algorithm: "md5"}}}}, "md5"},
+		{"cakework block without auth", ingest.Config{Cakework: ingest.CakeworkConfig{Configured: true}}, "ingest.cakework: no auth"},
+		{"generic without auth", ingest.Config{Webhooks: []ingest.WebhookConfig{{Name: "ok", Token: "t"}, {Name: "github"}}}, "ingest.webhooks[1] (github): no auth"},
+		{"bad secret", ingest.Config{Cakework: ingest.CakeworkConfig{Configured: true, Secret: "nope"}}, "ingest.cakework.secret"},
+		{"bad name", ingest.Config{Webhooks: []ingest.WebhookConfig{{Name: "Git.Hub", Token: "t"}}}, `ingest.webhooks[0].name: "Git.Hub" is not a receiver name`},
+		{"bad algorithm", ingest.Config{Webhooks: []ingest.WebhookConfig{{Name: "g", HMAC: &ingest.HMACConfig{Header: "X-Sig", Secret: "s", Algorithm: "md5"}}}}, "md5"},
 	}
 	for _, tt := range tests {
 		_, err := ingest.New(ingest.Options{Config: tt.cfg, Store: st})
@@ -469,8 +468,8 @@ func TestNewRefusesReceiversWithoutAuth(t *testing.T) {
 		}
 	}
 	// Configured with insecure_no_auth, or not configured at all: starts.
-	for _, c := range []config.CakeworkReceiver{{Configured: true, InsecureNoAuth: true}, {}} {
-		if _, err := ingest.New(ingest.Options{Config: config.Ingest{Cakework: c}, Store: st}); err != nil {
+	for _, c := range []ingest.CakeworkConfig{{Configured: true, InsecureNoAuth: true}, {}} {
+		if _, err := ingest.New(ingest.Options{Config: ingest.Config{Cakework: c}, Store: st}); err != nil {
 			t.Errorf("%+v: %v", c, err)
 		}
 	}

@@ -6,8 +6,8 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/ingest"
 )
 
 // The simulator's default (split) webhooks, pointed at a token URL as the
@@ -15,7 +15,7 @@ import (
 // token auth: one event per finished build.
 func TestSimulatorWebhooksToTokenURL(t *testing.T) {
 	cfg := defaultIngestConfig()
-	cfg.Cakework = config.CakeworkReceiver{Configured: true, Token: "abc"}
+	cfg.Cakework = ingest.CakeworkConfig{Configured: true, Token: "abc"}
 	e := newEnv(t, cfg)
 	sim := cakeworksim.New(cakeworksim.Options{Clock: e.clock, WebhookURL: e.srv.URL + "/webhooks/cakework?token=abc"})
 	ok := sim.CreateBuild(cakeworksim.BuildSpec{Manual: true})

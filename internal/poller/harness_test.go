@@ -18,7 +18,6 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -36,7 +35,7 @@ type env struct {
 	sim   *cakeworksim.Sim
 	api   *httptest.Server
 	dir   string
-	cfg   config.Poller
+	cfg   Config
 	store *state.Store
 	bus   *bus.Bus
 	p     *Poller
@@ -49,16 +48,16 @@ type env struct {
 	logger *slog.Logger
 }
 
-func testConfig() config.Poller {
-	return config.Poller{
-		VMs:             config.VMPoll{},
-		Builds:          config.BuildPoll{StuckAfter: 30 * time.Minute},
-		Logs:            config.LogPoll{Batch: 3, MaxPages: 2, VMs: true, Builds: true},
+func testConfig() Config {
+	return Config{
+		VMs:             VMsConfig{},
+		Builds:          BuildsConfig{StuckAfter: 30 * time.Minute},
+		Logs:            LogsConfig{Batch: 3, MaxPages: 2, VMs: true, Builds: true},
 		ShutdownTimeout: 2 * time.Second,
 	}
 }
 
-func newEnv(t *testing.T, cfg config.Poller, so cakeworksim.Options) *env {
+func newEnv(t *testing.T, cfg Config, so cakeworksim.Options) *env {
 	t.Helper()
 	clk := clock.NewFake(epoch)
 	so.Clock, so.APIKey = clk, testKey

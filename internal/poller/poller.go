@@ -18,7 +18,6 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -46,9 +45,10 @@ const ObservedBy = "poller"
 
 // Options configure a Poller.
 type Options struct {
-	// Config is the poller section; defaults must already be applied
-	// (config.Load does it).
-	Config config.Poller
+	// Config is the poller section, validated, with its defaults
+	// (Config.WithDefaults; config.Load does both). An empty schedule is
+	// not run.
+	Config Config
 	// Cakework configures the API client. Clock and Logger are taken from
 	// the fields below; HTTPClient's transport is wrapped to count calls.
 	Cakework cakework.Options
@@ -81,7 +81,7 @@ type Options struct {
 // parts with Register, then Start and Stop it.
 type Poller struct {
 	o       Options
-	cfg     config.Poller
+	cfg     Config
 	prefix  string
 	client  *cakework.Client
 	store   Store
@@ -196,7 +196,7 @@ func New(o Options) (*Poller, error) {
 	} {
 		sc := &schedule{name: s.name, spec: s.spec, fn: s.fn, keys: s.keys}
 		if s.spec != "" {
-			cs, err := config.ParseSchedule(s.spec)
+			cs, err := ParseSchedule(s.spec)
 			if err != nil {
 				return nil, fmt.Errorf("poller.%s.schedule %q: %w", s.name, s.spec, err)
 			}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/httpcb"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
@@ -65,8 +64,8 @@ func TestCallbackOutageFiveMinutes(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	cfg := config.HTTPCB{Name: "app", URL: srv.URL, Secret: CallbackSecret, Events: []string{"*"}, Concurrency: 4,
-		Retry: config.Retry{Initial: time.Second, MaxInterval: 10 * time.Minute, MaxAttempts: 12}}
+	cfg := httpcb.Config{Name: "app", URL: srv.URL, Secret: CallbackSecret, Events: []string{"*"}, Concurrency: 4,
+		Retry: sinks.RetryConfig{Initial: time.Second, MaxInterval: 10 * time.Minute, MaxAttempts: 12}}
 	snd, err := httpcb.New(cfg, httpcb.Options{})
 	if err != nil {
 		t.Fatal(err)

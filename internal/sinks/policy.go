@@ -8,7 +8,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
@@ -16,20 +15,17 @@ import (
 // lane for days.
 const maxRetryAfter = time.Hour
 
-// RetryDefaults fills the zero fields of r: 1s, 10m, 12 attempts. A
-// MaxInterval below Initial is raised to it.
-func RetryDefaults(r config.Retry) config.Retry {
-	if r.Initial <= 0 {
-		r.Initial = time.Second
-	}
-	if r.MaxInterval <= 0 {
-		r.MaxInterval = 10 * time.Minute
-	}
+// RetryDefaults is r made usable for a schedule: the defaults of unset
+// (or, in a Retry built in code, negative) fields, as RetryConfig.WithDefaults,
+// and a MaxInterval below Initial raised to it. A validated Retry comes out
+// unchanged.
+func RetryDefaults(r RetryConfig) RetryConfig {
+	r.Initial = max(r.Initial, 0)
+	r.MaxInterval = max(r.MaxInterval, 0)
+	r.MaxAttempts = max(r.MaxAttempts, 0)
+	r = r.WithDefaults()
 	if r.MaxInterval < r.Initial {
 		r.MaxInterval = r.Initial
-	}
-	if r.MaxAttempts < 1 {
-		r.MaxAttempts = 12
 	}
 	return r
 }
@@ -39,12 +35,12 @@ func RetryDefaults(r config.Retry) config.Retry {
 // (Slack's flood summaries) ask it too, so no sink has a schedule of its
 // own. Safe for concurrent use.
 type Schedule struct {
-	retry config.Retry
+	retry RetryConfig
 	b     backoff.Backoff
 }
 
 // NewSchedule is the schedule of r, defaults filled in (RetryDefaults).
-func NewSchedule(r config.Retry) Schedule {
+func NewSchedule(r RetryConfig) Schedule {
 	r = RetryDefaults(r)
 	// Equal jitter (the default): lanes that failed together don't retry
 	// together, and none retries sooner than half its schedule.
@@ -130,7 +126,7 @@ type Delivery struct {
 type PolicyOptions struct {
 	// Name is the sink's name, for errors.
 	Name     string
-	Retry    config.Retry
+	Retry    RetryConfig
 	Clock    clock.Clock
 	Recorder Recorder
 }

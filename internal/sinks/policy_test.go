@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
@@ -61,7 +60,7 @@ var (
 )
 
 func TestPolicyDeliver(t *testing.T) {
-	retry := config.Retry{Initial: time.Second, MaxInterval: 8 * time.Second, MaxAttempts: 4}
+	retry := sinks.RetryConfig{Initial: time.Second, MaxInterval: 8 * time.Second, MaxAttempts: 4}
 	cases := []struct {
 		name    string
 		script  []sinks.Result
@@ -167,7 +166,7 @@ func TestPolicyDisabledSkipsSends(t *testing.T) {
 // a cancelled ctx aborts the send in flight (it does not count); a stop
 // before the first attempt sends nothing.
 func TestPolicyInterrupted(t *testing.T) {
-	retry := config.Retry{Initial: time.Minute, MaxAttempts: 5}
+	retry := sinks.RetryConfig{Initial: time.Minute, MaxAttempts: 5}
 	ev := sinktest.Event("vm", "v1", "started", 1)
 
 	t.Run("stop during the backoff wait", func(t *testing.T) {
@@ -236,7 +235,7 @@ func TestNewPolicyRejectsBadInput(t *testing.T) {
 // The schedule the Slack flusher shares: defaults filled in, the sink's
 // Retry bounds respected.
 func TestScheduleDefaults(t *testing.T) {
-	s := sinks.NewSchedule(config.Retry{})
+	s := sinks.NewSchedule(sinks.RetryConfig{})
 	if s.MaxAttempts() != 12 {
 		t.Fatalf("max attempts %d, want 12", s.MaxAttempts())
 	}
@@ -248,7 +247,7 @@ func TestScheduleDefaults(t *testing.T) {
 			t.Fatalf("late wait %v, want in [5m, 10m]", w)
 		}
 	}
-	r := sinks.RetryDefaults(config.Retry{Initial: time.Minute, MaxInterval: time.Second})
+	r := sinks.RetryDefaults(sinks.RetryConfig{Initial: time.Minute, MaxInterval: time.Second})
 	if r.MaxInterval != time.Minute {
 		t.Fatalf("MaxInterval below Initial kept: %+v", r)
 	}

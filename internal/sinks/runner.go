@@ -11,7 +11,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -34,7 +33,7 @@ type Options struct {
 	// Default 1.
 	Concurrency int
 	// Retry bounds retries. Zero fields default to 1s, 10m, 12 attempts.
-	Retry config.Retry
+	Retry RetryConfig
 
 	Bus *bus.Bus
 	// Store keeps the attempt count of a message being retried across

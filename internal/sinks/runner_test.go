@@ -12,7 +12,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
@@ -64,7 +63,7 @@ func newRunner(t *testing.T, env *sinktest.Env, s sinks.Sender, mod func(*sinks.
 	t.Helper()
 	o := sinks.Options{
 		Name: "t", Kind: "test", Bus: env.Bus, Store: env.Store, Clock: sinktest.NewStepClock(time.Now()),
-		Retry: config.Retry{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 3}, AckWait: 2 * time.Second,
+		Retry: sinks.RetryConfig{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 3}, AckWait: 2 * time.Second,
 	}
 	if mod != nil {
 		mod(&o)
@@ -221,7 +220,7 @@ func TestKeepAliveHoldsLongRetries(t *testing.T) {
 		// AckWait runs on the server's clock, so this test needs real
 		// time to pass; retries are paced on the real clock too.
 		o.Clock = clock.Real{}
-		o.Retry = config.Retry{Initial: 50 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxAttempts: 1000}
+		o.Retry = sinks.RetryConfig{Initial: 50 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxAttempts: 1000}
 	})
 	ev := sinktest.Event("vm", "v1", "idle", 0)
 	env.Publish(t, ev)

@@ -1,70 +1,79 @@
 package httpcb
 
 import (
-	"encoding/base64"
-	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
+	"github.com/cakework-relay/cakework-relay/internal/sinks"
 )
 
-// Sink-local defaults, applied when a config was built in code rather than
-// loaded (config.Load applies the same ones).
+// Config is one sinks.http entry. Fields tagged secret:"true" are never
+// printed in errors or logs.
+type Config struct {
+	Name        string            `yaml:"name"`
+	URL         string            `yaml:"url"`
+	Secret      string            `yaml:"secret" secret:"true"`
+	Events      []string          `yaml:"events"`
+	Headers     map[string]string `yaml:"headers" secret:"true"` // values may carry credentials
+	Timeout     time.Duration     `yaml:"timeout"`
+	Concurrency int               `yaml:"concurrency"`
+	Retry       sinks.RetryConfig `yaml:"retry"`
+}
+
+// Defaults of the fields a Config leaves unset.
 const (
 	DefaultTimeout     = 15 * time.Second
 	DefaultConcurrency = 4
 )
 
-// withDefaults fills what the config left empty.
-func withDefaults(c config.HTTPCB) config.HTTPCB {
-	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.Concurrency < 1 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if len(c.Events) == 0 {
-		c.Events = []string{"*"}
-	}
+// WithDefaults is c with every unset (zero) field at its default. The
+// relay's config applies it to every entry it decodes, and New to the one it
+// is given, so a Config built in code gets the same defaults as one loaded.
+func (c Config) WithDefaults() Config {
+	confcheck.Default(&c.Timeout, DefaultTimeout)
+	confcheck.Default(&c.Concurrency, DefaultConcurrency)
+	c.Retry = c.Retry.WithDefaults()
+	c.Events = sinks.DefaultEvents(c.Events)
 	return c
 }
 
-// validate checks what the sink needs to run. Its errors never quote the
-// secret, a header value, or the URL's credentials or query.
-func validate(c config.HTTPCB) error {
-	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("name: required"))
+// Validate reports everything wrong with c but its name, which the relay's
+// config checks across all sinks (sinks.CheckName). Problems never quote the
+// secret, a header value or the URL.
+func (c Config) Validate(v *confcheck.Checker) {
+	if c.URL == "" {
+		v.Add("url", "required")
+	} else {
+		v.HTTPURL("url", c.URL, false)
 	}
-	u, err := url.Parse(c.URL)
-	switch {
-	case c.URL == "":
-		errs = append(errs, errors.New("url: required"))
-	case err != nil:
-		errs = append(errs, errors.New("url: not a URL"))
-	case u.Scheme != "http" && u.Scheme != "https":
-		errs = append(errs, fmt.Errorf("url: scheme %q: use http or https", u.Scheme))
-	case u.Host == "":
-		errs = append(errs, errors.New("url: no host"))
-	}
-	if c.Secret != "" {
-		b64, ok := strings.CutPrefix(c.Secret, "whsec_")
-		if _, err := base64.StdEncoding.DecodeString(b64); !ok || err != nil || b64 == "" {
-			errs = append(errs, errors.New("secret: not a Standard Webhooks secret; it must be whsec_ followed by base64"))
+	v.Whsec("secret", c.Secret, "")
+	sinks.CheckEvents(v, "events", c.Events)
+	for _, k := range slices.Sorted(maps.Keys(c.Headers)) {
+		val := c.Headers[k]
+		kp := fmt.Sprintf("headers[%q]", k)
+		if !confcheck.IsHeaderName(k) {
+			v.Add(kp, "not an HTTP header name")
+		}
+		if strings.ContainsAny(val, "\r\n\x00") {
+			v.Add(kp, "the value must not contain line breaks")
 		}
 	}
-	for k, v := range c.Headers {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			errs = append(errs, fmt.Errorf("headers[%q]: the value must not contain line breaks", k))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("sinks.http %s: %w", c.Name, err)
-	}
-	return nil
+	v.Duration("timeout", c.Timeout)
+	v.AtLeast1("concurrency", c.Concurrency)
+	c.Retry.Validate(v.At("retry"))
+}
+
+// check is New's guard: c's name and Validate, at path.
+func (c Config) check(path string) error {
+	return confcheck.Check(path, func(v *confcheck.Checker) {
+		sinks.CheckName(v, "name", c.Name)
+		c.Validate(v)
+	})
 }
 
 // safeURL is the endpoint as errors and logs show it: no user info, no

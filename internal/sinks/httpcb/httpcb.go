@@ -30,7 +30,6 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 )
@@ -49,11 +48,14 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent, default "cakework-relay".
 	UserAgent string
+	// ConfigPath names the entry in errors ("sinks.http[0]"). Default
+	// "sinks.http".
+	ConfigPath string
 }
 
 // Sender posts events to one endpoint. It is safe for concurrent use.
 type Sender struct {
-	cfg     config.HTTPCB
+	cfg     Config
 	target  string // safe to show
 	wh      *standardwebhooks.Webhook
 	client  *http.Client
@@ -65,9 +67,12 @@ type Sender struct {
 
 // New builds the sender for one sinks.http entry: one http.Client with its
 // own Transport, so connections to the endpoint are reused across events.
-func New(c config.HTTPCB, o Options) (*Sender, error) {
-	c = withDefaults(c)
-	if err := validate(c); err != nil {
+func New(c Config, o Options) (*Sender, error) {
+	if o.ConfigPath == "" {
+		o.ConfigPath = "sinks.http"
+	}
+	c = c.WithDefaults()
+	if err := c.check(o.ConfigPath); err != nil {
 		return nil, err
 	}
 	if o.Logger == nil {

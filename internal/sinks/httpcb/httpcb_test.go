@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/httpcb"
@@ -37,7 +36,7 @@ func TestConformance(t *testing.T) {
 		})
 		// Credentials in the URL and a header must not leak either.
 		url := strings.Replace(rcv.srv.URL, "http://", "http://hook-user:url-password-42@", 1) + "/hook?token=url-token-99"
-		s, err := httpcb.New(config.HTTPCB{
+		s, err := httpcb.New(httpcb.Config{
 			Name: "contract", URL: url, Secret: testSecret,
 			Headers: map[string]string{"Authorization": "Bearer header-token-77"},
 			Timeout: 5 * time.Second,
@@ -61,9 +60,9 @@ func TestConformance(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func newSender(t *testing.T, rcv *receiver, mod func(*config.HTTPCB)) *httpcb.Sender {
+func newSender(t *testing.T, rcv *receiver, mod func(*httpcb.Config)) *httpcb.Sender {
 	t.Helper()
-	c := config.HTTPCB{Name: "app", URL: rcv.srv.URL + "/hook", Secret: testSecret, Timeout: 5 * time.Second}
+	c := httpcb.Config{Name: "app", URL: rcv.srv.URL + "/hook", Secret: testSecret, Timeout: 5 * time.Second}
 	if mod != nil {
 		mod(&c)
 	}
@@ -77,7 +76,7 @@ func newSender(t *testing.T, rcv *receiver, mod func(*config.HTTPCB)) *httpcb.Se
 
 func TestRequestShape(t *testing.T) {
 	rcv := newReceiver(t)
-	s := newSender(t, rcv, func(c *config.HTTPCB) {
+	s := newSender(t, rcv, func(c *httpcb.Config) {
 		c.Headers = map[string]string{"X-Team": "infra", "webhook-id": "spoofed", "Content-Type": "text/plain"}
 	})
 	ev := sinktest.Event("build", "b1", "succeeded", 1)
@@ -140,7 +139,7 @@ func TestClassification(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	rcv := newReceiver(t)
 	rcv.setScript(func(int, event.Event) answer { return answer{delay: 500 * time.Millisecond} })
-	s := newSender(t, rcv, func(c *config.HTTPCB) { c.Timeout = 50 * time.Millisecond })
+	s := newSender(t, rcv, func(c *httpcb.Config) { c.Timeout = 50 * time.Millisecond })
 	r := s.Send(context.Background(), sinktest.Event("vm", "v1", "started", 1))
 	if r.Outcome != sinks.Retry || !strings.Contains(r.Err.Error(), "timeout") {
 		t.Fatalf("got %v %v", r.Outcome, r.Err)
@@ -148,7 +147,7 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestConfigErrorsHideSecrets(t *testing.T) {
-	_, err := httpcb.New(config.HTTPCB{Name: "x", URL: "ftp://u:pw-secret@h/x", Secret: "whsec_not*base64secret"}, httpcb.Options{})
+	_, err := httpcb.New(httpcb.Config{Name: "x", URL: "ftp://u:pw-secret@h/x", Secret: "whsec_not*base64secret"}, httpcb.Options{})
 	if err == nil {
 		t.Fatal("no error")
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
@@ -34,13 +33,13 @@ type relay struct {
 
 const adminToken = "admin-token"
 
-func startRelay(t *testing.T, env *sinktest.Env, rcv *receiver, clk clock.Clock, mod func(*config.HTTPCB)) *relay {
+func startRelay(t *testing.T, env *sinktest.Env, rcv *receiver, clk clock.Clock, mod func(*httpcb.Config)) *relay {
 	t.Helper()
 	log, buf := sinktest.CaptureLogs()
-	c := config.HTTPCB{
+	c := httpcb.Config{
 		Name: "app", URL: rcv.srv.URL + "/hook", Secret: testSecret, Events: []string{"*"},
 		Timeout: 5 * time.Second, Concurrency: 4,
-		Retry: config.Retry{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 6},
+		Retry: sinks.RetryConfig{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 6},
 	}
 	if mod != nil {
 		mod(&c)
@@ -259,7 +258,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	env := sinktest.NewEnv(t)
 	rcv := newReceiver(t)
 	rcv.setScript(func(int, event.Event) answer { return answer{status: http.StatusGone} })
-	r := startRelay(t, env, rcv, sinktest.NewStepClock(time.Now()), func(c *config.HTTPCB) { c.Concurrency = 1 })
+	r := startRelay(t, env, rcv, sinktest.NewStepClock(time.Now()), func(c *httpcb.Config) { c.Concurrency = 1 })
 	for i := range 3 {
 		env.Publish(t, sinktest.Event("build", "b1", []string{"created", "failed", "stuck"}[i], i))
 	}
@@ -304,7 +303,7 @@ func TestOrderPerResourceUnderConcurrency(t *testing.T) {
 		}
 		return a
 	})
-	r := startRelay(t, env, rcv, sinktest.NewStepClock(time.Now()), func(c *config.HTTPCB) {
+	r := startRelay(t, env, rcv, sinktest.NewStepClock(time.Now()), func(c *httpcb.Config) {
 		c.Concurrency = 8
 		c.Retry.MaxAttempts = 50
 	})
@@ -346,7 +345,7 @@ func TestRestartMidRetry(t *testing.T) {
 	rcv := newReceiver(t)
 	up := failUntilUp(rcv, http.StatusBadGateway)
 	clk := clock.NewFake(time.Now())
-	r := startRelay(t, env, rcv, clk, func(c *config.HTTPCB) { c.Retry.MaxAttempts = 4 })
+	r := startRelay(t, env, rcv, clk, func(c *httpcb.Config) { c.Retry.MaxAttempts = 4 })
 	first := sinktest.Event("build", "b1", "created", 0)
 	env.Publish(t, first)
 	for attempt := 1; attempt <= 2; attempt++ {
@@ -366,7 +365,7 @@ func TestRestartMidRetry(t *testing.T) {
 
 	up()
 	clk2 := clock.NewFake(time.Now())
-	r2 := startRelay(t, env, rcv, clk2, func(c *config.HTTPCB) { c.Retry.MaxAttempts = 4 })
+	r2 := startRelay(t, env, rcv, clk2, func(c *httpcb.Config) { c.Retry.MaxAttempts = 4 })
 	sinktest.Eventually(t, 10*time.Second, "both delivered", func() bool { return r2.status(t).Delivered == 2 })
 	got := rcv.acceptedEvents()
 	if len(got) != 2 || got[0].ID != first.ID || got[1].ID != second.ID {
@@ -385,7 +384,7 @@ func TestRestartContinuesAttemptCount(t *testing.T) {
 	rcv := newReceiver(t)
 	rcv.setScript(func(int, event.Event) answer { return answer{status: http.StatusServiceUnavailable} })
 	clk := clock.NewFake(time.Now())
-	mod := func(c *config.HTTPCB) { c.Retry.MaxAttempts = 3 }
+	mod := func(c *httpcb.Config) { c.Retry.MaxAttempts = 3 }
 	r := startRelay(t, env, rcv, clk, mod)
 	ev := sinktest.Event("vm", "v9", "stopped", 0)
 	env.Publish(t, ev)

@@ -1,19 +1,39 @@
 package slack
 
 import (
-	"errors"
 	"fmt"
-	"net/url"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/cakework-relay/cakework-relay/internal/config"
-	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
+	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/slack/headline"
 )
 
-// Sink-local defaults, applied when a config was built in code rather than
-// loaded (config.Load applies the same ones).
+// Config is one sinks.slack entry. Fields tagged secret:"true" are never
+// printed in errors or logs.
+type Config struct {
+	Name        string            `yaml:"name"`
+	Token       string            `yaml:"token" secret:"true"`
+	WebhookURL  string            `yaml:"webhook_url" secret:"true"`
+	Channel     string            `yaml:"channel"`
+	Events      []string          `yaml:"events"`
+	APIURL      string            `yaml:"api_url"`
+	Concurrency int               `yaml:"concurrency"`
+	Retry       sinks.RetryConfig `yaml:"retry"`
+	Templates   map[string]string `yaml:"templates"`
+	Flood       Flood             `yaml:"flood"`
+}
+
+// Flood folds a burst of one event type into a summary.
+type Flood struct {
+	Threshold int           `yaml:"threshold"` // more than this many ...
+	Window    time.Duration `yaml:"window"`    // ... of one type within this window become a summary
+}
+
+// Defaults of the fields a Config leaves unset.
 const (
 	DefaultConcurrency    = 1
 	DefaultFloodThreshold = 5
@@ -24,59 +44,60 @@ const (
 	TailLines = 20
 )
 
-func withDefaults(c config.Slack) config.Slack {
-	if c.Concurrency < 1 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if c.Flood.Threshold < 1 {
-		c.Flood.Threshold = DefaultFloodThreshold
-	}
-	if c.Flood.Window <= 0 {
-		c.Flood.Window = DefaultFloodWindow
-	}
-	if len(c.Events) == 0 {
-		c.Events = []string{"*"}
-	}
-	if c.APIURL != "" && !strings.HasSuffix(c.APIURL, "/") {
-		// slack.OptionAPIURL appends method names to it.
-		c.APIURL += "/"
-	}
+// WithDefaults is c with every unset (zero) field at its default. The
+// relay's config applies it to every entry it decodes, and New to the one it
+// is given, so a Config built in code gets the same defaults as one loaded.
+func (c Config) WithDefaults() Config {
+	confcheck.Default(&c.Concurrency, DefaultConcurrency)
+	confcheck.Default(&c.Flood.Threshold, DefaultFloodThreshold)
+	confcheck.Default(&c.Flood.Window, DefaultFloodWindow)
+	c.Retry = c.Retry.WithDefaults()
+	c.Events = sinks.DefaultEvents(c.Events)
 	return c
 }
 
-// validate checks what the sink needs to run. Its errors never quote the
+// Validate reports everything wrong with c but its name, which the relay's
+// config checks across all sinks (sinks.CheckName). Problems never quote the
 // token or the webhook URL.
-func validate(c config.Slack, path string) error {
-	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("name: required"))
-	}
+func (c Config) Validate(v *confcheck.Checker) {
 	switch {
 	case c.Token == "" && c.WebhookURL == "":
-		errs = append(errs, errors.New("set token (a bot token) or webhook_url (an incoming webhook)"))
+		v.Named(c.Name).Add("", "set token (a bot token) or webhook_url (an incoming webhook)")
 	case c.Token != "" && c.WebhookURL != "":
-		errs = append(errs, errors.New("set token or webhook_url, not both"))
+		v.Named(c.Name).Add("", "set token or webhook_url, not both")
 	case c.Token != "" && c.Channel == "":
-		errs = append(errs, errors.New(`channel: required with a bot token (like "#deploys")`))
+		v.Add("channel", `required with a bot token (like "#deploys")`)
 	}
 	if c.WebhookURL != "" {
-		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, errors.New("webhook_url: not an http(s) URL"))
-		}
+		v.HTTPURL("webhook_url", c.WebhookURL, true)
 	}
 	if c.APIURL != "" {
-		if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, errors.New("api_url: not an http(s) URL"))
+		v.HTTPURL("api_url", c.APIURL, false)
+	}
+	sinks.CheckEvents(v, "events", c.Events)
+	v.AtLeast1("concurrency", c.Concurrency)
+	c.Retry.Validate(v.At("retry"))
+	v.AtLeast1("flood.threshold", c.Flood.Threshold)
+	v.Duration("flood.window", c.Flood.Window)
+	// New parses the templates with the same function, so check-config and
+	// serve accept the same ones.
+	for _, k := range slices.Sorted(maps.Keys(c.Templates)) {
+		text := c.Templates[k]
+		kp := fmt.Sprintf("templates[%q]", k)
+		if !sinks.IsEventType(k) {
+			v.Add(kp, "the key must be a short event type like build.failed")
+			continue
+		}
+		if _, err := headline.Parse(map[string]string{k: text}); err != nil {
+			v.Add(kp, strings.TrimPrefix(err.Error(), fmt.Sprintf("templates[%q]: ", k)))
 		}
 	}
-	if _, err := event.NewFilter(c.Events); err != nil {
-		errs = append(errs, fmt.Errorf("events: %w", err))
-	}
-	if _, err := headline.Parse(c.Templates); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%s (%s): %w", path, c.Name, err)
-	}
-	return nil
+}
+
+// check is New's guard: c's name and Validate, at path.
+func (c Config) check(path string) error {
+	return confcheck.Check(path, func(v *confcheck.Checker) {
+		sinks.CheckName(v, "name", c.Name)
+		c.Validate(v)
+	})
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -19,8 +18,8 @@ func TestFailedSummaryRetriesOnTheSinkSchedule(t *testing.T) {
 	clk := clock.NewFake(t0)
 	f := newFakeSlack(t, clk.Now)
 	c := botConfig(f)
-	c.Flood = config.Flood{Threshold: 1, Window: 10 * time.Second}
-	c.Retry = config.Retry{Initial: 20 * time.Second, MaxInterval: time.Minute}
+	c.Flood = Flood{Threshold: 1, Window: 10 * time.Second}
+	c.Retry = sinks.RetryConfig{Initial: 20 * time.Second, MaxInterval: time.Minute}
 	st := openStore(t, t.TempDir())
 	s := newSender(t, c, st, clk, nil)
 

@@ -11,7 +11,6 @@ import (
 
 	goslack "github.com/slack-go/slack"
 
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
 )
 
@@ -21,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // quotes them. Regenerate with: go test ./internal/sinks/slack -run Golden -update
 func TestGolden(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	s := newSender(t, config.Slack{Name: "hook", WebhookURL: f.WebhookURL()}, openStore(t, t.TempDir()), sinktest.NewStepClock(t0.Add(time.Hour)), nil)
+	s := newSender(t, Config{Name: "hook", WebhookURL: f.WebhookURL()}, openStore(t, t.TempDir()), sinktest.NewStepClock(t0.Add(time.Hour)), nil)
 
 	failedAt := t0.Add(3*time.Minute + 12*time.Second)
 	created := buildEvent(t, "bld-7f3a9c", "created", t0, map[string]any{"previousStatus": ""})

@@ -15,7 +15,6 @@ import (
 	goslack "github.com/slack-go/slack"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/slack/headline"
@@ -43,7 +42,7 @@ type Options struct {
 
 // Sender posts events to one Slack channel. It is safe for concurrent use.
 type Sender struct {
-	cfg     config.Slack
+	cfg     Config
 	path    string
 	webhook bool
 	api     *goslack.Client
@@ -84,18 +83,22 @@ type Sender struct {
 
 // New checks one sinks.slack entry and builds its sender. It starts
 // nothing: Connect starts the background work, Close ends it.
-func New(c config.Slack, o Options) (*Sender, error) {
+func New(c Config, o Options) (*Sender, error) {
 	if o.ConfigPath == "" {
 		o.ConfigPath = "sinks.slack"
 	}
-	c = withDefaults(c)
-	if err := validate(c, o.ConfigPath); err != nil {
+	c = c.WithDefaults()
+	if err := c.check(o.ConfigPath); err != nil {
 		return nil, err
+	}
+	if c.APIURL != "" && !strings.HasSuffix(c.APIURL, "/") {
+		// slack.OptionAPIURL appends method names to it.
+		c.APIURL += "/"
 	}
 	if o.Store == nil {
 		return nil, fmt.Errorf("%s (%s): no state store", o.ConfigPath, c.Name)
 	}
-	tmpl, _ := headline.Parse(c.Templates) // checked by validate
+	tmpl, _ := headline.Parse(c.Templates) // checked by Validate
 	user, _ := event.NewFilter(c.Events)
 	if o.Clock == nil {
 		o.Clock = clock.Real{}

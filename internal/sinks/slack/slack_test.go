@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/sinks/sinktest"
@@ -29,11 +28,11 @@ func openStore(t testing.TB, dir string) *state.Store {
 	return st
 }
 
-func botConfig(f *fakeSlack) config.Slack {
-	return config.Slack{Name: "deploys", Token: testToken, Channel: "#deploys", APIURL: f.APIURL(), Events: []string{"*"}}
+func botConfig(f *fakeSlack) Config {
+	return Config{Name: "deploys", Token: testToken, Channel: "#deploys", APIURL: f.APIURL(), Events: []string{"*"}}
 }
 
-func newSender(t testing.TB, c config.Slack, st *state.Store, clk clock.Clock, log *slog.Logger) *Sender {
+func newSender(t testing.TB, c Config, st *state.Store, clk clock.Clock, log *slog.Logger) *Sender {
 	t.Helper()
 	if log == nil {
 		log = sinktest.Discard()
@@ -85,7 +84,7 @@ func runner(t testing.TB, env *sinktest.Env, s *Sender, clk clock.Clock) *sinks.
 	t.Helper()
 	o := s.SinkOptions()
 	o.Bus, o.Store, o.Clock = env.Bus, env.Store, clk
-	o.Retry = config.Retry{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 5}
+	o.Retry = sinks.RetryConfig{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 5}
 	r, err := sinks.NewRunner(s, o)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +121,7 @@ func TestConformanceBot(t *testing.T) {
 func TestConformanceWebhook(t *testing.T) {
 	sinktest.Run(t, func(t *testing.T, log *slog.Logger) sinktest.Fixture {
 		f := newFakeSlack(t, nil)
-		c := config.Slack{Name: "hook", WebhookURL: f.WebhookURL(), Events: []string{"*"}, Flood: config.Flood{Threshold: 1000}}
+		c := Config{Name: "hook", WebhookURL: f.WebhookURL(), Events: []string{"*"}, Flood: Flood{Threshold: 1000}}
 		s := newSender(t, c, openStore(t, t.TempDir()), sinktest.NewStepClock(t0), log)
 		return sinktest.Fixture{
 			Sender: s, SetMode: f.setMode,
@@ -408,7 +407,7 @@ func TestReadyReportsBadToken(t *testing.T) {
 func TestWebhookMode(t *testing.T) {
 	clk := sinktest.NewStepClock(t0)
 	f := newFakeSlack(t, clk.Now)
-	c := config.Slack{Name: "hook", WebhookURL: f.WebhookURL(), Events: []string{"build.created", "build.failed", "vm.autostopped"}}
+	c := Config{Name: "hook", WebhookURL: f.WebhookURL(), Events: []string{"build.created", "build.failed", "vm.autostopped"}}
 	s := newSender(t, c, openStore(t, t.TempDir()), clk, nil)
 	evs := []event.Event{
 		buildEvent(t, "b-2", "created", t0, nil),

@@ -14,7 +14,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -24,10 +24,6 @@ const SinkName = "autostop"
 
 // stopsKey holds the times of the last minute's stops, for the cap.
 const stopsKey = "stops"
-
-// DefaultCheck is the longest the loop goes without evaluating when
-// Config.Check is unset. Deadlines and polls make it evaluate sooner.
-const DefaultCheck = 15 * time.Second
 
 // VM is what the poller knows of one VM.
 type VM struct {
@@ -70,7 +66,7 @@ type Stopper interface {
 
 // Options configure the auto-stopper.
 type Options struct {
-	Config config.Autostop
+	Config Config
 	// LogsWatched is poller.logs.vms: when set, a successful log poll is
 	// part of fresh knowledge.
 	LogsWatched   bool
@@ -123,14 +119,11 @@ type AutoStop struct {
 	warned, stopped, capped, failed prometheus.Counter
 }
 
-// New checks options.
+// New checks options: o.Config gets its defaults and must pass Validate.
 func New(o Options) (*AutoStop, error) {
-	c := o.Config
-	if c.IdleAfter <= 0 || c.WarnBefore < 0 || c.WarnBefore >= c.IdleAfter {
-		return nil, fmt.Errorf("sinks.autostop: need 0 <= warn_before < idle_after (got %v, %v)", c.WarnBefore, c.IdleAfter)
-	}
-	if c.MaxStopsPerMinute < 1 {
-		return nil, errors.New("sinks.autostop.max_stops_per_minute: must be at least 1")
+	o.Config = o.Config.WithDefaults()
+	if err := confcheck.Check("sinks.autostop", o.Config.Validate); err != nil {
+		return nil, err
 	}
 	if o.Source == nil || o.Stopper == nil || o.Store == nil {
 		return nil, errors.New("autostop: needs the poller, the Cakework client and the state store")
@@ -140,9 +133,6 @@ func New(o Options) (*AutoStop, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Config.Check <= 0 {
-		o.Config.Check = DefaultCheck
 	}
 	a := &AutoStop{
 		o:    o,

@@ -57,4 +57,9 @@
 //
 // The stopper runs in the process that runs the poller and reads the
 // poller's in-process knowledge, never another process's events.
+//
+// It is a producer, like the poller: it consumes nothing from JetStream, it
+// reads what the poller knows and writes events (vm.idle, vm.autostopped).
+// That is why it is not under internal/sinks. Its settings keep their key,
+// sinks.autostop, so config files do not change.
 package autostop

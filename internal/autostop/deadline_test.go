@@ -13,7 +13,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 )
 
 // loopEnv runs the auto-stopper's own loop (Start) on the fake clock,
@@ -36,7 +35,7 @@ type loopEnv struct {
 	stops []time.Time // when stopVM was called, on the fake clock
 }
 
-func newLoopEnv(t *testing.T, cfg config.Autostop, interval time.Duration) *loopEnv {
+func newLoopEnv(t *testing.T, cfg Config, interval time.Duration) *loopEnv {
 	t.Helper()
 	l := &loopEnv{env: newEnv(t, cfg), interval: interval}
 	srv := httptest.NewServer(l.sim.Handler())
@@ -350,7 +349,7 @@ func TestPlan(t *testing.T) {
 		{name: "not started", vm: VM{ID: "vm1", State: "stopped", StartedAt: t0, LastSweepOK: now, LastLogOK: now}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			a := &AutoStop{o: Options{Config: config.Autostop{IdleAfter: idle, WarnBefore: warn}, LogsWatched: true},
+			a := &AutoStop{o: Options{Config: Config{IdleAfter: idle, WarnBefore: warn}, LogsWatched: true},
 				log: slog.New(slog.DiscardHandler)}
 			p := a.plan(c.vm, c.rec, now)
 			if p.warn != c.warn || p.stop != c.stop || !p.next.Equal(c.next) {

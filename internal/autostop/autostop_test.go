@@ -13,7 +13,6 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
-	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/logtest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -104,10 +103,10 @@ type env struct {
 	store *state.Store
 	dir   string
 	as    *AutoStop
-	cfg   config.Autostop
+	cfg   Config
 }
 
-func newEnv(t *testing.T, cfg config.Autostop) *env {
+func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
 	clk := clock.NewFake(t0)
 	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
@@ -204,8 +203,8 @@ func (e *env) simState(id string) string {
 	return v.State
 }
 
-func defaults() config.Autostop {
-	return config.Autostop{Enabled: true, IdleAfter: 30 * time.Minute, WarnBefore: 5 * time.Minute, MaxStopsPerMinute: 5, Check: 15 * time.Second}
+func defaults() Config {
+	return Config{Enabled: true, IdleAfter: 30 * time.Minute, WarnBefore: 5 * time.Minute, MaxStopsPerMinute: 5, Check: 15 * time.Second}
 }
 
 func TestIdleVMWarnedOnceStoppedOnce(t *testing.T) {

@@ -1,0 +1,117 @@
+package bus
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
+)
+
+// Config is the bus section: an external NATS, or the embedded server, and
+// the stream. Fields tagged secret:"true" are never printed in errors or
+// logs.
+type Config struct {
+	// URL of an external NATS. Empty runs the embedded server.
+	URL             string         `yaml:"url"`
+	CredsFile       string         `yaml:"creds_file"`
+	TLS             TLSConfig      `yaml:"tls"`
+	Embedded        EmbeddedConfig `yaml:"embedded"`
+	SubjectPrefix   string         `yaml:"subject_prefix"`
+	Stream          string         `yaml:"stream"`
+	DuplicateWindow time.Duration  `yaml:"duplicate_window"`
+	MaxAge          time.Duration  `yaml:"max_age"`
+}
+
+// TLSConfig is bus.tls, for an external NATS.
+type TLSConfig struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// EmbeddedConfig is bus.embedded, the embedded server.
+type EmbeddedConfig struct {
+	// Listen is the client address. Empty: in-process connections only.
+	Listen string `yaml:"listen"`
+	// Token is required when Listen is not a loopback address.
+	Token string `yaml:"token" secret:"true"`
+}
+
+// Defaults of the fields a Config leaves unset.
+const (
+	DefaultEmbeddedListen  = "127.0.0.1:4222"
+	DefaultSubjectPrefix   = "cakework"
+	DefaultStream          = "CAKEWORK"
+	DefaultDuplicateWindow = 10 * time.Minute
+	DefaultMaxAge          = 168 * time.Hour
+)
+
+// Defaults is the section with nothing set. Its embedded listen address is
+// not the zero value, so a file that sets it to "" (in-process only) must be
+// decoded over Defaults, not have WithDefaults applied after.
+func Defaults() Config {
+	return Config{Embedded: EmbeddedConfig{Listen: DefaultEmbeddedListen}}.WithDefaults()
+}
+
+// WithDefaults is c with every unset (zero) field at its default, but
+// Embedded.Listen (see Defaults).
+func (c Config) WithDefaults() Config {
+	confcheck.Default(&c.SubjectPrefix, DefaultSubjectPrefix)
+	confcheck.Default(&c.Stream, DefaultStream)
+	confcheck.Default(&c.DuplicateWindow, DefaultDuplicateWindow)
+	confcheck.Default(&c.MaxAge, DefaultMaxAge)
+	return c
+}
+
+// Validate reports what is wrong with c. It never quotes a URL.
+func (c Config) Validate(v *confcheck.Checker) {
+	if c.URL != "" {
+		for i, u := range strings.Split(c.URL, ",") {
+			u = strings.TrimSpace(u)
+			key := "url"
+			if strings.Contains(c.URL, ",") {
+				key = fmt.Sprintf("url (server %d)", i+1)
+			}
+			pu, err := url.Parse(u)
+			switch {
+			case err != nil || pu.Host == "":
+				v.Add(key, `not a NATS URL; use nats://host:4222 (several separated by ",")`)
+			case pu.Scheme != "nats" && pu.Scheme != "tls" && pu.Scheme != "ws" && pu.Scheme != "wss":
+				v.Add(key, "scheme must be nats, tls, ws or wss")
+			}
+		}
+	} else {
+		v.HostPort("embedded.listen", c.Embedded.Listen, true)
+		if c.Embedded.Listen != "" && c.Embedded.Token == "" && !confcheck.IsLoopback(c.Embedded.Listen) {
+			v.Add("embedded.token", "required when bus.embedded.listen is not a loopback address (or listen on 127.0.0.1)")
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		v.Add("tls", "set both cert_file and key_file, or neither")
+	}
+	if !validSubjectPrefix(c.SubjectPrefix) {
+		v.Add("subject_prefix", fmt.Sprintf("%q is not a NATS subject prefix; use dot-separated tokens with no spaces, * or > (like cakework or acme.cakework)", c.SubjectPrefix))
+	}
+	if c.Stream == "" || len(c.Stream) > 200 || strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") || confcheck.HasControl(c.Stream) {
+		v.Add("stream", fmt.Sprintf("%q is not a stream name; use letters, digits, - and _ (like CAKEWORK)", c.Stream))
+	}
+	v.Duration("duplicate_window", c.DuplicateWindow)
+	v.Duration("max_age", c.MaxAge)
+	if c.DuplicateWindow > 0 && c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		v.Add("duplicate_window", "must not be longer than bus.max_age")
+	}
+}
+
+func validSubjectPrefix(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") || confcheck.HasControl(tok) {
+			return false
+		}
+	}
+	return true
+}
