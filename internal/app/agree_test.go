@@ -82,7 +82,7 @@ func buildSections(t *testing.T, c *config.Config) map[string]error {
 	}
 	_, errs["ingest"] = ingest.New(ingest.Options{Config: c.Ingest, Store: st})
 	if c.Cakework.APIKey != "" {
-		_, errs["poller"] = poller.New(poller.Options{Config: c.Poller, Store: st,
+		_, errs["poller"] = poller.New(poller.Options{Config: c.Poller, Store: poller.StateStore(st),
 			Cakework: cakework.Options{BaseURL: c.Cakework.URL, APIKey: c.Cakework.APIKey}})
 	}
 	if c.Sinks.Autostop.Enabled {
