@@ -94,7 +94,7 @@ func buildSections(t *testing.T, c *config.Config) map[string]error {
 
 type noVMs struct{}
 
-func (noVMs) StartedVMs() []autostop.VM { return nil }
+func (noVMs) VMsInState(string) ([]autostop.VM, error) { return nil, nil }
 
 type noStops struct{}
 

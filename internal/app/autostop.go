@@ -7,7 +7,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cakework-relay/cakework-relay/internal/autostop"
-	"github.com/cakework-relay/cakework-relay/internal/poller"
 )
 
 // autostopComponent records activity signals (admin API and NATS) always,
@@ -27,7 +26,7 @@ func autostopComponent(d *Deps) (Component, error) {
 	as, err := autostop.New(autostop.Options{
 		Config:        cfg,
 		LogsWatched:   d.Config.Poller.Logs.VMs,
-		Source:        pollerSource{d.Poller},
+		Source:        d.Poller,
 		Stopper:       d.Poller.Client(),
 		Store:         d.Store,
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
@@ -74,35 +73,4 @@ func (c *autostopRunner) Stop(ctx context.Context) error {
 		errs = append(errs, c.as.Stop(ctx))
 	}
 	return errors.Join(errs...)
-}
-
-// pollerSource shows the poller's knowledge to the auto-stopper.
-type pollerSource struct{ p *poller.Poller }
-
-func (s pollerSource) StartedVMs() []autostop.VM {
-	views, err := s.p.VMsInState(poller.Started)
-	if err != nil {
-		// Knowing nothing stops nothing.
-		return nil
-	}
-	out := make([]autostop.VM, 0, len(views))
-	for _, v := range views {
-		out = append(out, autostop.VM{
-			ID:              v.ID,
-			State:           v.State,
-			ImageID:         v.ImageID,
-			StartedAt:       v.StateSince,
-			WatchedSince:    v.WatchedSince,
-			LastLogLine:     v.LastLogLine,
-			LastSweepOK:     v.LastSweepOK,
-			LastSweepFailed: v.LastSweepFailed,
-			LastLogOK:       v.LastLogOK,
-			LastLogFailed:   v.LastLogFailed,
-			SweepFailing:    v.SweepFailing,
-			SweepRecovered:  v.SweepRecovered,
-			LogFailing:      v.LogFailing,
-			LogRecovered:    v.LogRecovered,
-		})
-	}
-	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -25,37 +26,18 @@ const SinkName = "autostop"
 // stopsKey holds the times of the last minute's stops, for the cap.
 const stopsKey = "stops"
 
-// VM is what the poller knows of one VM.
-type VM struct {
-	ID      string
-	State   string
-	ImageID string
-	// StartedAt is when the VM entered its current started state.
-	StartedAt time.Time
-	// WatchedSince is when the relay began to watch it (the baseline sweep
-	// for a VM already running then). Activity before it is unknown, so the
-	// idle clock never starts earlier.
-	WatchedSince time.Time
-	// LastLogLine is the time of the newest log line the relay has read.
-	LastLogLine time.Time
-	// Knowledge freshness: the last successful and failed VM sweep, and log
-	// poll of this VM. Zero means never (since this process started).
-	LastSweepOK, LastSweepFailed time.Time
-	LastLogOK, LastLogFailed     time.Time
-	// SweepFailing: the last sweep failed. LogFailing: a log poll of this VM
-	// failed and none has read its log to the end since (it may be backing
-	// off, making no call). Either way the relay cannot see the VM.
-	SweepFailing, LogFailing bool
-	// SweepRecovered / LogRecovered: when a sweep, and a log poll that read
-	// to the end, first succeeded after the last failed one.
-	SweepRecovered, LogRecovered time.Time
-}
+// VM is what the poller knows of one VM: the poller's own type, so the
+// relay has one view of a VM. StateSince is when it entered its current
+// (started) state; WatchedSince is when the relay began to watch it (the
+// baseline sweep for a VM already running then): activity before it is
+// unknown, so the idle clock never starts earlier.
+type VM = poller.VM
 
 // Source is the poller, seen from here. Whoever wires it in should call
 // Kick after each VM sweep and logs pass.
 type Source interface {
-	// StartedVMs lists the VMs the latest complete sweep saw as started.
-	StartedVMs() []VM
+	// VMsInState lists the VMs the latest complete sweep saw in state.
+	VMsInState(state string) ([]VM, error)
 }
 
 // Stopper is the part of the Cakework client used here.
@@ -85,7 +67,7 @@ type record struct {
 	// WarnedFor/WarnedAt: the idle period (idleSince) warned about, and when.
 	WarnedFor time.Time `json:"warnedFor,omitzero"`
 	WarnedAt  time.Time `json:"warnedAt,omitzero"`
-	// StoppedStart is the StartedAt of the start that was stopped: a VM is
+	// StoppedStart is the StateSince of the start that was stopped: a VM is
 	// stopped at most once per start.
 	StoppedStart time.Time `json:"stoppedStart,omitzero"`
 	StoppedAt    time.Time `json:"stoppedAt,omitzero"`
@@ -254,7 +236,7 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.o.Clock.Now()
-	vms := a.o.Source.StartedVMs()
+	vms := a.startedVMs()
 	sort.Slice(vms, func(i, j int) bool { return vms[i].ID < vms[j].ID })
 	recs := map[string]record{}
 	if err := a.o.Store.View(func(tx *state.Tx) error {
@@ -328,6 +310,17 @@ func (a *AutoStop) stopFailed(id string, now time.Time) time.Time {
 }
 
 // pruneRetries forgets VMs that are no longer started.
+// startedVMs is the poller's started VMs. Knowing nothing stops nothing:
+// an error gives none.
+func (a *AutoStop) startedVMs() []VM {
+	vms, err := a.o.Source.VMsInState(poller.Started)
+	if err != nil {
+		a.log.Warn("auto-stop: cannot read the poller's VMs; nothing is warned or stopped until it can", "err", err)
+		return nil
+	}
+	return vms
+}
+
 func (a *AutoStop) pruneRetries(started []VM) {
 	if len(a.retry) == 0 {
 		return
@@ -388,10 +381,10 @@ func (a *AutoStop) unseen(vm VM) bool {
 
 func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	p := plan{vm: vm, rec: r}
-	if vm.State != "started" || a.excluded(vm.ImageID) || vm.StartedAt.IsZero() {
+	if vm.State != "started" || a.excluded(vm.ImageID) || vm.StateSince.IsZero() {
 		return p
 	}
-	if !r.StoppedStart.IsZero() && r.StoppedStart.Equal(vm.StartedAt) {
+	if !r.StoppedStart.IsZero() && r.StoppedStart.Equal(vm.StateSince) {
 		return p // never twice
 	}
 	if a.unseen(vm) {
@@ -407,7 +400,7 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	// recovery times live in memory only, so after a restart the period
 	// would otherwise seem to start earlier, and be warned again under
 	// another id. It can only move the clock later (newer activity wins).
-	p.idleSince = latest(vm.StartedAt, vm.WatchedSince, vm.LastLogLine, r.LastSignal, failed, r.WarnedFor)
+	p.idleSince = latest(vm.StateSince, vm.WatchedSince, vm.LastLogLine, r.LastSignal, failed, r.WarnedFor)
 	warnAt := p.idleSince.Add(a.o.Config.IdleAfter - a.o.Config.WarnBefore)
 	if now.Before(warnAt) {
 		p.next = warnAt
@@ -501,7 +494,7 @@ func (a *AutoStop) underCap(now time.Time) bool {
 func (a *AutoStop) stillDue(p plan) bool {
 	var vm VM
 	found := false
-	for _, v := range a.o.Source.StartedVMs() {
+	for _, v := range a.startedVMs() {
 		if v.ID == p.vm.ID {
 			vm, found = v, true
 			break
@@ -616,7 +609,7 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		r.StoppedStart, r.StoppedAt = p.vm.StartedAt, now
+		r.StoppedStart, r.StoppedAt = p.vm.StateSince, now
 		if err := tx.PutSink(SinkName, "vm/"+p.vm.ID, r); err != nil {
 			return err
 		}

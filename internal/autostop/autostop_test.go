@@ -69,12 +69,12 @@ func (f *fakePoller) forget() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, v := range f.vms {
-		*v = VM{ID: v.ID, State: v.State, ImageID: v.ImageID, StartedAt: v.StartedAt,
+		*v = VM{ID: v.ID, State: v.State, ImageID: v.ImageID, StateSince: v.StateSince,
 			WatchedSince: v.WatchedSince, LastLogLine: v.LastLogLine}
 	}
 }
 
-func (f *fakePoller) StartedVMs() []VM {
+func (f *fakePoller) VMsInState(st string) ([]VM, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.manual {
@@ -82,11 +82,11 @@ func (f *fakePoller) StartedVMs() []VM {
 	}
 	var out []VM
 	for _, v := range f.vms {
-		if v.State == "started" {
+		if v.State == st {
 			out = append(out, *v)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (f *fakePoller) log(id string, at time.Time) {
@@ -146,7 +146,7 @@ func (e *env) restart(url string) {
 func (e *env) startVM(id, image string) {
 	e.sim.AddVM(cakework.VM{ID: id, ImageID: image})
 	e.src.mu.Lock()
-	e.src.vms[id] = &VM{ID: id, State: "started", ImageID: image, StartedAt: e.clk.Now(), WatchedSince: e.clk.Now()}
+	e.src.vms[id] = &VM{ID: id, State: "started", ImageID: image, StateSince: e.clk.Now(), WatchedSince: e.clk.Now()}
 	e.src.mu.Unlock()
 }
 
@@ -381,7 +381,7 @@ func TestCachedVMStoppedWithStopCachedVM(t *testing.T) {
 	e := newEnv(t, cfg)
 	e.sim.AddCachedVM(cakework.VM{ID: "cvm1", ImageID: "img"})
 	e.sim.SetVMState("cvm1", "started")
-	e.src.vms["cvm1"] = &VM{ID: "cvm1", State: "started", ImageID: "img", StartedAt: t0, WatchedSince: t0}
+	e.src.vms["cvm1"] = &VM{ID: "cvm1", State: "started", ImageID: "img", StateSince: t0, WatchedSince: t0}
 	e.run(40*time.Minute, nil)
 	if e.sim.CallCount(cakeworksim.RouteStopCachedVM) != 1 || e.sim.CallCount(cakeworksim.RouteStopVM) != 0 {
 		t.Fatalf("stopCachedVM %d, stopVM %d", e.sim.CallCount(cakeworksim.RouteStopCachedVM), e.sim.CallCount(cakeworksim.RouteStopVM))
@@ -560,9 +560,9 @@ type staleSource struct {
 	reads int
 }
 
-func (s *staleSource) StartedVMs() []VM {
+func (s *staleSource) VMsInState(st string) ([]VM, error) {
 	s.reads++
-	out := s.fakePoller.StartedVMs()
+	out, err := s.fakePoller.VMsInState(st)
 	if s.reads > 1 {
 		for i := range out {
 			if out[i].ID == "vm-b" {
@@ -570,7 +570,7 @@ func (s *staleSource) StartedVMs() []VM {
 			}
 		}
 	}
-	return out
+	return out, err
 }
 
 func TestFreshKnowledgeIsCheckedRightBeforeTheCall(t *testing.T) {

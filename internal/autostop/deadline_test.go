@@ -303,8 +303,8 @@ func TestPlan(t *testing.T) {
 	now := t0.Add(time.Hour)
 	seen := func(v VM) VM {
 		v.ID, v.State, v.ImageID = "vm1", "started", "img"
-		if v.StartedAt.IsZero() {
-			v.StartedAt = t0
+		if v.StateSince.IsZero() {
+			v.StateSince = t0
 		}
 		if v.LastSweepOK.IsZero() {
 			v.LastSweepOK = now
@@ -333,8 +333,8 @@ func TestPlan(t *testing.T) {
 			next: now.Add(-time.Minute + idle - warn)},
 		{name: "log failing", vm: seen(VM{LogFailing: true, LastLogFailed: t0.Add(time.Minute)})},
 		{name: "sweep failing", vm: seen(VM{SweepFailing: true, LastSweepFailed: now.Add(-time.Second)})},
-		{name: "no sweep in this process", vm: VM{ID: "vm1", State: "started", StartedAt: t0, LastLogOK: now}},
-		{name: "log not read to the end in this process", vm: VM{ID: "vm1", State: "started", StartedAt: t0, LastSweepOK: now}},
+		{name: "no sweep in this process", vm: VM{ID: "vm1", State: "started", StateSince: t0, LastLogOK: now}},
+		{name: "log not read to the end in this process", vm: VM{ID: "vm1", State: "started", StateSince: t0, LastSweepOK: now}},
 		{name: "log read again a minute ago: full idle_after from then",
 			vm:   seen(VM{LastLogFailed: t0.Add(time.Minute), LogRecovered: now.Add(-time.Minute)}),
 			next: now.Add(-time.Minute + idle - warn)},
@@ -346,7 +346,7 @@ func TestPlan(t *testing.T) {
 			vm: seen(VM{}), rec: record{WarnedFor: now.Add(-idle + warn), WarnedAt: now},
 			next: now.Add(warn)},
 		{name: "stopped in this start already", vm: seen(VM{}), rec: record{StoppedStart: t0}},
-		{name: "not started", vm: VM{ID: "vm1", State: "stopped", StartedAt: t0, LastSweepOK: now, LastLogOK: now}},
+		{name: "not started", vm: VM{ID: "vm1", State: "stopped", StateSince: t0, LastSweepOK: now, LastLogOK: now}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := &AutoStop{o: Options{Config: Config{IdleAfter: idle, WarnBefore: warn}, LogsWatched: true},

@@ -8,10 +8,25 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// Knowledge is how fresh the poller's view of one VM is. The auto-stopper
-// must only act on a VM whose knowledge is fresh: a failing sweep or a
-// failing log stream means the relay does not know whether it is idle.
-type Knowledge struct {
+// VM is what the poller knows of one VM: its identity and last observed
+// state, and how fresh that knowledge is. It is the one view of a VM that
+// readers in the process (the auto-stopper) get. The auto-stopper must only
+// act on a VM whose knowledge is fresh: a failing sweep or a failing log
+// stream means the relay does not know whether it is idle.
+//
+// VMsInState fills every field, from the persisted records and the
+// in-memory freshness; VMKnowledge only the in-memory ones (ID, Known,
+// State and the freshness).
+type VM struct {
+	ID      string
+	ImageID string
+	// StateSince is when the VM entered its current state as far as the
+	// relay can tell: the later of the upstream updatedAt and the moment the
+	// relay first saw the VM.
+	StateSince time.Time
+	// WatchedSince is when the relay began to read the VM's log: the
+	// baseline for a VM already running then, else when it was first seen.
+	WatchedSince time.Time
 	// Known is false for a VM the poller has never seen.
 	Known bool
 	// State is the state from the last complete sweep (or getVM).
@@ -44,7 +59,7 @@ type Knowledge struct {
 	Tailing bool
 }
 
-// knowledge is the in-memory side of Knowledge.
+// knowledge is the in-memory side of VM.
 type knowledge struct {
 	mu             sync.Mutex
 	sweepOK        time.Time
@@ -131,11 +146,11 @@ func (k *knowledge) logPass(id string, ok, drained bool, at time.Time, newest ti
 
 // VMKnowledge reports how fresh the poller's view of VM id is. It is cheap
 // (in memory) and safe to call from any goroutine.
-func (p *Poller) VMKnowledge(id string) Knowledge {
+func (p *Poller) VMKnowledge(id string) VM {
 	k := p.know
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := Knowledge{LastSweepOK: k.sweepOK, LastSweepFailed: k.sweepFailed,
+	out := VM{ID: id, LastSweepOK: k.sweepOK, LastSweepFailed: k.sweepFailed,
 		SweepFailing: k.sweepFailing, SweepRecovered: k.sweepRecovered}
 	if v := k.vms[id]; v != nil {
 		out.Known = v.state != ""
