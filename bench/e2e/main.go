@@ -79,7 +79,7 @@ func run(rate, n, concurrency int) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	a, err := app.New(app.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Components: app.DefaultComponents(cfg)})
+	a, err := app.New(app.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func run(rate, n, concurrency int) error {
 	// The middle point: when each event reached the bus (a core NATS
 	// subscriber sees a stored message as JetStream takes it).
 	onBus := make(map[string]time.Time, n)
-	sub, err := a.Deps().Bus.Conn().Subscribe(cfg.Bus.SubjectPrefix+".>", func(m *nats.Msg) {
+	sub, err := a.Core().Bus.Conn().Subscribe(cfg.Bus.SubjectPrefix+".>", func(m *nats.Msg) {
 		now := time.Now()
 		mu.Lock()
 		if _, ok := onBus[m.Header.Get("Nats-Msg-Id")]; !ok {

@@ -87,16 +87,16 @@ func run() int {
 		}
 		var ms0, ms1 runtime.MemStats
 		runtime.ReadMemStats(&ms0)
-		st0 := a.Deps().Store.Stats()
+		st0 := a.Core().Store.Stats()
 		if *traceFile != "" {
 			go writeTrace(*traceFile, *warmup)
 		}
 		relay = load("relay", "http://"+a.HTTPAddr()+"/webhooks/cakework", *senders, *warmup, *duration, *cpuprofile)
-		st1 := a.Deps().Store.Stats()
+		st1 := a.Core().Store.Stats()
 		runtime.ReadMemStats(&ms1)
-		depth := a.Deps().Store.OutboxDepth()
+		depth := a.Core().Store.OutboxDepth()
 		t0 := time.Now()
-		for a.Deps().Store.OutboxDepth() > 0 && time.Since(t0) < 30*time.Second {
+		for a.Core().Store.OutboxDepth() > 0 && time.Since(t0) < 30*time.Second {
 			time.Sleep(10 * time.Millisecond)
 		}
 		relay.print()
@@ -188,7 +188,7 @@ func startRelay() (*app.App, string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, "", err
 	}
-	a, err := app.New(app.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Components: app.DefaultComponents(cfg)})
+	a, err := app.New(app.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, "", err
 	}

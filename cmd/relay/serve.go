@@ -52,7 +52,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	app.TuneRuntime()
-	opts := app.Options{Config: cfg, Logger: log, Version: version, Components: app.DefaultComponents(cfg)}
+	opts := app.Options{Config: cfg, Logger: log, Version: version}
 	// Leave a second of the 5 s a supervisor allows for process exit.
 	if err := app.Run(ctx, opts, 4*time.Second); err != nil {
 		log.Error("relay stopped with an error", "err", err)

@@ -23,8 +23,10 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
+	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
+	"github.com/cakework-relay/cakework-relay/internal/sinks"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -36,9 +38,9 @@ type Options struct {
 	Version string
 	// HTTPClient is used for upstream and sink calls; tests may inject one.
 	HTTPClient *http.Client
-	// Components are extra parts started after the core (tests, the demo's
-	// console sink). They are stopped before the core, in reverse order.
-	Components []ComponentFactory
+	// CoreOnly runs the core alone (state, HTTP, bus, outbox publisher),
+	// with no producer or consumer: for tests of the core.
+	CoreOnly bool
 }
 
 // Component is a part of the relay with a lifecycle.
@@ -50,11 +52,9 @@ type Component interface {
 	Stop(ctx context.Context) error
 }
 
-// ComponentFactory builds a component once the core is up.
-type ComponentFactory func(d *Deps) (Component, error)
-
-// Deps is what components are built from.
-type Deps struct {
+// Core is what the producers and the consumers are built on. Start opens
+// it first and Stop closes it last; it is set between the two.
+type Core struct {
 	Config     *config.Config
 	Logger     *slog.Logger
 	Clock      clock.Clock
@@ -64,16 +64,32 @@ type Deps struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
-	// Poller is set by the poller component when it runs (there is an API
-	// key); components after it in DefaultComponents may use it.
+}
+
+// Producers put events on the bus (through the state store's outbox).
+// Each is built on the core; auto-stop also on the poller, whose knowledge
+// it reads.
+type Producers struct {
+	Ingest *ingest.Ingest
+	// Poller is nil without a Cakework API key.
 	Poller *poller.Poller
+	// Autostop records activity signals always, and stops idle VMs when
+	// sinks.autostop.enabled.
+	Autostop *autostopRunner
+}
+
+// Consumers deliver the bus's events: one runner per sink.
+type Consumers struct {
+	Sinks *sinks.Manager
 }
 
 // App is a running relay.
 type App struct {
 	o    Options
 	log  *slog.Logger
-	deps *Deps
+	core *Core
+	prod *Producers
+	cons *Consumers
 
 	store  *state.Store
 	bus    *bus.Bus
@@ -203,27 +219,36 @@ func (a *App) Start(ctx context.Context) (err error) {
 	go func() { defer a.wg.Done(); a.outbox.Run(runCtx) }()
 	go func() { defer a.wg.Done(); a.expireWebhookIDs(runCtx) }()
 
-	a.deps = &Deps{
+	a.core = &Core{
 		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
 		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
 	}
-	for _, f := range a.o.Components {
-		c, err := f(a.deps)
-		if err != nil {
+	if !a.o.CoreOnly {
+		if a.cons, err = buildConsumers(a.core); err != nil {
 			return err
 		}
-		if err := c.Start(runCtx); err != nil {
-			return fmt.Errorf("start %s: %w", c.Name(), err)
+		if a.prod, err = buildProducers(a.core); err != nil {
+			return err
 		}
-		a.components = append(a.components, c)
+		// Consumers first: a new sink's durable consumer exists before
+		// anything is published. Stop runs in reverse.
+		for _, c := range append(a.cons.components(), a.prod.components()...) {
+			if err := c.Start(runCtx); err != nil {
+				return fmt.Errorf("start %s: %w", c.Name(), err)
+			}
+			a.components = append(a.components, c)
+		}
 	}
 	a.http.Start()
 	a.log.Info("relay started", "http", a.http.Addr(), "bus", busDesc(cfg, a.bus), "data_dir", cfg.DataDir)
 	return nil
 }
 
-// Deps is available after Start.
-func (a *App) Deps() *Deps { return a.deps }
+// Core is the opened core, after Start.
+func (a *App) Core() *Core { return a.core }
+
+// Producers are the running producers, after Start (nil with CoreOnly).
+func (a *App) Producers() *Producers { return a.prod }
 
 // HTTPAddr is the bound HTTP address.
 func (a *App) HTTPAddr() string { return a.http.Addr() }

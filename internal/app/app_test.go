@@ -163,7 +163,7 @@ func TestStartFailuresLeaveNothingBehind(t *testing.T) {
 func TestAcknowledgedEventsLeaveAfterTheBusSynced(t *testing.T) {
 	a := startApp(t, Options{Config: testConfig(t)})
 	ctx := context.Background()
-	st := a.Deps().Store
+	st := a.Core().Store
 	if err := st.Accept(ctx, func(tx *state.AcceptTx) error {
 		return tx.Enqueue("cakework.build.b1.succeeded", "evt-b1", []byte(`{}`))
 	}); err != nil {

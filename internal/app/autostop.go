@@ -7,12 +7,13 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cakework-relay/cakework-relay/internal/autostop"
+	"github.com/cakework-relay/cakework-relay/internal/poller"
 )
 
-// autostopComponent records activity signals (admin API and NATS) always,
-// and runs the auto-stopper when sinks.autostop.enabled. It must come after
-// the poller: it acts only on this process's poller's knowledge.
-func autostopComponent(d *Deps) (Component, error) {
+// newAutostop records activity signals (admin API and NATS) always, and
+// runs the auto-stopper when sinks.autostop.enabled, on this process's
+// poller's knowledge (p; nil when the poller is off).
+func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 	sig := autostop.Signals{Store: d.Store, Clock: d.Clock}
 	sig.Mount(d.HTTP.Admin())
 	c := &autostopRunner{sig: sig, nc: d.Bus.Conn()}
@@ -20,14 +21,14 @@ func autostopComponent(d *Deps) (Component, error) {
 	if !cfg.Enabled {
 		return c, nil
 	}
-	if d.Poller == nil {
+	if p == nil {
 		return nil, errors.New("sinks.autostop.enabled needs the poller, which is off: set cakework.api_key or CAKEWORK_API_KEY")
 	}
 	as, err := autostop.New(autostop.Options{
 		Config:        cfg,
 		LogsWatched:   d.Config.Poller.Logs.VMs,
-		Source:        d.Poller,
-		Stopper:       d.Poller.Client(),
+		Source:        p,
+		Stopper:       p.Client(),
 		Store:         d.Store,
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
 		Clock:         d.Clock,
@@ -38,7 +39,7 @@ func autostopComponent(d *Deps) (Component, error) {
 		return nil, err
 	}
 	// Idle clocks are evaluated on fresh knowledge, right after each poll.
-	d.Poller.OnVMKnowledge(as.Kick)
+	p.OnVMKnowledge(as.Kick)
 	c.as = as
 	return c, nil
 }

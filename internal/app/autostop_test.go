@@ -35,7 +35,7 @@ func autostopApp(t *testing.T, clk *clock.Fake, sim *cakeworksim.Sim, idleAfter,
 	cfg.Sinks.Autostop.IdleAfter = idleAfter
 	cfg.Sinks.Autostop.WarnBefore = warnBefore
 	cfg.Sinks.Autostop.Check = 1000 * time.Hour
-	a, err := New(Options{Config: cfg, Clock: clk, Components: DefaultComponents(cfg)})
+	a, err := New(Options{Config: cfg, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func autostopApp(t *testing.T, clk *clock.Fake, sim *cakeworksim.Sim, idleAfter,
 			as = r.as
 		}
 	}
-	p := a.Deps().Poller
+	p := a.Producers().Poller
 	if as == nil || p == nil {
 		t.Fatal("auto-stop or poller not running")
 	}
@@ -200,7 +200,7 @@ func streamTypes(t *testing.T, a *App, subject string) []string {
 func streamEvents(t *testing.T, a *App, subject string) []event.Event {
 	t.Helper()
 	ctx := context.Background()
-	c, err := a.Deps().Bus.JetStream().OrderedConsumer(ctx, a.Deps().Bus.Stream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	c, err := a.Core().Bus.JetStream().OrderedConsumer(ctx, a.Core().Bus.Stream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
 	cfg.Cakework.URL, cfg.Cakework.APIKey, cfg.Cakework.RateLimit = srv.URL, "k", 0
 	cfg.Poller.VMs.Schedule, cfg.Poller.Builds.Schedule, cfg.Poller.Logs.Schedule = "@every 1000h", "@every 1000h", "@every 1000h"
 	cfg.Ingest.Cakework.Configured, cfg.Ingest.Cakework.Token = true, "tok"
-	a, err := New(Options{Config: cfg, Clock: clk, Components: DefaultComponents(cfg)})
+	a, err := New(Options{Config: cfg, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("webhook: %d", resp.StatusCode)
 	}
-	p := a.Deps().Poller
+	p := a.Producers().Poller
 	for i := 0; i < 3; i++ {
 		clk.Advance(5 * time.Second)
 		if err := p.TickBuilds(ctx); err != nil {
@@ -274,7 +274,7 @@ func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
 	if count["build.succeeded"] != 1 || count["build.log"] != 1 {
 		t.Fatalf("events about the build: %v", got)
 	}
-	err = a.Deps().Store.View(func(tx *state.Tx) error {
+	err = a.Core().Store.View(func(tx *state.Tx) error {
 		st, ok, err := tx.GetBuild("b-web")
 		if !ok || err != nil || st.Status != "succeeded" || st.ObservedBy != "poller" {
 			t.Errorf("poller's build state: %+v %v %v", st, ok, err)

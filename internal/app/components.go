@@ -1,14 +1,43 @@
 package app
 
-import "github.com/cakework-relay/cakework-relay/internal/config"
+import "fmt"
 
-// DefaultComponents lists the parts `relay serve` runs for cfg, in start
-// order. Each is registered explicitly here, never by init().
-func DefaultComponents(cfg *config.Config) []ComponentFactory {
-	var fs []ComponentFactory
-	fs = append(fs, sinksComponent)    // sink runners + DLQ admin API (internal/sinks); first, so consumers exist before anything publishes
-	fs = append(fs, ingestComponent)   // webhook receivers (internal/ingest)
-	fs = append(fs, pollerComponent)   // cron-driven poller + /v1/watches (internal/poller); off without an API key
-	fs = append(fs, autostopComponent) // activity signals always; the idle-VM stopper when enabled (after the poller)
-	return fs
+// buildProducers builds ingest, the poller (off without an API key) and
+// auto-stop on the core, each registered explicitly here, never by
+// init(). Nothing starts yet.
+func buildProducers(c *Core) (*Producers, error) {
+	in, err := newIngest(c)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	p, err := newPoller(c)
+	if err != nil {
+		return nil, err
+	}
+	as, err := newAutostop(c, p)
+	if err != nil {
+		return nil, err
+	}
+	return &Producers{Ingest: in, Poller: p, Autostop: as}, nil
 }
+
+// components lists the producers in start order.
+func (p *Producers) components() []Component {
+	cs := []Component{p.Ingest}
+	if p.Poller != nil {
+		cs = append(cs, p.Poller)
+	}
+	return append(cs, p.Autostop)
+}
+
+// buildConsumers builds the sink runners on the core.
+func buildConsumers(c *Core) (*Consumers, error) {
+	m, err := newSinks(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Consumers{Sinks: m}, nil
+}
+
+// components lists the consumers in start order.
+func (c *Consumers) components() []Component { return []Component{c.Sinks} }

@@ -2,9 +2,9 @@ package app
 
 import "github.com/cakework-relay/cakework-relay/internal/ingest"
 
-// ingestComponent builds the webhook receivers and mounts them on the HTTP
+// newIngest builds the webhook receivers and mounts them on the HTTP
 // server's public router.
-func ingestComponent(d *Deps) (Component, error) {
+func newIngest(d *Core) (*ingest.Ingest, error) {
 	in, err := ingest.New(ingest.Options{
 		Config:        d.Config.Ingest,
 		MaxBodyBytes:  d.Config.HTTP.MaxBodyBytes,
@@ -13,7 +13,7 @@ func ingestComponent(d *Deps) (Component, error) {
 		Clock:         d.Clock,
 		Logger:        d.Logger,
 		Registerer:    d.Registry,
-		// The poller runs when there is an API key (see pollerComponent).
+		// The poller runs when there is an API key (see newPoller).
 		WatchBuilds: d.Config.Cakework.APIKey != "",
 	})
 	if err != nil {

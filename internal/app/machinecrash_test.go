@@ -37,8 +37,8 @@ func TestAcceptedEventsSurviveAMachineCrash(t *testing.T) {
 	cfg := testConfig(t)
 	a := startApp(t, Options{Config: cfg})
 	ctx := context.Background()
-	st := a.Deps().Store
-	realSync := a.Deps().Bus.StreamSyncer()
+	st := a.Core().Store
+	realSync := a.Core().Bus.StreamSyncer()
 	if realSync == nil {
 		t.Fatal("the embedded bus has no syncer")
 	}
@@ -144,9 +144,9 @@ func TestAcceptedEventsSurviveAMachineCrash(t *testing.T) {
 	cfg2 := *cfg
 	cfg2.DataDir = crashed
 	b := startApp(t, Options{Config: &cfg2})
-	waitDrained(t, b.Deps().Store, 0)
+	waitDrained(t, b.Core().Store, 0)
 
-	s, err := b.Deps().Bus.JetStream().Stream(ctx, cfg.Bus.Stream)
+	s, err := b.Core().Bus.JetStream().Stream(ctx, cfg.Bus.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}

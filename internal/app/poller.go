@@ -1,22 +1,20 @@
 package app
 
 import (
-	"context"
-
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
 )
 
-// pollerComponent builds the cron-driven poller (internal/poller) and mounts
-// its admin routes (/v1/watches...), the "cakework" readiness check and the
-// "poller" status section. With no API key the poller is off: the log says
-// so once and a no-op component stands in.
-func pollerComponent(d *Deps) (Component, error) {
+// newPoller builds the cron-driven poller (internal/poller) and mounts its
+// admin routes (/v1/watches...), the "cakework" readiness check and the
+// "poller" status section. With no API key the poller is off (nil): the log
+// says so once.
+func newPoller(d *Core) (*poller.Poller, error) {
 	if d.Config.Cakework.APIKey == "" {
 		const reason = "no Cakework API key (set cakework.api_key or CAKEWORK_API_KEY)"
 		d.Logger.Info("poller off: " + reason)
 		poller.RegisterOff(d.HTTP, reason)
-		return pollerOff{}, nil
+		return nil, nil
 	}
 	p, err := poller.New(poller.Options{
 		Config: d.Config.Poller,
@@ -39,13 +37,5 @@ func pollerComponent(d *Deps) (Component, error) {
 		return nil, err
 	}
 	p.Register(d.HTTP)
-	d.Poller = p
 	return p, nil
 }
-
-// pollerOff stands in for the poller when there is no API key.
-type pollerOff struct{}
-
-func (pollerOff) Name() string                { return "poller" }
-func (pollerOff) Start(context.Context) error { return nil }
-func (pollerOff) Stop(context.Context) error  { return nil }

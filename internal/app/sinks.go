@@ -21,8 +21,8 @@ type sinkEntry struct {
 // over the config, on a shared sinks.Manager that also serves the DLQ admin
 // routes and the "sinks" status section. Senders start nothing when built
 // (their background work begins at Connect), so a failure half way leaves
-// nothing to clean up. Auto-stop is its own component (autostop.go).
-func sinksComponent(d *Deps) (Component, error) {
+// nothing to clean up. Auto-stop is a producer (autostop.go).
+func newSinks(d *Core) (*sinks.Manager, error) {
 	m := sinks.NewManager(sinks.ManagerOptions{
 		Bus:        d.Bus,
 		Store:      d.Store,
@@ -48,7 +48,7 @@ func sinksComponent(d *Deps) (Component, error) {
 // sinkEntries lists the configured sinks, HTTP callbacks then Slack, in
 // config order. A Slack entry also reports its token on /readyz as
 // "slack <name>".
-func sinkEntries(d *Deps) []sinkEntry {
+func sinkEntries(d *Core) []sinkEntry {
 	var es []sinkEntry
 	for i, c := range d.Config.Sinks.HTTP {
 		path := fmt.Sprintf("sinks.http[%d]", i)

@@ -119,7 +119,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	// Only errors: the console lines are the demo's output, and auto-stop's
 	// loud "VM auto-stopped" warnings would repeat them.
 	logger := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelError}))
-	a, err := app.New(app.Options{Config: cfg, Logger: logger, Version: o.Version, Components: app.DefaultComponents(cfg)})
+	a, err := app.New(app.Options{Config: cfg, Logger: logger, Version: o.Version})
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	p := console.New(o.Out)
 	var mu sync.Mutex
 	sum := Summary{}
-	cons, err := a.Deps().Bus.JetStream().OrderedConsumer(ctx, cfg.Bus.Stream, jetstream.OrderedConsumerConfig{
+	cons, err := a.Core().Bus.JetStream().OrderedConsumer(ctx, cfg.Bus.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{cfg.Bus.SubjectPrefix + ".>"},
 	})
 	if err != nil {
@@ -215,7 +215,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 
 // waitBaseline waits for the poller's first complete VM sweep.
 func waitBaseline(ctx context.Context, a *app.App) error {
-	p := a.Deps().Poller
+	p := a.Producers().Poller
 	if p == nil {
 		return fmt.Errorf("the poller is off (a bug in the demo's config)")
 	}

@@ -1,5 +1,6 @@
-// Package sinks is the delivery framework every sink (HTTP callbacks, Slack,
-// auto-stop) runs on. A sink implements Sender: it sends one event once and
+// Package sinks is the delivery framework every sink (HTTP callbacks,
+// Slack) runs on. Auto-stop is not a sink: it consumes nothing from the
+// bus (internal/autostop). A sink implements Sender: it sends one event once and
 // says whether a retry could help. Everything else is done here, the same
 // way for every sink: the durable consumer, filtering, per-resource
 // ordering, retries with backoff, attempt counting, dead-lettering, metrics,

@@ -21,7 +21,7 @@ type Options struct {
 	// Name names the sink: durable consumer sink_<Name>, dead letters on
 	// relay.dlq.<Name>, metrics label sink=<Name>, status key.
 	Name string
-	// Kind is the sink type shown in status and logs: http, slack, autostop.
+	// Kind is the sink type shown in status and logs: http, slack.
 	Kind string
 	// Endpoint names the target in logs and status, with no secret in it
 	// (a callback URL without query or credentials, a Slack channel).
