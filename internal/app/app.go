@@ -228,6 +228,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 			return err
 		}
 		if a.prod, err = buildProducers(a.core); err != nil {
+			// The sinks were built but not started: Stop still closes
+			// their senders.
+			a.components = append(a.components, a.cons.Sinks)
 			return err
 		}
 		// Consumers first: a new sink's durable consumer exists before

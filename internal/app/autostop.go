@@ -60,7 +60,11 @@ func (c *autostopRunner) Start(ctx context.Context) error {
 	}
 	c.sub = sub
 	if c.as != nil {
-		return c.as.Start(ctx)
+		if err := c.as.Start(ctx); err != nil {
+			// A component whose Start failed is not stopped.
+			_ = sub.Unsubscribe()
+			return err
+		}
 	}
 	return nil
 }

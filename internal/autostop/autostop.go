@@ -236,7 +236,7 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.o.Clock.Now()
-	vms := a.startedVMs()
+	vms, readOK := a.startedVMs()
 	sort.Slice(vms, func(i, j int) bool { return vms[i].ID < vms[j].ID })
 	recs := map[string]record{}
 	if err := a.o.Store.View(func(tx *state.Tx) error {
@@ -284,7 +284,11 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 			}
 		}
 	}
-	a.pruneRetries(vms)
+	if readOK {
+		// Not on a failed read: that would forget the backoff of VMs whose
+		// stop failed.
+		a.pruneRetries(vms)
+	}
 	return next, errors.Join(errs...)
 }
 
@@ -312,13 +316,13 @@ func (a *AutoStop) stopFailed(id string, now time.Time) time.Time {
 // pruneRetries forgets VMs that are no longer started.
 // startedVMs is the poller's started VMs. Knowing nothing stops nothing:
 // an error gives none.
-func (a *AutoStop) startedVMs() []VM {
+func (a *AutoStop) startedVMs() ([]VM, bool) {
 	vms, err := a.o.Source.VMsInState(poller.Started)
 	if err != nil {
 		a.log.Warn("auto-stop: cannot read the poller's VMs; nothing is warned or stopped until it can", "err", err)
-		return nil
+		return nil, false
 	}
-	return vms
+	return vms, true
 }
 
 func (a *AutoStop) pruneRetries(started []VM) {
@@ -494,7 +498,8 @@ func (a *AutoStop) underCap(now time.Time) bool {
 func (a *AutoStop) stillDue(p plan) bool {
 	var vm VM
 	found := false
-	for _, v := range a.startedVMs() {
+	vms, _ := a.startedVMs()
+	for _, v := range vms {
 		if v.ID == p.vm.ID {
 			vm, found = v, true
 			break

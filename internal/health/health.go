@@ -2,9 +2,9 @@
 // schedule, a sink's target) so that failures are loud once, not silent and
 // not a flood: the owner logs at WARN when the condition starts failing and
 // when it recovers, and at most once per Repeat while it keeps failing. A
-// condition that flaps (fails, recovers, fails again within Repeat) is not
-// logged at every turn: a failure within Repeat of the last logged
-// transition is told in the next reminder, with the number of flaps.
+// condition that flaps is not logged at every turn: once two failing
+// spells began within Repeat, further ones are only counted, and told with
+// the next report that is logged.
 //
 // A failing condition makes the relay "degraded", not unready: it can
 // still accept webhooks. Degraded returns the reason /readyz and
@@ -25,7 +25,7 @@ const DefaultRepeat = 5 * time.Minute
 // safe for concurrent use.
 type Tracker struct {
 	// Repeat is the least time between two "still failing" reports, and
-	// between a logged recovery and the next logged failure;
+	// the window in which at most two failing spells are logged;
 	// DefaultRepeat when zero.
 	Repeat time.Duration
 
@@ -35,6 +35,10 @@ type Tracker struct {
 	since    time.Time
 	failures int // consecutive, since the last success
 	flaps    int // failing spells not logged since the last report
+	// spells are when the last logged failing spells began (at most
+	// flapSpells): a new spell is not logged while flapSpells of them
+	// began within Repeat.
+	spells []time.Time
 	lastLog  time.Time
 	lastErr  string
 }
@@ -75,11 +79,12 @@ func (t *Tracker) Fail(now time.Time, err error) (Change, State) {
 	switch {
 	case !t.failing:
 		t.failing, t.since = true, now
-		if t.lastLog.IsZero() || now.Sub(t.lastLog) >= t.repeat() {
-			t.loud, t.lastLog = true, now
-			c = Failing
-		} else {
+		if t.flapping(now) {
 			t.flaps++
+		} else {
+			t.loud, t.lastLog = true, now
+			t.spells = append(t.spells, now)
+			c = Failing
 		}
 	case now.Sub(t.lastLog) >= t.repeat():
 		t.loud, t.lastLog = true, now
@@ -125,6 +130,24 @@ func (t *Tracker) Degraded() error {
 		return nil
 	}
 	return fmt.Errorf("failing since %s (%d in a row)", s.Since.UTC().Format(time.RFC3339), s.Failures)
+}
+
+// flapSpells is how many failing spells are logged within Repeat before
+// more are only counted: a real new outage right after a recovery is still
+// told at once, a condition that keeps flapping is not told every time.
+const flapSpells = 2
+
+// flapping reports whether flapSpells logged spells began within Repeat of
+// now, and forgets older ones.
+func (t *Tracker) flapping(now time.Time) bool {
+	keep := t.spells[:0]
+	for _, at := range t.spells {
+		if now.Sub(at) < t.repeat() {
+			keep = append(keep, at)
+		}
+	}
+	t.spells = keep
+	return len(t.spells) >= flapSpells
 }
 
 func (t *Tracker) state() State {

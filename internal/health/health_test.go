@@ -29,6 +29,14 @@ func TestTransitionsAreReportedOnce(t *testing.T) {
 		{62 * time.Second, true, Quiet},
 		{70 * time.Second, false, Recovered},
 		{71 * time.Second, false, Quiet},
+		// A new outage right after a recovery is told at once.
+		{72 * time.Second, true, Failing},
+		{73 * time.Second, false, Recovered},
+		{74 * time.Second, true, Failing},
+		{75 * time.Second, false, Recovered},
+		// A third spell within a minute of the last two is only counted.
+		{76 * time.Second, true, Quiet},
+		{77 * time.Second, false, Quiet},
 		{200 * time.Second, true, Failing},
 	}
 	for i, s := range steps {
@@ -42,7 +50,7 @@ func TestTransitionsAreReportedOnce(t *testing.T) {
 		if c != s.want {
 			t.Fatalf("step %d (%v): change %v, want %v", i, s.at, c, s.want)
 		}
-		if c == Recovered && (st.Failures != 5 || !st.Since.Equal(t0.Add(time.Second))) {
+		if c == Recovered && s.at == 70*time.Second && (st.Failures != 5 || !st.Since.Equal(t0.Add(time.Second))) {
 			t.Fatalf("recovered state %+v: want 5 failures since t0+1s", st)
 		}
 	}
@@ -76,7 +84,7 @@ func TestFlappingIsRateLimited(t *testing.T) {
 			reminded = st
 		}
 	}
-	if n := changes[Failing] + changes[Recovered] + changes[StillFailing]; n > 2*10+2 {
+	if n := changes[Failing] + changes[Recovered] + changes[StillFailing]; n > 4*10+2 {
 		t.Fatalf("%d reports in 10 minutes of flapping at Repeat 1m: %v", n, changes)
 	}
 	if changes[Failing] < 5 || reminded.Flaps == 0 {

@@ -23,10 +23,10 @@
 //   - Bounded memory. The server hands out at most MaxAckPending
 //     unacknowledged messages per sink; a slow or failing sink grows its
 //     backlog in the stream, not in the relay.
-//   - Retries. A Retry result is tried again after exponential backoff with
-//     jitter (Retry.Initial doubling up to Retry.MaxInterval), and never
-//     sooner than the sink's own delay (Retry-After, capped at an hour)
-//     when it gives one. Every send counts
+//   - Retries. A Retry result is tried again after the sink's own delay
+//     when it gives one (Retry-After, capped at an hour), else after
+//     exponential backoff with jitter (Retry.Initial doubling up to
+//     Retry.MaxInterval). Every send counts
 //     as an attempt; after Retry.MaxAttempts the event is dead-lettered.
 //     The attempt count of a message being retried is kept in the state
 //     store, so a restart mid-retry continues the count instead of

@@ -47,11 +47,16 @@ func NewSchedule(r RetryConfig) Schedule {
 	return Schedule{retry: r, b: backoff.Backoff{Initial: r.Initial, Max: r.MaxInterval}}
 }
 
-// Wait is the wait after the attempt-th failed attempt (1-based): Initial
-// doubling up to MaxInterval, jittered, and never less than after, the
-// target's own delay (Retry-After), which is capped at an hour.
+// Wait is the wait after the attempt-th failed attempt (1-based): the
+// target's own delay (Retry-After) when it gave one, capped at an hour;
+// otherwise Initial doubling up to MaxInterval, jittered. The target's
+// delay wins both ways, as before the stages were split: a target that
+// asks for 1s again and again is tried every second until max_attempts.
 func (s Schedule) Wait(attempt int, after time.Duration) time.Duration {
-	return s.b.After(attempt, min(after, maxRetryAfter))
+	if after > 0 {
+		return min(after, maxRetryAfter)
+	}
+	return s.b.Delay(attempt)
 }
 
 // MaxAttempts is how many attempts an event gets before it is

@@ -64,8 +64,9 @@ type Result struct {
 	Outcome Outcome
 	// Err says why a Retry or GiveUp happened.
 	Err error
-	// After is the least wait before the next attempt of a Retry (from
-	// Retry-After); zero means the framework's backoff decides.
+	// After is the wait before the next attempt of a Retry (from
+	// Retry-After, capped at an hour); zero means the framework's backoff
+	// decides.
 	After time.Duration
 	// Disable, with GiveUp, turns the sink off until restart: every later
 	// event is dead-lettered at once (HTTP 410 Gone).

@@ -142,9 +142,9 @@ func (s *Sender) kick() {
 func (s *Sender) flushLoop() {
 	defer s.wg.Done()
 	// Failed refreshes of a stale card, per card: the attempt number the
-	// framework's schedule needs. Memory only (the stale mark itself is
-	// durable); only this goroutine touches it.
-	staleFails := map[string]int{}
+	// framework's schedule needs and when it is due again. Memory only
+	// (the stale mark itself is durable); only this goroutine touches it.
+	staleFails := map[string]staleRetry{}
 	for {
 		next := s.flushPass(s.ctx, staleFails)
 		var timer <-chan time.Time
@@ -160,11 +160,24 @@ func (s *Sender) flushLoop() {
 	}
 }
 
+// staleRetry is a stale card whose refresh failed.
+type staleRetry struct {
+	n   int       // failed refreshes in a row
+	due time.Time // not tried again before
+}
+
+// minStaleRetry is the least wait before a failed card refresh is tried
+// again. A card is only an update of a message already in the channel (its
+// events were posted as thread replies), so it is not worth the sink's
+// short first retries; 30s was the flusher's wait before it used the
+// framework's schedule.
+const minStaleRetry = 30 * time.Second
+
 // flushPass does what is due now and returns when to look again (zero:
 // when kicked). Every failed post is tried again after the framework's
 // schedule says (s.retry, with Slack's Retry-After); nothing pending is
 // ever dropped.
-func (s *Sender) flushPass(ctx context.Context, staleFails map[string]int) time.Time {
+func (s *Sender) flushPass(ctx context.Context, staleFails map[string]staleRetry) time.Time {
 	now := s.clock.Now()
 	var next time.Time
 	later := func(t time.Time) {
@@ -217,15 +230,24 @@ func (s *Sender) flushPass(ctx context.Context, staleFails map[string]int) time.
 		if ctx.Err() != nil {
 			return next
 		}
+		if r, ok := staleFails[k]; ok && r.due.After(now) {
+			// Not due: a kick from a new event must not make every card
+			// that failed try again during a Slack outage.
+			later(r.due)
+			continue
+		}
 		kind, id, _ := strings.Cut(k, "/")
 		res := s.refreshParent(ctx, kind, id)
 		switch res.Outcome {
 		case sinks.Retry:
 			if ctx.Err() == nil {
-				staleFails[k]++
-				wait := s.retry.Wait(staleFails[k], res.After)
-				s.log.Warn("slack: updating a parent message failed; will retry", "resource", k, "attempt", staleFails[k], "retry_in", wait, "err", res.Err)
-				later(s.clock.Now().Add(wait))
+				r := staleFails[k]
+				r.n++
+				wait := max(s.retry.Wait(r.n, res.After), minStaleRetry)
+				r.due = s.clock.Now().Add(wait)
+				staleFails[k] = r
+				s.log.Warn("slack: updating a parent message failed; will retry", "resource", k, "attempt", r.n, "retry_in", wait, "err", res.Err)
+				later(r.due)
 			}
 		case sinks.GiveUp:
 			delete(staleFails, k)
