@@ -34,6 +34,15 @@ func esc(id string) string { return url.PathEscape(id) }
 // errEmptyID keeps an empty id from turning /v1/vm/{id} into another route.
 func errEmptyID(op string) error { return errors.New("cakework " + op + ": empty id") }
 
+// getOne GETs the resource at prefix+id, decoded by decode.
+func getOne[T any](ctx context.Context, c *Client, op, prefix, id string, decode func([]byte) (T, error)) (T, error) {
+	if id == "" {
+		var zero T
+		return zero, errEmptyID(op)
+	}
+	return doJSON(ctx, c, call{op: op, method: http.MethodGet, path: prefix + esc(id)}, decode)
+}
+
 // postAction POSTs, with no body, to the action route prefix+id+"/"+action
 // of one resource; the answer's body is not read.
 func (c *Client) postAction(ctx context.Context, op, prefix, id, action string) error {
@@ -71,11 +80,7 @@ func (c *Client) BuildImageFromGithub(ctx context.Context, req BuildFromGithubRe
 
 // GetBuild reads one build. ImageID is empty until it succeeded.
 func (c *Client) GetBuild(ctx context.Context, buildID string) (Build, error) {
-	if buildID == "" {
-		return Build{}, errEmptyID(opGetBuild)
-	}
-	cl := call{op: opGetBuild, method: http.MethodGet, path: "/v1/image/build/" + esc(buildID)}
-	return doJSON(ctx, c, cl, DecodeBuild)
+	return getOne(ctx, c, opGetBuild, "/v1/image/build/", buildID, DecodeBuild)
 }
 
 // StartVM starts a one-shot VM.
@@ -97,11 +102,7 @@ func (c *Client) StopVM(ctx context.Context, vmID string) error {
 
 // GetVM reads one VM.
 func (c *Client) GetVM(ctx context.Context, vmID string) (VM, error) {
-	if vmID == "" {
-		return VM{}, errEmptyID(opGetVM)
-	}
-	cl := call{op: opGetVM, method: http.MethodGet, path: "/v1/vm/" + esc(vmID)}
-	return doJSON(ctx, c, cl, DecodeVM)
+	return getOne(ctx, c, opGetVM, "/v1/vm/", vmID, DecodeVM)
 }
 
 // ListVMs reads one page of VMs. Pass the answer's Pagination back in
