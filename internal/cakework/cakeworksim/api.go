@@ -77,7 +77,7 @@ func (s *Sim) createBuildFromAPI(w http.ResponseWriter, dockerfile string) {
 }
 
 func (s *Sim) getBuild(w http.ResponseWriter, r *http.Request) {
-	if b, ok := lookup(s, w, r, s.builds, "build", func(b *simBuild) cakework.Build { return b.b }); ok {
+	if b, ok := lookup(s, w, r, s.builds, "build", buildOf); ok {
 		writeJSON(w, http.StatusOK, toWireBuild(b))
 	}
 }
@@ -205,7 +205,7 @@ func (s *Sim) vmStarted(v *simVM, now time.Time) {
 }
 
 func (s *Sim) getVM(w http.ResponseWriter, r *http.Request) {
-	if v, ok := lookup(s, w, r, s.vms, "vm", func(v *simVM) cakework.VM { return v.v }); ok {
+	if v, ok := lookup(s, w, r, s.vms, "vm", vmOf); ok {
 		writeJSON(w, http.StatusOK, toWireVM(v, fmtNoZone, false))
 	}
 }
