@@ -116,13 +116,7 @@ func crash(ctx context.Context, bin, dir string, args []string) int {
 		return 1
 	}
 	fmt.Println(res)
-	for _, p := range res.Problems {
-		fmt.Println("PROBLEM:", p)
-	}
-	if len(res.Problems) > 0 {
-		return 1
-	}
-	return 0
+	return problemsExit(res.Problems)
 }
 
 func natsOutage(ctx context.Context, bin, dir string, args []string) int {
@@ -149,10 +143,15 @@ func natsOutage(ctx context.Context, bin, dir string, args []string) int {
 		return 1
 	}
 	fmt.Print(res)
-	for _, p := range res.Problems {
+	return problemsExit(res.Problems)
+}
+
+// problemsExit prints each problem and is the exit code: 1 if there is one.
+func problemsExit(problems []string) int {
+	for _, p := range problems {
 		fmt.Println("PROBLEM:", p)
 	}
-	if len(res.Problems) > 0 {
+	if len(problems) > 0 {
 		return 1
 	}
 	return 0

@@ -14,10 +14,24 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
+
+// simConfig is testConfig with the Cakework API served by sim (key "k", no
+// rate limit) through a server that closes with the test, and every
+// poller schedule far off.
+func simConfig(t *testing.T, sim *cakeworksim.Sim) *config.Config {
+	t.Helper()
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t)
+	cfg.Cakework.URL, cfg.Cakework.APIKey, cfg.Cakework.RateLimit = srv.URL, "k", 0
+	cfg.Poller.VMs.Schedule, cfg.Poller.Builds.Schedule, cfg.Poller.Logs.Schedule = "@every 1000h", "@every 1000h", "@every 1000h"
+	return cfg
+}
 
 // autostopApp runs the whole relay in-process on a fake clock against sim,
 // with auto-stop on (idleAfter, warnBefore), every poller schedule and the
@@ -25,25 +39,12 @@ import (
 // still kicks the auto-stopper, as in production).
 func autostopApp(t *testing.T, clk *clock.Fake, sim *cakeworksim.Sim, idleAfter, warnBefore time.Duration) (*App, *poller.Poller, *autostop.AutoStop) {
 	t.Helper()
-	srv := httptest.NewServer(sim.Handler())
-	t.Cleanup(srv.Close)
-	cfg := testConfig(t)
-	cfg.Cakework.URL, cfg.Cakework.APIKey = srv.URL, "k"
-	cfg.Cakework.RateLimit = 0
-	cfg.Poller.VMs.Schedule, cfg.Poller.Builds.Schedule, cfg.Poller.Logs.Schedule = "@every 1000h", "@every 1000h", "@every 1000h"
+	cfg := simConfig(t, sim)
 	cfg.Sinks.Autostop.Enabled = true
 	cfg.Sinks.Autostop.IdleAfter = idleAfter
 	cfg.Sinks.Autostop.WarnBefore = warnBefore
 	cfg.Sinks.Autostop.Check = 1000 * time.Hour
-	a, err := New(Options{Config: cfg, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Stop(ctx) })
+	a := startApp(t, Options{Config: cfg, Clock: clk})
 	var as *autostop.AutoStop
 	for _, c := range a.components {
 		if r, ok := c.(*autostopRunner); ok {
@@ -225,25 +226,13 @@ func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	clk := clock.NewFake(t0)
 	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk, LogBatchMin: 1})
-	srv := httptest.NewServer(sim.Handler())
-	defer srv.Close()
 	b := sim.CreateBuild(cakeworksim.BuildSpec{ID: "b-web", Manual: true})
 	sim.AppendBuildLogs(b.BuildID, cakework.LogLine{Timestamp: t0.UnixMilli(), Level: "info", Message: "step 1/1"})
 	sim.SetBuildStatus(b.BuildID, "succeeded", "img-1")
 
-	cfg := testConfig(t)
-	cfg.Cakework.URL, cfg.Cakework.APIKey, cfg.Cakework.RateLimit = srv.URL, "k", 0
-	cfg.Poller.VMs.Schedule, cfg.Poller.Builds.Schedule, cfg.Poller.Logs.Schedule = "@every 1000h", "@every 1000h", "@every 1000h"
+	cfg := simConfig(t, sim)
 	cfg.Ingest.Cakework.Configured, cfg.Ingest.Cakework.Token = true, "tok"
-	a, err := New(Options{Config: cfg, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop(ctx)
+	a := startApp(t, Options{Config: cfg, Clock: clk})
 	resp, err := http.Post("http://"+a.HTTPAddr()+"/webhooks/cakework/build/succeeded?token=tok", "application/json",
 		strings.NewReader(`{"buildId":"b-web","imageId":"img-1"}`))
 	if err != nil {
@@ -253,6 +242,7 @@ func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("webhook: %d", resp.StatusCode)
 	}
+	ctx := context.Background()
 	p := a.Producers().Poller
 	for i := 0; i < 3; i++ {
 		clk.Advance(5 * time.Second)

@@ -13,36 +13,24 @@ import (
 // the package's move out of internal/sinks).
 type Config struct {
 	Enabled           bool          `yaml:"enabled"`
-	IdleAfter         time.Duration `yaml:"idle_after"`
-	WarnBefore        time.Duration `yaml:"warn_before"`
+	IdleAfter         time.Duration `yaml:"idle_after" default:"30m"`
+	WarnBefore        time.Duration `yaml:"warn_before" default:"5m"`
 	DryRun            bool          `yaml:"dry_run"`
-	MaxStopsPerMinute int           `yaml:"max_stops_per_minute"`
+	MaxStopsPerMinute int           `yaml:"max_stops_per_minute" default:"5"`
 	ExcludeImages     []string      `yaml:"exclude_images"`
 	CachedVMs         []string      `yaml:"cached_vms"`
 	// Check is the longest auto-stop goes without evaluating idle clocks.
 	// They are also evaluated when a VM's warning or stop is due and after
 	// every VM sweep and logs pass, so this is only a safety net.
-	Check time.Duration `yaml:"check"`
+	Check time.Duration `yaml:"check" default:"15s"`
 }
 
-// Defaults of the fields a Config leaves unset.
-const (
-	DefaultIdleAfter         = 30 * time.Minute
-	DefaultWarnBefore        = 5 * time.Minute
-	DefaultMaxStopsPerMinute = 5
-	// DefaultCheck is the longest the loop goes without evaluating.
-	// Deadlines and polls make it evaluate sooner.
-	DefaultCheck = 15 * time.Second
-)
-
-// WithDefaults is c with every unset (zero) field at its default. The
-// relay's config applies it after decoding, and New to the Config it is
-// given, so one built in code gets the same defaults as one loaded.
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags). The relay's config applies it after decoding, and New to
+// the Config it is given, so one built in code gets the same defaults as
+// one loaded.
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.IdleAfter, DefaultIdleAfter)
-	confcheck.Default(&c.WarnBefore, DefaultWarnBefore)
-	confcheck.Default(&c.MaxStopsPerMinute, DefaultMaxStopsPerMinute)
-	confcheck.Default(&c.Check, DefaultCheck)
+	confcheck.ApplyDefaults(&c)
 	return c
 }
 

@@ -18,10 +18,10 @@ type Config struct {
 	CredsFile       string         `yaml:"creds_file"`
 	TLS             TLSConfig      `yaml:"tls"`
 	Embedded        EmbeddedConfig `yaml:"embedded"`
-	SubjectPrefix   string         `yaml:"subject_prefix"`
-	Stream          string         `yaml:"stream"`
-	DuplicateWindow time.Duration  `yaml:"duplicate_window"`
-	MaxAge          time.Duration  `yaml:"max_age"`
+	SubjectPrefix   string         `yaml:"subject_prefix" default:"cakework"`
+	Stream          string         `yaml:"stream" default:"CAKEWORK"`
+	DuplicateWindow time.Duration  `yaml:"duplicate_window" default:"10m"`
+	MaxAge          time.Duration  `yaml:"max_age" default:"168h"`
 }
 
 // TLSConfig is bus.tls, for an external NATS.
@@ -39,14 +39,9 @@ type EmbeddedConfig struct {
 	Token string `yaml:"token" secret:"true"`
 }
 
-// Defaults of the fields a Config leaves unset.
-const (
-	DefaultEmbeddedListen  = "127.0.0.1:4222"
-	DefaultSubjectPrefix   = "cakework"
-	DefaultStream          = "CAKEWORK"
-	DefaultDuplicateWindow = 10 * time.Minute
-	DefaultMaxAge          = 168 * time.Hour
-)
+// DefaultEmbeddedListen is bus.embedded.listen when the file leaves it
+// out (see Defaults). The other fields' defaults are their default tags.
+const DefaultEmbeddedListen = "127.0.0.1:4222"
 
 // Defaults is the section with nothing set. Its embedded listen address is
 // not the zero value, so a file that sets it to "" (in-process only) must be
@@ -55,13 +50,10 @@ func Defaults() Config {
 	return Config{Embedded: EmbeddedConfig{Listen: DefaultEmbeddedListen}}.WithDefaults()
 }
 
-// WithDefaults is c with every unset (zero) field at its default, but
-// Embedded.Listen (see Defaults).
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags), but Embedded.Listen (see Defaults).
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.SubjectPrefix, DefaultSubjectPrefix)
-	confcheck.Default(&c.Stream, DefaultStream)
-	confcheck.Default(&c.DuplicateWindow, DefaultDuplicateWindow)
-	confcheck.Default(&c.MaxAge, DefaultMaxAge)
+	confcheck.ApplyDefaults(&c)
 	return c
 }
 

@@ -95,22 +95,18 @@ func (q LogQuery) values() url.Values {
 	return v
 }
 
-func (q LogQuery) fromParam() string {
-	if q.RawFrom != "" {
-		return q.RawFrom
-	}
-	if !q.From.IsZero() {
-		return FormatQueryTime(q.From)
-	}
-	return ""
-}
+func (q LogQuery) fromParam() string { return timeParam(q.RawFrom, q.From) }
 
-func (q LogQuery) toParam() string {
-	if q.RawTo != "" {
-		return q.RawTo
+func (q LogQuery) toParam() string { return timeParam(q.RawTo, q.To) }
+
+// timeParam is the from or to parameter: raw as the server returned it, or
+// else t formatted, or empty for neither.
+func timeParam(raw string, t time.Time) string {
+	if raw != "" {
+		return raw
 	}
-	if !q.To.IsZero() {
-		return FormatQueryTime(q.To)
+	if !t.IsZero() {
+		return FormatQueryTime(t)
 	}
 	return ""
 }

@@ -34,6 +34,25 @@ func esc(id string) string { return url.PathEscape(id) }
 // errEmptyID keeps an empty id from turning /v1/vm/{id} into another route.
 func errEmptyID(op string) error { return errors.New("cakework " + op + ": empty id") }
 
+// getOne GETs the resource at prefix+id, decoded by decode.
+func getOne[T any](ctx context.Context, c *Client, op, prefix, id string, decode func([]byte) (T, error)) (T, error) {
+	if id == "" {
+		var zero T
+		return zero, errEmptyID(op)
+	}
+	return doJSON(ctx, c, call{op: op, method: http.MethodGet, path: prefix + esc(id)}, decode)
+}
+
+// postAction POSTs, with no body, to the action route prefix+id+"/"+action
+// of one resource; the answer's body is not read.
+func (c *Client) postAction(ctx context.Context, op, prefix, id, action string) error {
+	if id == "" {
+		return errEmptyID(op)
+	}
+	_, err := c.do(ctx, call{op: op, method: http.MethodPost, path: prefix + esc(id) + "/" + action})
+	return err
+}
+
 // ImportImage imports an image from an existing ECR repository.
 func (c *Client) ImportImage(ctx context.Context, req ImportImageRequest) (ImportImageResponse, error) {
 	cl := call{op: opImportImage, method: http.MethodPost, path: "/v1/image/import", body: req}
@@ -61,11 +80,7 @@ func (c *Client) BuildImageFromGithub(ctx context.Context, req BuildFromGithubRe
 
 // GetBuild reads one build. ImageID is empty until it succeeded.
 func (c *Client) GetBuild(ctx context.Context, buildID string) (Build, error) {
-	if buildID == "" {
-		return Build{}, errEmptyID(opGetBuild)
-	}
-	cl := call{op: opGetBuild, method: http.MethodGet, path: "/v1/image/build/" + esc(buildID)}
-	return doJSON(ctx, c, cl, DecodeBuild)
+	return getOne(ctx, c, opGetBuild, "/v1/image/build/", buildID, DecodeBuild)
 }
 
 // StartVM starts a one-shot VM.
@@ -82,20 +97,12 @@ func (c *Client) StartVM(ctx context.Context, req StartVMRequest) (VM, error) {
 //
 //	if err := c.StopVM(ctx, id); err != nil && !cakework.IsAlreadyStopped(err) { ... }
 func (c *Client) StopVM(ctx context.Context, vmID string) error {
-	if vmID == "" {
-		return errEmptyID(opStopVM)
-	}
-	_, err := c.do(ctx, call{op: opStopVM, method: http.MethodPost, path: "/v1/vm/" + esc(vmID) + "/stop"})
-	return err
+	return c.postAction(ctx, opStopVM, "/v1/vm/", vmID, "stop")
 }
 
 // GetVM reads one VM.
 func (c *Client) GetVM(ctx context.Context, vmID string) (VM, error) {
-	if vmID == "" {
-		return VM{}, errEmptyID(opGetVM)
-	}
-	cl := call{op: opGetVM, method: http.MethodGet, path: "/v1/vm/" + esc(vmID)}
-	return doJSON(ctx, c, cl, DecodeVM)
+	return getOne(ctx, c, opGetVM, "/v1/vm/", vmID, DecodeVM)
 }
 
 // ListVMs reads one page of VMs. Pass the answer's Pagination back in
@@ -155,30 +162,18 @@ func (c *Client) CacheVM(ctx context.Context, req CacheVMRequest) (VM, error) {
 
 // StartCachedVM starts a cached VM. The API answers no body.
 func (c *Client) StartCachedVM(ctx context.Context, id string) error {
-	if id == "" {
-		return errEmptyID(opStartCachedVM)
-	}
-	_, err := c.do(ctx, call{op: opStartCachedVM, method: http.MethodPost, path: "/v1/vm/cached/" + esc(id) + "/start"})
-	return err
+	return c.postAction(ctx, opStartCachedVM, "/v1/vm/cached/", id, "start")
 }
 
 // StopCachedVM stops a cached VM, which can be started again. A 409 is
 // reported like StopVM's: IsAlreadyStopped is true and callers treat it as
 // success.
 func (c *Client) StopCachedVM(ctx context.Context, id string) error {
-	if id == "" {
-		return errEmptyID(opStopCachedVM)
-	}
-	_, err := c.do(ctx, call{op: opStopCachedVM, method: http.MethodPost, path: "/v1/vm/cached/" + esc(id) + "/stop"})
-	return err
+	return c.postAction(ctx, opStopCachedVM, "/v1/vm/cached/", id, "stop")
 }
 
 // DestroyCachedVM destroys a cached VM. It uses the documented route
 // /v1/vm/cached/{id}/destroy (the old client used /v1/vm/{id}/destroy).
 func (c *Client) DestroyCachedVM(ctx context.Context, id string) error {
-	if id == "" {
-		return errEmptyID(opDestroyCachedVM)
-	}
-	_, err := c.do(ctx, call{op: opDestroyCachedVM, method: http.MethodPost, path: "/v1/vm/cached/" + esc(id) + "/destroy"})
-	return err
+	return c.postAction(ctx, opDestroyCachedVM, "/v1/vm/cached/", id, "destroy")
 }

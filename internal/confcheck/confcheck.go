@@ -269,9 +269,9 @@ func HasControl(s string) bool {
 	return false
 }
 
-// Default sets *p to v when *p is the zero value: how a section's
-// WithDefaults fills an unset field (an empty or zero value in a file gets
-// the default, the same as a missing key).
+// Default sets *p to v when *p is the zero value: how an unset field
+// without a default tag (see ApplyDefaults) is filled (an empty or zero
+// value in a file gets the default, the same as a missing key).
 func Default[T comparable](p *T, v T) {
 	var zero T
 	if *p == zero {

@@ -120,16 +120,8 @@ func NewWebhook(name, id string, at time.Time, body json.RawMessage) (Event, err
 	if err := CheckToken("webhook receiver name", name); err != nil {
 		return Event{}, err
 	}
-	return Event{
-		SpecVersion:     "1.0",
-		ID:              id,
-		Source:          Source,
-		Type:            TypePrefix + KindWebhook + "." + name,
-		Subject:         name,
-		Time:            at.UTC(),
-		DataContentType: "application/json",
-		Data:            body,
-	}, nil
+	// The receiver's name is both the subject and the type's action.
+	return newEvent(KindWebhook, name, name, id, at, body), nil
 }
 
 // ShortType drops the com.cakework. prefix: "build.failed".

@@ -9,29 +9,22 @@ import (
 // Config is the http section. Fields tagged secret:"true" are never printed
 // in errors or logs.
 type Config struct {
-	Listen       string `yaml:"listen"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	Listen       string `yaml:"listen" default:"127.0.0.1:8080"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes" default:"1048576"`
 	// AdminToken guards /v1/*. Empty turns the admin API off.
 	AdminToken   string        `yaml:"admin_token" secret:"true"`
-	ReadTimeout  time.Duration `yaml:"read_timeout"`
-	WriteTimeout time.Duration `yaml:"write_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout" default:"10s"`
+	WriteTimeout time.Duration `yaml:"write_timeout" default:"30s"`
 }
 
-// Defaults of the fields a Config leaves unset.
-const (
-	DefaultListen       = "127.0.0.1:8080"
-	DefaultMaxBodyBytes = 1 << 20
-	DefaultReadTimeout  = 10 * time.Second
-	DefaultWriteTimeout = 30 * time.Second
-)
+// DefaultListen is Listen's default tag, for messages that name it (a test
+// keeps the two in step).
+const DefaultListen = "127.0.0.1:8080"
 
-// WithDefaults is c with every unset (zero) field at its default; an empty
-// AdminToken stays empty (the admin API is off).
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags); an empty AdminToken stays empty (the admin API is off).
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.Listen, DefaultListen)
-	confcheck.Default(&c.MaxBodyBytes, DefaultMaxBodyBytes)
-	confcheck.Default(&c.ReadTimeout, DefaultReadTimeout)
-	confcheck.Default(&c.WriteTimeout, DefaultWriteTimeout)
+	confcheck.ApplyDefaults(&c)
 	return c
 }
 

@@ -15,14 +15,14 @@ type Config struct {
 	Webhooks []WebhookConfig `yaml:"webhooks"`
 	// OutboxLimit is how many unpublished events may wait before ingest
 	// answers 503.
-	OutboxLimit int `yaml:"outbox_limit"`
+	OutboxLimit int `yaml:"outbox_limit" default:"100000"`
 	// SeenTTL is how long webhook ids are remembered for dedup.
-	SeenTTL time.Duration `yaml:"seen_ttl"`
+	SeenTTL time.Duration `yaml:"seen_ttl" default:"72h"`
 	// SeenMax caps how many ids are remembered (about 40 bytes of memory
 	// each); beyond it the oldest are forgotten before their seen_ttl.
-	SeenMax int `yaml:"seen_max"`
+	SeenMax int `yaml:"seen_max" default:"2000000"`
 	// TimestampTolerance bounds webhook-timestamp skew.
-	TimestampTolerance time.Duration `yaml:"timestamp_tolerance"`
+	TimestampTolerance time.Duration `yaml:"timestamp_tolerance" default:"5m"`
 }
 
 // CakeworkConfig is ingest.cakework, the Cakework build webhooks.
@@ -50,7 +50,7 @@ type WebhookConfig struct {
 type HMACConfig struct {
 	Header    string `yaml:"header"`
 	Prefix    string `yaml:"prefix"`
-	Algorithm string `yaml:"algorithm"` // sha256 (default) | sha1 | sha512
+	Algorithm string `yaml:"algorithm" default:"sha256"` // sha256, sha1 or sha512
 	Secret    string `yaml:"secret" secret:"true"`
 }
 
@@ -58,30 +58,18 @@ type HMACConfig struct {
 // secret comes from when the config sets neither a secret nor a token.
 const EnvWebhookSecret = "CAKEWORK_WEBHOOK_SECRET"
 
-// Defaults of the fields a Config leaves unset.
-const (
-	DefaultOutboxLimit        = 100000
-	DefaultSeenTTL            = 72 * time.Hour
-	DefaultSeenMax            = 2000000
-	DefaultTimestampTolerance = 5 * time.Minute
-	DefaultHMACAlgorithm      = "sha256"
-)
-
-// WithDefaults is c with every unset (zero) field at its default, in every
-// receiver too. The relay's config applies it after decoding, and New to
-// the Config it is given, so one built in code gets the same defaults as
-// one loaded. It does not read the environment.
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags), in every receiver too. The relay's config applies it after
+// decoding, and New to the Config it is given, so one built in code gets the
+// same defaults as one loaded. It does not read the environment.
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.OutboxLimit, DefaultOutboxLimit)
-	confcheck.Default(&c.SeenTTL, DefaultSeenTTL)
-	confcheck.Default(&c.SeenMax, DefaultSeenMax)
-	confcheck.Default(&c.TimestampTolerance, DefaultTimestampTolerance)
+	confcheck.ApplyDefaults(&c)
 	if len(c.Webhooks) > 0 {
 		ws := make([]WebhookConfig, len(c.Webhooks))
 		for i, w := range c.Webhooks {
 			if w.HMAC != nil && w.HMAC.Algorithm == "" {
 				h := *w.HMAC
-				h.Algorithm = DefaultHMACAlgorithm
+				confcheck.ApplyDefaults(&h)
 				w.HMAC = &h
 			}
 			ws[i] = w

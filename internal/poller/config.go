@@ -19,42 +19,30 @@ type Config struct {
 	WatchBuilds []string     `yaml:"watch_builds"`
 	// Jitter delays each tick by a random amount up to this.
 	Jitter          time.Duration `yaml:"jitter"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" default:"3s"` // under relay serve's 4 s bound on shutdown
 }
 
 // VMsConfig is poller.vms: the VM sweep.
 type VMsConfig struct {
-	Schedule     string `yaml:"schedule"`
+	Schedule     string `yaml:"schedule" default:"@every 15s"`
 	EmitBaseline bool   `yaml:"emit_baseline"`
 }
 
 // BuildsConfig is poller.builds: watched builds.
 type BuildsConfig struct {
-	Schedule   string        `yaml:"schedule"`
-	StuckAfter time.Duration `yaml:"stuck_after"`
+	Schedule   string        `yaml:"schedule" default:"@every 5s"`
+	StuckAfter time.Duration `yaml:"stuck_after" default:"30m"`
 }
 
 // LogsConfig is poller.logs: log tails.
 type LogsConfig struct {
-	Schedule string `yaml:"schedule"`
-	Batch    int    `yaml:"batch"`
+	Schedule string `yaml:"schedule" default:"@every 5s"`
+	Batch    int    `yaml:"batch" default:"500"`
 	// MaxPages is the page budget per stream per tick.
-	MaxPages int  `yaml:"max_pages"`
+	MaxPages int  `yaml:"max_pages" default:"10"`
 	VMs      bool `yaml:"vms"`
 	Builds   bool `yaml:"builds"`
 }
-
-// Defaults of the fields a Config leaves unset.
-const (
-	DefaultVMsSchedule    = "@every 15s"
-	DefaultBuildsSchedule = "@every 5s"
-	DefaultLogsSchedule   = "@every 5s"
-	DefaultStuckAfter     = 30 * time.Minute
-	DefaultLogsBatch      = 500
-	DefaultLogsMaxPages   = 10
-	// Under relay serve's 4 s bound on the whole shutdown.
-	DefaultShutdownTimeout = 3 * time.Second
-)
 
 // Defaults is the section with nothing set: every default, including the
 // two whose default is not their zero value (logs.vms and logs.builds are
@@ -64,16 +52,10 @@ func Defaults() Config {
 	return c.WithDefaults()
 }
 
-// WithDefaults is c with every unset (zero) field at its default. It
-// leaves booleans alone: see Defaults.
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags). It leaves booleans alone: see Defaults.
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.VMs.Schedule, DefaultVMsSchedule)
-	confcheck.Default(&c.Builds.Schedule, DefaultBuildsSchedule)
-	confcheck.Default(&c.Logs.Schedule, DefaultLogsSchedule)
-	confcheck.Default(&c.Builds.StuckAfter, DefaultStuckAfter)
-	confcheck.Default(&c.Logs.Batch, DefaultLogsBatch)
-	confcheck.Default(&c.Logs.MaxPages, DefaultLogsMaxPages)
-	confcheck.Default(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	confcheck.ApplyDefaults(&c)
 	return c
 }
 

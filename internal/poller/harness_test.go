@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -116,6 +117,30 @@ func (e *env) open() *env {
 	if err := e.p.Start(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
+	return e
+}
+
+// openSweptVM opens an env without a bus, logging to log (nil: the
+// default logger), and sweeps once with one VM, vm-a.
+func openSweptVM(t *testing.T, log *slog.Logger) *env {
+	t.Helper()
+	e := newEnv(t, testConfig(), cakeworksim.Options{})
+	e.noBus, e.logger = true, log
+	e.open()
+	addVMs(e, "vm-a")
+	e.mustTick(ScheduleVMs)
+	return e
+}
+
+// openWithVM1 opens an env whose baseline sweep saw no VM and whose next
+// sweep found vm-1, then moves the clock a second on.
+func openWithVM1(t *testing.T) *env {
+	t.Helper()
+	e := newEnv(t, testConfig(), cakeworksim.Options{}).open()
+	e.mustTick(ScheduleVMs)
+	e.sim.AddVM(cakework.VM{ID: "vm-1"})
+	e.mustTick(ScheduleVMs)
+	e.clk.Advance(time.Second)
 	return e
 }
 
@@ -240,6 +265,30 @@ func summary(evs []event.Event) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// wantVMEvents checks the VM events published so far, as summary renders
+// them.
+func (e *env) wantVMEvents(want ...string) {
+	e.t.Helper()
+	if got := summary(e.published("vm.")); !slices.Equal(got, want) {
+		e.t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+// catchUpVMLog runs the logs schedule n times, 10s apart (past any
+// backoff), then checks the log events of VM id carry its whole log, each
+// line once and in order.
+func (e *env) catchUpVMLog(id string, n int) {
+	e.t.Helper()
+	for range n {
+		e.clk.Advance(10 * time.Second)
+		e.mustTick(ScheduleLogs)
+	}
+	got := logLines(e.t, e.published("vm.log"), id)
+	if want := e.truth(cakework.LogVM, id); !slices.Equal(got, want) {
+		e.t.Fatalf("got %d lines, want %d", len(got), len(want))
+	}
 }
 
 func data(t *testing.T, ev event.Event) map[string]any {

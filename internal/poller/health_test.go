@@ -17,11 +17,7 @@ import (
 // on recovery; "degraded" on the poller's check and status meanwhile.
 func TestFailingScheduleWarnsOncePerTransition(t *testing.T) {
 	log, rec := logtest.New()
-	e := newEnv(t, testConfig(), cakeworksim.Options{})
-	e.noBus, e.logger = true, log
-	e.open()
-	addVMs(e, "vm-a")
-	e.mustTick(ScheduleVMs)
+	e := openSweptVM(t, log)
 	failing := func() int { return len(rec.Find(slog.LevelWarn, "poller schedule failing")) }
 	if n := len(rec.Find(slog.LevelWarn, "")); n != 0 {
 		t.Fatalf("warnings while healthy:\n%s", rec)
@@ -113,11 +109,7 @@ func TestHintForRefusedConnection(t *testing.T) {
 // warnings would flap with every backoff.
 func TestBackoffIsNotRecovery(t *testing.T) {
 	log, rec := logtest.New()
-	e := newEnv(t, testConfig(), cakeworksim.Options{})
-	e.noBus, e.logger = true, log
-	e.open()
-	addVMs(e, "vm-a")
-	e.mustTick(ScheduleVMs)
+	e := openSweptVM(t, log)
 	e.sim.SetFaults(cakeworksim.Faults{Routes: []string{cakeworksim.RouteGetVMLogs}, FailNext: 1 << 30, ErrorStatus: 503})
 	calls := 0
 	for range 600 { // 10 minutes, a logs tick a second

@@ -176,11 +176,7 @@ func TestVMLogTailFromBaselineAndStop(t *testing.T) {
 // Faults on the log route emit nothing and move no cursor; the stream
 // recovers afterwards with nothing lost or repeated.
 func TestLogFaultsEmitNothing(t *testing.T) {
-	e := newEnv(t, testConfig(), cakeworksim.Options{}).open()
-	e.mustTick(ScheduleVMs)
-	e.sim.AddVM(cakework.VM{ID: "vm-1"})
-	e.mustTick(ScheduleVMs)
-	e.clk.Advance(time.Second)
+	e := openWithVM1(t)
 	for i := range 10 {
 		e.sim.AppendVMLogs("vm-1", cakework.LogLine{Message: fmt.Sprintf("line %d", i)})
 	}
@@ -211,24 +207,13 @@ func TestLogFaultsEmitNothing(t *testing.T) {
 	if e.sim.CallCount(cakeworksim.RouteGetVMLogs) != before {
 		t.Fatal("a failing stream was called again inside its backoff")
 	}
-	for range 4 {
-		e.clk.Advance(10 * time.Second)
-		e.mustTick(ScheduleLogs)
-	}
-	got := logLines(t, e.published("vm.log"), "vm-1")
-	if want := e.truth(cakework.LogVM, "vm-1"); !slices.Equal(got, want) {
-		t.Fatalf("got %d lines, want %d", len(got), len(want))
-	}
+	e.catchUpVMLog("vm-1", 4)
 }
 
 // A stored pagination token the server refuses (expired, say) restarts the
 // window from the cursor: nothing repeated, nothing lost.
 func TestRefusedTokenRestartsWindow(t *testing.T) {
-	e := newEnv(t, testConfig(), cakeworksim.Options{}).open()
-	e.mustTick(ScheduleVMs)
-	e.sim.AddVM(cakework.VM{ID: "vm-1"})
-	e.mustTick(ScheduleVMs)
-	e.clk.Advance(time.Second)
+	e := openWithVM1(t)
 	for i := range 9 {
 		e.sim.AppendVMLogs("vm-1", cakework.LogLine{Message: fmt.Sprintf("line %d", i%2)})
 	}
@@ -246,14 +231,7 @@ func TestRefusedTokenRestartsWindow(t *testing.T) {
 	if err := e.tick(ScheduleLogs); err == nil {
 		t.Fatal("a refused token went unnoticed")
 	}
-	for range 3 {
-		e.clk.Advance(10 * time.Second)
-		e.mustTick(ScheduleLogs)
-	}
-	got := logLines(t, e.published("vm.log"), "vm-1")
-	if want := e.truth(cakework.LogVM, "vm-1"); !slices.Equal(got, want) {
-		t.Fatalf("got %d lines, want %d", len(got), len(want))
-	}
+	e.catchUpVMLog("vm-1", 3)
 }
 
 // A VM whose log polls fail is "failing" until a pass reads its log to the
@@ -261,11 +239,7 @@ func TestRefusedTokenRestartsWindow(t *testing.T) {
 // a pass that succeeds but leaves pages unread. The first draining pass is
 // when it recovered. The sweep has the same pair.
 func TestLogFailingUntilReadToTheEnd(t *testing.T) {
-	e := newEnv(t, testConfig(), cakeworksim.Options{}).open() // 2 pages of 3 lines a pass
-	e.mustTick(ScheduleVMs)
-	e.sim.AddVM(cakework.VM{ID: "vm-1"})
-	e.mustTick(ScheduleVMs)
-	e.clk.Advance(time.Second)
+	e := openWithVM1(t) // 2 pages of 3 lines a pass
 	e.mustTick(ScheduleLogs)
 	if k := e.p.VMKnowledge("vm-1"); k.LogFailing || k.LastLogOK.IsZero() || !k.LogRecovered.IsZero() {
 		t.Fatalf("healthy stream: %+v", k)

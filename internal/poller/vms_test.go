@@ -96,10 +96,7 @@ func TestVMEmitBaseline(t *testing.T) {
 	addVMs(e, "vm-a", "vm-b", "vm-c")
 	e.mustTick(ScheduleVMs)
 	e.mustTick(ScheduleVMs)
-	got := summary(e.published("vm."))
-	if want := []string{"vm.started vm-a", "vm.started vm-b", "vm.started vm-c"}; !slices.Equal(got, want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
+	e.wantVMEvents("vm.started vm-a", "vm.started vm-b", "vm.started vm-c")
 }
 
 // Faults during a sweep change nothing and emit nothing; the next good
@@ -147,19 +144,12 @@ func TestVMSweepFaultsEmitNothing(t *testing.T) {
 	e.clk.Advance(10 * time.Second)
 	e.mustTick(ScheduleVMs)
 	e.mustTick(ScheduleVMs)
-	got := summary(e.published("vm."))
-	if want := []string{"vm.destroyed vm-c", "vm.stopped vm-a", "vm.stopped vm-e"}; !slices.Equal(got, want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
+	e.wantVMEvents("vm.destroyed vm-c", "vm.stopped vm-a", "vm.stopped vm-e")
 }
 
 // A 429 pauses every schedule: no call goes out inside Retry-After.
 func TestRateLimitPauseHonoured(t *testing.T) {
-	e := newEnv(t, testConfig(), cakeworksim.Options{})
-	e.noBus = true
-	e.open()
-	addVMs(e, "vm-a")
-	e.mustTick(ScheduleVMs)
+	e := openSweptVM(t, nil)
 	if _, err := e.p.Watch(context.Background(), "build", "b1", SourceAdmin); err != nil {
 		t.Fatal(err)
 	}

@@ -38,13 +38,7 @@ var ErrBadID = errors.New("invalid id")
 // build's log (state.KindFunctionBuild). It reports whether the watch is
 // new; an existing watch keeps its source and time.
 func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool, err error) {
-	if err := checkKind(kind); err != nil {
-		return false, err
-	}
-	if err := event.CheckToken(kind+" id", id); err != nil {
-		return false, fmt.Errorf("%w: %w", ErrBadID, err)
-	}
-	if err := p.applyQueuedWatches(ctx); err != nil {
+	if err := p.beforeWatchChange(ctx, kind, id); err != nil {
 		return false, err
 	}
 	now := p.clk.Now().UTC()
@@ -62,6 +56,18 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 	return added, err
 }
 
+// beforeWatchChange checks kind and id and applies the watches queued
+// before a watch is added or removed.
+func (p *Poller) beforeWatchChange(ctx context.Context, kind, id string) error {
+	if err := checkKind(kind); err != nil {
+		return err
+	}
+	if err := event.CheckToken(kind+" id", id); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadID, err)
+	}
+	return p.applyQueuedWatches(ctx)
+}
+
 // Unwatch stops following kind/id and reports whether it was watched. The
 // log cursor stays: watching it again resumes where it stopped.
 func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, err error) {
@@ -71,13 +77,7 @@ func (p *Poller) Unwatch(ctx context.Context, kind, id string) (removed bool, er
 // unwatch deletes the watch; with source set, only a watch made from that
 // source.
 func (p *Poller) unwatch(ctx context.Context, kind, id, source string) (removed bool, err error) {
-	if err := checkKind(kind); err != nil {
-		return false, err
-	}
-	if err := event.CheckToken(kind+" id", id); err != nil {
-		return false, fmt.Errorf("%w: %w", ErrBadID, err)
-	}
-	if err := p.applyQueuedWatches(ctx); err != nil {
+	if err := p.beforeWatchChange(ctx, kind, id); err != nil {
 		return false, err
 	}
 	err = p.store.Update(ctx, func(tx Tx) error {

@@ -97,21 +97,15 @@ func CrashMatrix(ctx context.Context, o CrashOptions) (*CrashResult, error) {
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var st HookStats
-	hooksDone := make(chan struct{})
-	go func() {
-		defer close(hooksDone)
+	hooksDone := background(func() {
 		world.SendHooks(loadCtx, o.Rate, 16, 300*time.Millisecond, &st, nil)
-	}()
-	logsDone := make(chan struct{})
-	go func() {
-		defer close(logsDone)
+	})
+	logsDone := background(func() {
 		Loop(loadCtx, 50*time.Millisecond, world.AppendLogs)
-	}()
-	churnDone := make(chan struct{})
-	go func() {
-		defer close(churnDone)
+	})
+	churnDone := background(func() {
 		Loop(loadCtx, 300*time.Millisecond, world.Churn)
-	}()
+	})
 
 	res := &CrashResult{Webhooks: o.Webhooks}
 	for i := 0; i < o.Iterations; i++ {

@@ -61,9 +61,7 @@ func TestCrashMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log(res)
-	for _, p := range res.Problems {
-		t.Error(p)
-	}
+	errorEach(t, res.Problems)
 }
 
 func TestExternalNATSOutage(t *testing.T) {
@@ -80,9 +78,7 @@ func TestExternalNATSOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log(res)
-	for _, p := range res.Problems {
-		t.Error(p)
-	}
+	errorEach(t, res.Problems)
 }
 
 // TestSoakShort is the CI form of the soak (go run ./bench/reliability soak
@@ -122,13 +118,19 @@ func TestSoakShort(t *testing.T) {
 	if last.OutboxDepth > 5000 {
 		t.Errorf("the outbox fell behind: depth %.0f", last.OutboxDepth)
 	}
-	for _, p := range res.Problems() {
-		t.Error(p)
-	}
+	errorEach(t, res.Problems())
 	for _, s := range res.Samples {
 		if s.P99 > 2*time.Second {
 			t.Errorf("%s: ingest p99 %s", s.At, s.P99)
 		}
+	}
+}
+
+// errorEach reports each problem as an error of t.
+func errorEach(t *testing.T, problems []string) {
+	t.Helper()
+	for _, p := range problems {
+		t.Error(p)
 	}
 }
 

@@ -118,9 +118,7 @@ func NATSOutage(ctx context.Context, o OutageOptions) (*OutageResult, error) {
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var st HookStats
-	hooksDone := make(chan struct{})
-	go func() {
-		defer close(hooksDone)
+	hooksDone := background(func() {
 		world.SendHooks(loadCtx, o.Rate, 32, 2*time.Second, &st, func(a Answer, err error) {
 			if err != nil {
 				return
@@ -141,7 +139,7 @@ func NATSOutage(ctx context.Context, o OutageOptions) (*OutageResult, error) {
 				}
 			}
 		})
-	}()
+	})
 	bg := &sync.WaitGroup{}
 	bg.Add(3)
 	go func() { defer bg.Done(); Loop(loadCtx, 50*time.Millisecond, world.AppendLogs) }()

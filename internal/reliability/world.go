@@ -126,6 +126,17 @@ func (w *World) Churn() {
 	}
 }
 
+// background runs f in a goroutine and returns a channel closed when f
+// returns.
+func background(f func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	return done
+}
+
 // Loop calls f every d until ctx ends.
 func Loop(ctx context.Context, d time.Duration, f func()) {
 	for CtxSleep(ctx, d) == nil {

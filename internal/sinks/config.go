@@ -13,23 +13,14 @@ import (
 // how long to wait after a failed attempt, and how many attempts an event
 // gets before it is dead-lettered.
 type RetryConfig struct {
-	Initial     time.Duration `yaml:"initial"`
-	MaxInterval time.Duration `yaml:"max_interval"`
-	MaxAttempts int           `yaml:"max_attempts"`
+	Initial     time.Duration `yaml:"initial" default:"1s"`
+	MaxInterval time.Duration `yaml:"max_interval" default:"10m"`
+	MaxAttempts int           `yaml:"max_attempts" default:"12"`
 }
-
-// Retry defaults.
-const (
-	DefaultRetryInitial     = time.Second
-	DefaultRetryMaxInterval = 10 * time.Minute
-	DefaultRetryMaxAttempts = 12
-)
 
 // WithDefaults fills the zero fields of r: 1s, 10m, 12 attempts.
 func (r RetryConfig) WithDefaults() RetryConfig {
-	confcheck.Default(&r.Initial, DefaultRetryInitial)
-	confcheck.Default(&r.MaxInterval, DefaultRetryMaxInterval)
-	confcheck.Default(&r.MaxAttempts, DefaultRetryMaxAttempts)
+	confcheck.ApplyDefaults(&r)
 	return r
 }
 

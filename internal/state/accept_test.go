@@ -59,16 +59,28 @@ func accept(t *testing.T, s *Store, id string) bool {
 // their events, as the publisher does.
 func acceptAck(t *testing.T, s *Store, n, ack int) {
 	t.Helper()
+	acceptN(t, s, n)
+	if err := s.DeleteOutbox(context.Background(), peek(t, s, ack)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// acceptN accepts the webhooks b0 to b<n-1>.
+func acceptN(t *testing.T, s *Store, n int) {
+	t.Helper()
 	for i := range n {
 		accept(t, s, fmt.Sprint("b", i))
 	}
-	es, err := s.PeekOutbox(ack)
-	if err != nil || len(es) != ack {
+}
+
+// peek is the first n outbox entries; there must be n.
+func peek(t *testing.T, s *Store, n int) []OutboxEntry {
+	t.Helper()
+	es, err := s.PeekOutbox(n)
+	if err != nil || len(es) != n {
 		t.Fatalf("peek: %d entries, %v", len(es), err)
 	}
-	if err := s.DeleteOutbox(context.Background(), es); err != nil {
-		t.Fatal(err)
-	}
+	return es
 }
 
 func outboxIDs(t *testing.T, s *Store) []string {
@@ -165,9 +177,7 @@ func TestAcknowledgedEventsAreNotPublishedAgainAfterACrash(t *testing.T) {
 func TestTornJournalTailIsDroppedAndTheJournalGoesOn(t *testing.T) {
 	dir := t.TempDir()
 	s := openJ(t, dir, 0)
-	for i := range 5 {
-		accept(t, s, fmt.Sprint("b", i))
-	}
+	acceptN(t, s, 5)
 	cdir := statetest.CrashCopy(t, dir)
 	// Tear the last record: cut the segment a few bytes short of its end.
 	segs, err := journal.Segments(filepath.Join(cdir, journal.DirName))

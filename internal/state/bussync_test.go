@@ -52,13 +52,8 @@ func TestAckedEventsStayInTheJournalUntilTheBusSyncs(t *testing.T) {
 func TestCheckpointRecordsWhatWasAckedBeforeTheSync(t *testing.T) {
 	dir := t.TempDir()
 	s := openJ(t, dir, 0)
-	for i := range 10 {
-		accept(t, s, fmt.Sprint("b", i))
-	}
-	es, err := s.PeekOutbox(10)
-	if err != nil || len(es) != 10 {
-		t.Fatalf("peek: %d entries, %v", len(es), err)
-	}
+	acceptN(t, s, 10)
+	es := peek(t, s, 10)
 	if err := s.DeleteOutbox(context.Background(), es[:4]); err != nil {
 		t.Fatal(err)
 	}

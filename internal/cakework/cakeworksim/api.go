@@ -77,18 +77,25 @@ func (s *Sim) createBuildFromAPI(w http.ResponseWriter, dockerfile string) {
 }
 
 func (s *Sim) getBuild(w http.ResponseWriter, r *http.Request) {
+	if b, ok := lookup(s, w, r, s.builds, "build", buildOf); ok {
+		writeJSON(w, http.StatusOK, toWireBuild(b))
+	}
+}
+
+// lookup is a copy, made under s.mu by get, of what m holds at the
+// request's {id}; without one it answers 404 "<what> not found".
+func lookup[P, T any](s *Sim, w http.ResponseWriter, r *http.Request, m map[string]P, what string, get func(P) T) (T, bool) {
 	s.mu.Lock()
-	b, ok := s.builds[r.PathValue("id")]
-	var out cakework.Build
+	p, ok := m[r.PathValue("id")]
+	var out T
 	if ok {
-		out = b.b
+		out = get(p)
 	}
 	s.mu.Unlock()
 	if !ok {
-		fail(w, r, http.StatusNotFound, "build not found")
-		return
+		fail(w, r, http.StatusNotFound, what+" not found")
 	}
-	writeJSON(w, http.StatusOK, toWireBuild(out))
+	return out, ok
 }
 
 // vmRequest accepts both volume spellings and cacheVM's diskSize.
@@ -198,18 +205,9 @@ func (s *Sim) vmStarted(v *simVM, now time.Time) {
 }
 
 func (s *Sim) getVM(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	v, ok := s.vms[r.PathValue("id")]
-	var out cakework.VM
-	if ok {
-		out = v.v
+	if v, ok := lookup(s, w, r, s.vms, "vm", vmOf); ok {
+		writeJSON(w, http.StatusOK, toWireVM(v, fmtNoZone, false))
 	}
-	s.mu.Unlock()
-	if !ok {
-		fail(w, r, http.StatusNotFound, "vm not found")
-		return
-	}
-	writeJSON(w, http.StatusOK, toWireVM(out, fmtNoZone, false))
 }
 
 func (s *Sim) stopVM(w http.ResponseWriter, r *http.Request) {

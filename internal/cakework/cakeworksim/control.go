@@ -74,28 +74,43 @@ func (s *Sim) SetBuildStatus(id, status, imageID string) bool {
 }
 
 // Build returns a build as the API would.
-func (s *Sim) Build(id string) (cakework.Build, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.advance(s.clk.Now())
-	b, ok := s.builds[id]
-	if !ok {
-		return cakework.Build{}, false
-	}
-	return b.b, true
-}
+func (s *Sim) Build(id string) (cakework.Build, bool) { return one(s, s.builds, id, buildOf) }
 
 // Builds returns every build, oldest first.
 func (s *Sim) Builds() []cakework.Build {
+	return all(s, s.builds, buildOf, func(b cakework.Build) (time.Time, string) { return b.CreatedAt, b.BuildID })
+}
+
+func buildOf(b *simBuild) cakework.Build { return b.b }
+
+// one is what m holds at id, as view shows it, once the sim has caught up
+// with its clock.
+func one[P, T any](s *Sim, m map[string]P, id string, view func(P) T) (T, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(s.clk.Now())
-	out := make([]cakework.Build, 0, len(s.builds))
-	for _, b := range s.builds {
-		out = append(out, b.b)
+	p, ok := m[id]
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return view(p), true
+}
+
+// all is everything m holds, as view shows it, oldest first (by key:
+// creation time, then id), once the sim has caught up with its clock.
+func all[P, T any](s *Sim, m map[string]P, view func(P) T, key func(T) (time.Time, string)) []T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.clk.Now())
+	out := make([]T, 0, len(m))
+	for _, p := range m {
+		out = append(out, view(p))
 	}
 	sort.Slice(out, func(i, j int) bool {
-		return vmLess(out[i].CreatedAt.UnixNano(), out[i].BuildID, out[j].CreatedAt.UnixNano(), out[j].BuildID)
+		ti, idi := key(out[i])
+		tj, idj := key(out[j])
+		return vmLess(ti.UnixNano(), idi, tj.UnixNano(), idj)
 	})
 	return out
 }
@@ -184,31 +199,14 @@ func (s *Sim) RemoveVM(id string) bool {
 }
 
 // VM returns a VM as the API would.
-func (s *Sim) VM(id string) (cakework.VM, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.advance(s.clk.Now())
-	v, ok := s.vms[id]
-	if !ok {
-		return cakework.VM{}, false
-	}
-	return v.v, true
-}
+func (s *Sim) VM(id string) (cakework.VM, bool) { return one(s, s.vms, id, vmOf) }
 
 // VMs returns every VM, oldest first.
 func (s *Sim) VMs() []cakework.VM {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.advance(s.clk.Now())
-	out := make([]cakework.VM, 0, len(s.vms))
-	for _, v := range s.vms {
-		out = append(out, v.v)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		return vmLess(out[i].CreatedAt.UnixNano(), out[i].ID, out[j].CreatedAt.UnixNano(), out[j].ID)
-	})
-	return out
+	return all(s, s.vms, vmOf, func(v cakework.VM) (time.Time, string) { return v.CreatedAt, v.ID })
 }
+
+func vmOf(v *simVM) cakework.VM { return v.v }
 
 // AppendVMLogs adds lines to a VM's log (also served as its cached-VM log).
 // A zero Timestamp means now.

@@ -231,6 +231,18 @@ func selectPage(lines []entry, lo, hi int64, order, query string, cur *logCursor
 		return e.ts >= lo && e.ts <= hi && (query == "" || strings.Contains(strings.ToLower(e.msg), query))
 	}
 	var out []entry
+	// take adds lines[i] if it matches and reports whether the batch was
+	// already full: there is more.
+	take := func(i int) (more bool) {
+		if !match(lines[i]) {
+			return false
+		}
+		if len(out) == batch {
+			return true
+		}
+		out = append(out, lines[i])
+		return false
+	}
 	if order == cakework.OrderOldestFirst {
 		start := sort.Search(len(lines), func(i int) bool {
 			if cur != nil {
@@ -239,13 +251,9 @@ func selectPage(lines []entry, lo, hi int64, order, query string, cur *logCursor
 			return lines[i].ts >= lo
 		})
 		for i := start; i < len(lines) && lines[i].ts <= hi; i++ {
-			if !match(lines[i]) {
-				continue
-			}
-			if len(out) == batch {
+			if take(i) {
 				return out, true
 			}
-			out = append(out, lines[i])
 		}
 		return out, false
 	}
@@ -257,13 +265,9 @@ func selectPage(lines []entry, lo, hi int64, order, query string, cur *logCursor
 		return lines[i].ts > hi
 	})
 	for i := end - 1; i >= 0 && lines[i].ts >= lo; i-- {
-		if !match(lines[i]) {
-			continue
-		}
-		if len(out) == batch {
+		if take(i) {
 			return out, true
 		}
-		out = append(out, lines[i])
 	}
 	return out, false
 }

@@ -20,24 +20,17 @@ type Config struct {
 	Secret      string            `yaml:"secret" secret:"true"`
 	Events      []string          `yaml:"events"`
 	Headers     map[string]string `yaml:"headers" secret:"true"` // values may carry credentials
-	Timeout     time.Duration     `yaml:"timeout"`
-	Concurrency int               `yaml:"concurrency"`
+	Timeout     time.Duration     `yaml:"timeout" default:"15s"`
+	Concurrency int               `yaml:"concurrency" default:"4"`
 	Retry       sinks.RetryConfig `yaml:"retry"`
 }
 
-// Defaults of the fields a Config leaves unset.
-const (
-	DefaultTimeout     = 15 * time.Second
-	DefaultConcurrency = 4
-)
-
-// WithDefaults is c with every unset (zero) field at its default. The
-// relay's config applies it to every entry it decodes, and New to the one it
-// is given, so a Config built in code gets the same defaults as one loaded.
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags, Retry's included). The relay's config applies it to every
+// entry it decodes, and New to the one it is given, so a Config built in
+// code gets the same defaults as one loaded.
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.Timeout, DefaultTimeout)
-	confcheck.Default(&c.Concurrency, DefaultConcurrency)
-	c.Retry = c.Retry.WithDefaults()
+	confcheck.ApplyDefaults(&c)
 	c.Events = sinks.DefaultEvents(c.Events)
 	return c
 }

@@ -21,7 +21,7 @@ type Config struct {
 	Channel     string            `yaml:"channel"`
 	Events      []string          `yaml:"events"`
 	APIURL      string            `yaml:"api_url"`
-	Concurrency int               `yaml:"concurrency"`
+	Concurrency int               `yaml:"concurrency" default:"1"`
 	Retry       sinks.RetryConfig `yaml:"retry"`
 	Templates   map[string]string `yaml:"templates"`
 	Flood       Flood             `yaml:"flood"`
@@ -29,29 +29,23 @@ type Config struct {
 
 // Flood folds a burst of one event type into a summary.
 type Flood struct {
-	Threshold int           `yaml:"threshold"` // more than this many ...
-	Window    time.Duration `yaml:"window"`    // ... of one type within this window become a summary
+	Threshold int           `yaml:"threshold" default:"5"` // more than this many ...
+	Window    time.Duration `yaml:"window" default:"10s"`  // ... of one type within this window become a summary
 }
 
-// Defaults of the fields a Config leaves unset.
 const (
-	DefaultConcurrency    = 1
-	DefaultFloodThreshold = 5
-	DefaultFloodWindow    = 10 * time.Second
 	// DefaultTimeout bounds one Slack API call.
 	DefaultTimeout = 30 * time.Second
 	// TailLines is how many log lines a failed build shows.
 	TailLines = 20
 )
 
-// WithDefaults is c with every unset (zero) field at its default. The
-// relay's config applies it to every entry it decodes, and New to the one it
-// is given, so a Config built in code gets the same defaults as one loaded.
+// WithDefaults is c with every unset (zero) field at its default (the
+// default tags, Retry's and Flood's included). The relay's config applies it
+// to every entry it decodes, and New to the one it is given, so a Config
+// built in code gets the same defaults as one loaded.
 func (c Config) WithDefaults() Config {
-	confcheck.Default(&c.Concurrency, DefaultConcurrency)
-	confcheck.Default(&c.Flood.Threshold, DefaultFloodThreshold)
-	confcheck.Default(&c.Flood.Window, DefaultFloodWindow)
-	c.Retry = c.Retry.WithDefaults()
+	confcheck.ApplyDefaults(&c)
 	c.Events = sinks.DefaultEvents(c.Events)
 	return c
 }
