@@ -38,9 +38,9 @@ type Tracker struct {
 	// spells are when the last logged failing spells began (at most
 	// flapSpells): a new spell is not logged while flapSpells of them
 	// began within Repeat.
-	spells []time.Time
-	lastLog  time.Time
-	lastErr  string
+	spells  []time.Time
+	lastLog time.Time
+	lastErr string
 }
 
 // Change says what a report changed, and so what to log.

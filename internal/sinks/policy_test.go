@@ -85,7 +85,7 @@ func TestPolicyDeliver(t *testing.T) {
 			want:   sinks.Acked, attempts: 2, sends: 2, retries: []int{1},
 			waits: [][2]time.Duration{{42 * time.Second, 42 * time.Second}}},
 		{name: "retry-after shorter than the backoff wins too",
-			script: []sinks.Result{sinks.RetryLater(errNo, 0), sinks.RetryLater(errNo, 0), sinks.RetryLater(errNo, 100*time.Millisecond), sinks.Delivered()},
+			script:  []sinks.Result{sinks.RetryLater(errNo, 0), sinks.RetryLater(errNo, 0), sinks.RetryLater(errNo, 100*time.Millisecond), sinks.Delivered()},
 			resumed: 0, want: sinks.Acked, attempts: 4, sends: 4, retries: []int{1, 2, 3},
 			waits: [][2]time.Duration{{500 * time.Millisecond, time.Second}, {time.Second, 2 * time.Second}, {100 * time.Millisecond, 100 * time.Millisecond}}},
 		{name: "retry-after is capped at an hour",
