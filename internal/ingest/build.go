@@ -198,18 +198,13 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	// What the poller recorded of the build, read before the journal
 	// batch: a poller commit that races this request announces the same
 	// change under the same event id, which JetStream drops.
-	var prev state.BuildState
-	var known bool
-	if err := in.store.View(func(tx *state.Tx) error {
-		var err error
-		prev, known, err = tx.GetBuild(b.BuildID)
-		if err != nil {
-			in.log.Warn("unreadable build state ignored", "build", b.BuildID, "err", err)
-			prev, known = state.BuildState{}, false
-		}
-		return nil
-	}); err != nil {
+	prev, known, bad, err := in.store.BuildRecord(b.BuildID)
+	if err != nil {
 		return in.unavailable(err)
+	}
+	if bad != nil {
+		in.log.Warn("unreadable build state ignored", "build", b.BuildID, "err", bad)
+		prev, known = state.BuildState{}, false
 	}
 	if known && prev.Status == b.Status {
 		// Already announced by the poller, under the same id.

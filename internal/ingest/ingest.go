@@ -59,8 +59,9 @@ type Store interface {
 	// OutboxDepth is how many events wait for the bus (the backpressure
 	// limit).
 	OutboxDepth() int
-	// View reads the build state the poller recorded.
-	View(fn func(*state.Tx) error) error
+	// BuildRecord reads the build state the poller recorded: bad is a
+	// record that does not decode, err the store's failure.
+	BuildRecord(id string) (b state.BuildState, known bool, bad, err error)
 	// Accept runs fn in the next journal batch and returns once its
 	// changes are durable.
 	Accept(ctx context.Context, fn func(*state.AcceptTx) error) error

@@ -41,5 +41,17 @@ func (t *Tx) GetBuild(id string) (BuildState, bool, error) {
 	return b, ok, err
 }
 
+// BuildRecord reads a build's state in a View of its own. bad is a record
+// that does not decode (the caller may go on without it); err is the
+// store's own failure (closed). Ingest calls it on its hot path: through
+// an interface, a closure of the caller's would escape to the heap.
+func (s *Store) BuildRecord(id string) (b BuildState, known bool, bad, err error) {
+	err = s.View(func(tx *Tx) error {
+		b, known, bad = tx.GetBuild(id)
+		return nil
+	})
+	return b, known, bad, err
+}
+
 // PutBuild writes a build's state.
 func (t *Tx) PutBuild(id string, b BuildState) error { return t.PutResource(KindBuild, id, b) }
