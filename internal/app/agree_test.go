@@ -19,22 +19,16 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// agreeCase is a config file and an environment to check it in.
-type agreeCase struct {
-	name string
-	data []byte
-	env  map[string]string
-}
+// agreeCase is a config file and an environment to check it in, as a
+// shipped config is.
+type agreeCase = shippedConfig
 
 // agreeCases are every config the project ships (the example and the
 // README's blocks) and every file in internal/config/testdata, good and
 // bad, each with an empty environment and with the three variables set.
 func agreeCases(t *testing.T) []agreeCase {
 	t.Helper()
-	var out []agreeCase
-	for _, sc := range shippedConfigs(t) {
-		out = append(out, agreeCase(sc))
-	}
+	out := shippedConfigs(t)
 	files, err := filepath.Glob("../config/testdata/*.yaml")
 	if err != nil {
 		t.Fatal(err)

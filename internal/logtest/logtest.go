@@ -47,13 +47,6 @@ func (r *Recorder) Find(level slog.Level, msg string) []Record {
 	return out
 }
 
-// Reset forgets what was recorded.
-func (r *Recorder) Reset() {
-	r.mu.Lock()
-	r.records = nil
-	r.mu.Unlock()
-}
-
 // String lists the records, one a line, for failure messages.
 func (r *Recorder) String() string {
 	var b strings.Builder
