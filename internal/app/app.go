@@ -21,6 +21,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/cluster"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
@@ -182,6 +183,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Stream:          cfg.Bus.Stream,
 		DuplicateWindow: cfg.Bus.DuplicateWindow,
 		MaxAge:          cfg.Bus.MaxAge,
+		Replicas:        cfg.Bus.Replicas,
+		ExtraSubjects:   fleetSubjects(cfg),
 		Logger:          a.log,
 		Clock:           a.o.Clock,
 	})
@@ -368,4 +371,13 @@ func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, ho)), nil
 	}
 	return nil, fmt.Errorf("log.format %q: use text or json", c.Format)
+}
+
+// fleetSubjects are the events stream's subjects beyond <prefix>.>: the
+// fleet's fence subject when cluster.enabled.
+func fleetSubjects(cfg *config.Config) []string {
+	if !cfg.Cluster.Enabled {
+		return nil
+	}
+	return []string{cluster.FenceSubject(cfg.Bus.Stream)}
 }

@@ -55,6 +55,12 @@ type Options struct {
 	Stream          string
 	DuplicateWindow time.Duration
 	MaxAge          time.Duration
+	// Replicas of both streams (default 1).
+	Replicas int
+	// ExtraSubjects are added to the events stream beside <prefix>.>: the
+	// fleet's fence subject lives there, so a publish can be conditional
+	// on it (Nats-Expected-Last-Subject-Sequence-Subject).
+	ExtraSubjects []string
 
 	// ReadyTimeout bounds the embedded server start and the first stream
 	// creation. Default 10s.
@@ -246,11 +252,12 @@ func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 		{
 			Name:        b.opts.Stream,
 			Description: "cakework-relay events",
-			Subjects:    []string{b.opts.SubjectPrefix + ".>"},
+			Subjects:    append([]string{b.opts.SubjectPrefix + ".>"}, b.opts.ExtraSubjects...),
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			Duplicates:  b.opts.DuplicateWindow,
 			MaxAge:      b.opts.MaxAge,
+			Replicas:    max(b.opts.Replicas, 1),
 		},
 		{
 			Name:        b.DLQStream(),
@@ -260,6 +267,7 @@ func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			Duplicates:  b.opts.DuplicateWindow,
 			MaxAge:      b.opts.MaxAge,
+			Replicas:    max(b.opts.Replicas, 1),
 		},
 	}
 }

@@ -22,6 +22,9 @@ type Config struct {
 	Stream          string         `yaml:"stream" default:"CAKEWORK"`
 	DuplicateWindow time.Duration  `yaml:"duplicate_window" default:"10m"`
 	MaxAge          time.Duration  `yaml:"max_age" default:"168h"`
+	// Replicas is the streams' replica count: 3 on a NATS cluster, so an
+	// acknowledged event survives the loss of a node.
+	Replicas int `yaml:"replicas" default:"1"`
 }
 
 // TLSConfig is bus.tls, for an external NATS.
@@ -74,7 +77,13 @@ func (c Config) Validate(v *confcheck.Checker) {
 				v.Add(key, "scheme must be nats, tls, ws or wss")
 			}
 		}
+		if c.Replicas < 1 || c.Replicas > 5 {
+			v.Add("replicas", "must be 1 to 5 (JetStream's limit); 3 on a NATS cluster of 3 or more nodes")
+		}
 	} else {
+		if c.Replicas != 1 {
+			v.Add("replicas", "must be 1 with the embedded server (it is one node); set bus.url to a NATS cluster for replicas")
+		}
 		v.HostPort("embedded.listen", c.Embedded.Listen, true)
 		if c.Embedded.Listen != "" && c.Embedded.Token == "" && !confcheck.IsLoopback(c.Embedded.Listen) {
 			v.Add("embedded.token", "required when bus.embedded.listen is not a loopback address (or listen on 127.0.0.1)")

@@ -81,6 +81,7 @@ func fill(c *Config) {
 		c.Sinks.HTTP[i] = c.Sinks.HTTP[i].WithDefaults()
 	}
 	c.Sinks.Autostop = c.Sinks.Autostop.WithDefaults()
+	c.Cluster = c.Cluster.WithDefaults()
 }
 
 // applyEnv fills the three secrets the SPEC takes from the environment when

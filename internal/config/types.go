@@ -5,6 +5,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/autostop"
 	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/cluster"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
@@ -26,6 +27,7 @@ type Config struct {
 	Ingest   ingest.Config  `yaml:"ingest"`
 	Poller   poller.Config  `yaml:"poller"`
 	Sinks    Sinks          `yaml:"sinks"`
+	Cluster  cluster.Config `yaml:"cluster"`
 }
 
 type Log struct {

@@ -35,6 +35,10 @@ func (c *Config) Validate() error {
 	c.Ingest.Validate(v.At("ingest"))
 	c.Poller.Validate(v.At("poller"))
 	c.validateSinks(v.At("sinks"))
+	c.Cluster.Validate(v.At("cluster"))
+	if c.Cluster.Enabled && c.Bus.URL == "" {
+		v.Add("cluster.enabled", "needs an external NATS in bus.url: the embedded server lives and dies with this relay, so a fleet cannot share it; run NATS with JetStream (a 3-node cluster for high availability) and point every member's bus.url at it")
+	}
 	return v.Err()
 }
 

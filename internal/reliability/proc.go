@@ -206,7 +206,9 @@ func WaitHTTP(url string, want int, timeout time.Duration, stop <-chan struct{})
 type NATSServer struct {
 	Bin, Dir string
 	Addr     string // host:port
-	P        *Proc
+	// Extra arguments (a cluster node's name and routes).
+	Extra []string
+	P     *Proc
 }
 
 // URL is the server's client URL.
@@ -218,7 +220,8 @@ func (n *NATSServer) Start() error {
 	if err != nil {
 		return err
 	}
-	p, err := Start(n.Bin, []string{"-js", "-sd", n.Dir, "-a", "127.0.0.1", "-p", port}, os.Environ(), nil)
+	args := append([]string{"-js", "-sd", n.Dir, "-a", "127.0.0.1", "-p", port}, n.Extra...)
+	p, err := Start(n.Bin, args, os.Environ(), nil)
 	if err != nil {
 		return err
 	}
@@ -256,5 +259,72 @@ func CtxSleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
+	}
+}
+
+// NATSCluster is a JetStream cluster of nats-server processes with routes
+// on loopback, one store directory each: the fleet's bus.
+type NATSCluster struct {
+	Nodes []*NATSServer
+	// ClusterAddrs are the route listen addresses, by node.
+	ClusterAddrs []string
+}
+
+// NewNATSCluster prepares n nodes (not started) under dir.
+func NewNATSCluster(bin, dir string, n int) (*NATSCluster, error) {
+	addrs, err := FreeAddrs(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	c := &NATSCluster{}
+	for i := range n {
+		d := filepath.Join(dir, fmt.Sprintf("nats-%d", i+1))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, &NATSServer{Bin: bin, Dir: d, Addr: addrs[i]})
+		c.ClusterAddrs = append(c.ClusterAddrs, addrs[n+i])
+	}
+	for i, node := range c.Nodes {
+		var routes []string
+		for j, a := range c.ClusterAddrs {
+			if j != i {
+				routes = append(routes, "nats://"+a)
+			}
+		}
+		node.Extra = []string{
+			"-n", fmt.Sprintf("n%d", i+1),
+			"--cluster_name", "relay-test",
+			"-cluster", "nats://" + c.ClusterAddrs[i],
+			"-routes", strings.Join(routes, ","),
+		}
+	}
+	return c, nil
+}
+
+// Start starts every node.
+func (c *NATSCluster) Start() error {
+	for _, n := range c.Nodes {
+		if err := n.Start(); err != nil {
+			c.Kill()
+			return err
+		}
+	}
+	return nil
+}
+
+// URL is the comma-separated client URL of every node, as bus.url takes it.
+func (c *NATSCluster) URL() string {
+	var us []string
+	for _, n := range c.Nodes {
+		us = append(us, n.URL())
+	}
+	return strings.Join(us, ",")
+}
+
+// Kill stops every node with SIGKILL.
+func (c *NATSCluster) Kill() {
+	for _, n := range c.Nodes {
+		n.Kill()
 	}
 }

@@ -51,6 +51,11 @@ type RelayConfig struct {
 	// {enabled: true, idle_after: 3s, warn_before: 1s}.
 	Autostop string
 	LogLevel string
+	// Member, when set, makes the relay a fleet member (cluster.enabled)
+	// with LeaseTTL (default 2s); Replicas is bus.replicas.
+	Member   string
+	LeaseTTL time.Duration
+	Replicas int
 }
 
 // YAML renders the relay config file.
@@ -74,6 +79,9 @@ func (c RelayConfig) YAML() string {
 		fmt.Fprintf(&b, "  url: %q\n", c.BusURL)
 	} else {
 		fmt.Fprintf(&b, "  embedded: {listen: %q}\n", c.EmbeddedAddr)
+	}
+	if c.Replicas > 0 {
+		fmt.Fprintf(&b, "  replicas: %d\n", c.Replicas)
 	}
 	if c.MaxAge > 0 {
 		fmt.Fprintf(&b, "  max_age: %s\n  duplicate_window: %s\n", c.MaxAge, min(c.MaxAge, 10*time.Minute))
@@ -103,6 +111,13 @@ func (c RelayConfig) YAML() string {
 		}
 		fmt.Fprintf(&b, "poller:\n  vms: {schedule: %q}\n  builds: {schedule: %q}\n  logs: {schedule: %q, batch: %d, max_pages: %d, vms: true, builds: true}\n  shutdown_timeout: 1s\n",
 			or(c.VMsEvery, "@every 1s"), or(c.BuildsEvery, "@every 1s"), or(c.LogsEvery, "@every 1s"), batch, pages)
+	}
+	if c.Member != "" {
+		ttl := c.LeaseTTL
+		if ttl == 0 {
+			ttl = 2 * time.Second
+		}
+		fmt.Fprintf(&b, "cluster: {enabled: true, member: %q, lease_ttl: %s}\n", c.Member, ttl)
 	}
 	if c.CallbackURL != "" || c.Autostop != "" {
 		b.WriteString("sinks:\n")
