@@ -81,7 +81,7 @@ func buildSections(t *testing.T, c *config.Config) map[string]error {
 	}
 	if c.Sinks.Autostop.Enabled {
 		_, errs["sinks.autostop"] = autostop.New(autostop.Options{Config: c.Sinks.Autostop,
-			Source: noVMs{}, Stopper: noStops{}, Store: st})
+			Source: noVMs{}, Stopper: noStops{}, Store: autostop.StateStore(st)})
 	}
 	return errs
 }

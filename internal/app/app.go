@@ -65,6 +65,9 @@ type Core struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
+	// Fleet is this relay's membership of a fleet (cluster.enabled); nil
+	// when it runs alone.
+	Fleet *fleet
 }
 
 // Producers put events on the bus (through the state store's outbox).
@@ -77,6 +80,8 @@ type Producers struct {
 	// Autostop records activity signals always, and stops idle VMs when
 	// sinks.autostop.enabled.
 	Autostop *autostopRunner
+
+	fleet *fleet // runs Poller and Autostop while this member leads
 }
 
 // Consumers deliver the bus's events: one runner per sink.
@@ -225,6 +230,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.core = &Core{
 		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
 		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
+	}
+	if cfg.Cluster.Enabled {
+		a.core.Fleet = newFleet(a.core)
 	}
 	if !a.o.CoreOnly {
 		if a.cons, err = buildConsumers(a.core); err != nil {

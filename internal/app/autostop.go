@@ -14,8 +14,17 @@ import (
 // runs the auto-stopper when sinks.autostop.enabled, on this process's
 // poller's knowledge (p; nil when the poller is off).
 func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
-	sig := autostop.Signals{Store: d.Store, Clock: d.Clock}
-	sig.Mount(d.HTTP.Admin())
+	sig := autostop.Signals{Store: autostop.StateStore(d.Store), Clock: d.Clock}
+	store := sig.Store
+	if d.Fleet != nil {
+		// Signals go to the leader, which keeps the idle clocks in the
+		// fleet's knowledge; it answers relay.vm.activity itself.
+		store = d.Fleet.store.Autostop()
+		autostop.Signals{Remote: d.Fleet.remote.Activity}.Mount(d.HTTP.Admin())
+		sig = d.Fleet.signals
+	} else {
+		sig.Mount(d.HTTP.Admin())
+	}
 	c := &autostopRunner{sig: sig, nc: d.Bus.Conn()}
 	cfg := d.Config.Sinks.Autostop
 	if !cfg.Enabled {
@@ -29,7 +38,7 @@ func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 		LogsWatched:   d.Config.Poller.Logs.VMs,
 		Source:        p,
 		Stopper:       p.Client(),
-		Store:         d.Store,
+		Store:         store,
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
 		Clock:         d.Clock,
 		Logger:        d.Logger,

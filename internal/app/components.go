@@ -18,12 +18,21 @@ func buildProducers(c *Core) (*Producers, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Fleet != nil {
+		// In a fleet the poller and auto-stop run only at the leader, for
+		// as long as it leads.
+		c.Fleet.poller, c.Fleet.autostop = p, as
+		return &Producers{Ingest: in, Poller: p, Autostop: as, fleet: c.Fleet}, nil
+	}
 	return &Producers{Ingest: in, Poller: p, Autostop: as}, nil
 }
 
 // components lists the producers in start order.
 func (p *Producers) components() []Component {
 	cs := []Component{p.Ingest}
+	if p.fleet != nil {
+		return append(cs, p.fleet)
+	}
 	if p.Poller != nil {
 		cs = append(cs, p.Poller)
 	}

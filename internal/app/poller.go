@@ -16,7 +16,7 @@ func newPoller(d *Core) (*poller.Poller, error) {
 		poller.RegisterOff(d.HTTP, reason)
 		return nil, nil
 	}
-	p, err := poller.New(poller.Options{
+	o := poller.Options{
 		Config: d.Config.Poller,
 		Cakework: cakework.Options{
 			BaseURL:    d.Config.Cakework.URL,
@@ -32,7 +32,11 @@ func newPoller(d *Core) (*poller.Poller, error) {
 		Clock:         d.Clock,
 		Logger:        d.Logger,
 		Registerer:    d.Registry,
-	})
+	}
+	if d.Fleet != nil {
+		o.Store, o.Remote = d.Fleet.store, d.Fleet.remote
+	}
+	p, err := poller.New(o)
 	if err != nil {
 		return nil, err
 	}

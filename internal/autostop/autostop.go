@@ -17,7 +17,6 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
-	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
 // SinkName keys this package's records in the state store.
@@ -54,7 +53,7 @@ type Options struct {
 	LogsWatched   bool
 	Source        Source
 	Stopper       Stopper
-	Store         *state.Store
+	Store         Store
 	SubjectPrefix string
 	Clock         clock.Clock
 	Logger        *slog.Logger
@@ -142,7 +141,13 @@ func (a *AutoStop) Name() string { return "autostop" }
 // once, then at the earliest deadline it found (a warning or a stop due),
 // whenever it is kicked (the poller learnt something), and at least every
 // Config.Check.
+//
+// It can be started again after Stop (a fleet member does at each term it
+// leads): the last minute's stops are read again from the Store.
 func (a *AutoStop) Start(ctx context.Context) error {
+	a.mu.Lock()
+	a.stopsLoaded = false
+	a.mu.Unlock()
 	ctx, a.cancel = context.WithCancel(ctx)
 	a.done = make(chan struct{})
 	go func() {
@@ -239,7 +244,7 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 	vms, readOK := a.startedVMs()
 	sort.Slice(vms, func(i, j int) bool { return vms[i].ID < vms[j].ID })
 	recs := map[string]record{}
-	if err := a.o.Store.View(func(tx *state.Tx) error {
+	if err := a.o.Store.View(func(tx Tx) error {
 		for _, vm := range vms {
 			var r record
 			if _, err := tx.GetSink(SinkName, "vm/"+vm.ID, &r); err != nil {
@@ -447,7 +452,7 @@ func (a *AutoStop) emitWarning(ctx context.Context, p plan, now time.Time) error
 		return err
 	}
 	superseded := false
-	err = a.o.Store.Update(ctx, func(tx *state.Tx) error {
+	err = a.o.Store.Update(ctx, func(tx Tx) error {
 		r, changed, err := a.current(tx, p)
 		if superseded = changed; err != nil || changed {
 			return err
@@ -474,7 +479,7 @@ func (a *AutoStop) emitWarning(ctx context.Context, p plan, now time.Time) error
 func (a *AutoStop) underCap(now time.Time) bool {
 	if !a.stopsLoaded {
 		var saved []time.Time
-		if err := a.o.Store.View(func(tx *state.Tx) error {
+		if err := a.o.Store.View(func(tx Tx) error {
 			_, err := tx.GetSink(SinkName, stopsKey, &saved)
 			return err
 		}); err != nil {
@@ -510,7 +515,7 @@ func (a *AutoStop) stillDue(p plan) bool {
 		return false
 	}
 	var rec record
-	if err := a.o.Store.View(func(tx *state.Tx) error {
+	if err := a.o.Store.View(func(tx Tx) error {
 		_, err := tx.GetSink(SinkName, "vm/"+p.vm.ID, &rec)
 		return err
 	}); err != nil {
@@ -550,7 +555,7 @@ func (a *AutoStop) stopVM(ctx context.Context, p plan, now time.Time) (capped bo
 func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 	// A signal may have arrived since Check read the records: look again.
 	var changed bool
-	if err := a.o.Store.View(func(tx *state.Tx) (err error) {
+	if err := a.o.Store.View(func(tx Tx) (err error) {
 		_, changed, err = a.current(tx, p)
 		return err
 	}); err != nil {
@@ -563,7 +568,7 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 	// Count the stop durably before the call, so a crash right after it
 	// still counts against the cap.
 	a.stops = append(a.stops, now)
-	if err := a.o.Store.Update(ctx, func(tx *state.Tx) error {
+	if err := a.o.Store.Update(ctx, func(tx Tx) error {
 		return tx.PutSink(SinkName, stopsKey, a.stops)
 	}); err != nil {
 		a.stops = a.stops[:len(a.stops)-1]
@@ -607,7 +612,7 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	err = a.o.Store.Update(ctx, func(tx *state.Tx) error {
+	err = a.o.Store.Update(ctx, func(tx Tx) error {
 		// The call was made: record it whatever arrived meanwhile, on the
 		// current record so a signal is not overwritten.
 		r, _, err := a.current(tx, p)
@@ -639,7 +644,7 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 // outside Check's lock, so one may have landed since Check read p.rec:
 // writes must start from the current record (never overwrite a signal),
 // and changed reports a newer signal, which restarts the idle clock.
-func (a *AutoStop) current(tx *state.Tx, p plan) (record, bool, error) {
+func (a *AutoStop) current(tx Tx, p plan) (record, bool, error) {
 	var r record
 	if _, err := tx.GetSink(SinkName, "vm/"+p.vm.ID, &r); err != nil {
 		return record{}, false, err

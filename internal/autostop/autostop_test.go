@@ -129,7 +129,7 @@ func (e *env) open(url string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	as, err := New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: cl, Store: st, SubjectPrefix: "cakework", Clock: e.clk})
+	as, err := New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: cl, Store: StateStore(st), SubjectPrefix: "cakework", Clock: e.clk})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -483,7 +483,7 @@ func signalVMBWhenStoppingVMA(t *testing.T, e *env) *bool {
 			}
 		}
 	}}
-	e.as, err = New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: stopper, Store: e.store, SubjectPrefix: "cakework", Clock: e.clk})
+	e.as, err = New(Options{Config: e.cfg, LogsWatched: true, Source: e.src, Stopper: stopper, Store: StateStore(e.store), SubjectPrefix: "cakework", Clock: e.clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +641,7 @@ func TestFailingStopBacksOffAndDoesNotStarveOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.as, err = New(Options{Config: cfg, LogsWatched: true, Source: e.src, Stopper: refusingStopper{Stopper: cl, id: "vmA", calls: &calls},
-		Store: e.store, SubjectPrefix: "cakework", Clock: e.clk, Logger: log})
+		Store: StateStore(e.store), SubjectPrefix: "cakework", Clock: e.clk, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

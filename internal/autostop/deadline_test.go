@@ -59,7 +59,7 @@ func (l *loopEnv) start() {
 		l.stops = append(l.stops, l.clk.Now())
 		l.mu.Unlock()
 	}}
-	l.as, err = New(Options{Config: l.cfg, LogsWatched: true, Source: l.src, Stopper: stopper, Store: l.store,
+	l.as, err = New(Options{Config: l.cfg, LogsWatched: true, Source: l.src, Stopper: stopper, Store: StateStore(l.store),
 		SubjectPrefix: "cakework", Clock: l.clk})
 	if err != nil {
 		l.t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
-	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
 // ActivitySubject is the NATS request-reply subject for activity signals.
@@ -22,8 +21,11 @@ const ActivitySubject = "relay.vm.activity"
 // Signals records activity signals. It works whether or not auto-stop is
 // on, so signals sent before it is turned on still count.
 type Signals struct {
-	Store *state.Store
+	Store Store
 	Clock clock.Clock
+	// Remote, when set (a fleet member), records the signal at the
+	// leader, which keeps the idle clocks.
+	Remote func(ctx context.Context, id string) (time.Time, error)
 }
 
 // Record notes activity on a VM now: its idle clock restarts.
@@ -31,8 +33,11 @@ func (s Signals) Record(ctx context.Context, id string) (time.Time, error) {
 	if err := event.CheckToken("vm id", id); err != nil {
 		return time.Time{}, err
 	}
+	if s.Remote != nil {
+		return s.Remote(ctx, id)
+	}
 	now := s.Clock.Now()
-	err := s.Store.Update(ctx, func(tx *state.Tx) error {
+	err := s.Store.Update(ctx, func(tx Tx) error {
 		var r record
 		if _, err := tx.GetSink(SinkName, "vm/"+id, &r); err != nil {
 			return err
@@ -52,7 +57,7 @@ func (s Signals) Mount(r *mux.Router) {
 		at, err := s.Record(req.Context(), id)
 		if err != nil {
 			status := http.StatusBadRequest
-			if s.Store.Ready() != nil {
+			if r, ok := s.Store.(interface{ Ready() error }); ok && r.Ready() != nil || s.Remote != nil {
 				status = http.StatusServiceUnavailable
 			}
 			httpapi.WriteError(w, status, err.Error())

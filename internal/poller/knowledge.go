@@ -170,6 +170,10 @@ func (p *Poller) loadKnowledge() error {
 		k := p.know
 		k.mu.Lock()
 		defer k.mu.Unlock()
+		// A fleet's new leader starts again from the Store: nothing in
+		// memory from an earlier term counts as fresh.
+		k.sweepOK, k.sweepFailed, k.sweepFailing, k.sweepRecovered = time.Time{}, time.Time{}, false, time.Time{}
+		k.vms = map[string]*vmKnow{}
 		if err := tx.ForEachResource(state.KindVM, func(id string, raw []byte) error {
 			var r vmRecord
 			if json.Unmarshal(raw, &r) == nil && r.GoneAt.IsZero() {

@@ -58,7 +58,10 @@ type Options struct {
 	Store Store
 	// NATS, when set, serves relay.watch.build and relay.unwatch.build
 	// request-reply.
-	NATS       *nats.Conn
+	NATS *nats.Conn
+	// Remote, when set (a fleet member), takes the admin API's watch
+	// requests to the leader, which runs the poller.
+	Remote     Remote
 	Clock      clock.Clock
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -239,7 +242,13 @@ func (p *Poller) Name() string { return "poller" }
 // subscribes to relay.watch.build and relay.unwatch.build and starts the cron scheduler (UTC,
 // Recover, SkipIfStillRunning). Ticks run on their own context, cancelled
 // by Stop.
+//
+// A Poller stopped with Stop can be started again (a fleet member does at
+// each term it leads): it reloads its knowledge from the Store.
 func (p *Poller) Start(ctx context.Context) error {
+	p.mu.Lock()
+	p.stopping = false
+	p.mu.Unlock()
 	now := p.clk.Now()
 	if err := p.store.Update(ctx, func(tx Tx) error {
 		for _, id := range p.cfg.WatchBuilds {

@@ -165,8 +165,22 @@ func (p *Poller) Register(srv *httpapi.Server) {
 	srv.AddStatus("poller", func() any { return p.Status() })
 }
 
-func (p *Poller) handleList(w http.ResponseWriter, _ *http.Request) {
-	l, err := p.Watches()
+// Remote is the leader of a fleet, seen from any member: the admin API's
+// watch requests go there (internal/cluster forwards them over NATS).
+type Remote interface {
+	Watch(ctx context.Context, kind, id, source string) (added bool, err error)
+	Unwatch(ctx context.Context, kind, id string) (removed bool, err error)
+	Watches(ctx context.Context) (WatchList, error)
+}
+
+func (p *Poller) handleList(w http.ResponseWriter, r *http.Request) {
+	var l WatchList
+	var err error
+	if p.o.Remote != nil {
+		l, err = p.o.Remote.Watches(r.Context())
+	} else {
+		l, err = p.Watches()
+	}
 	if err != nil {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot read watches: "+err.Error())
 		return
@@ -182,7 +196,11 @@ func (p *Poller) handleWatch(kind string) http.HandlerFunc {
 			return
 		}
 		if r.Method == http.MethodDelete {
-			removed, err := p.Unwatch(r.Context(), kind, id)
+			unwatch := p.Unwatch
+			if p.o.Remote != nil {
+				unwatch = p.o.Remote.Unwatch
+			}
+			removed, err := unwatch(r.Context(), kind, id)
 			switch {
 			case err != nil:
 				httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot remove the watch: "+err.Error())
@@ -193,7 +211,11 @@ func (p *Poller) handleWatch(kind string) http.HandlerFunc {
 			}
 			return
 		}
-		added, err := p.Watch(r.Context(), kind, id, SourceAdmin)
+		watch := p.Watch
+		if p.o.Remote != nil {
+			watch = p.o.Remote.Watch
+		}
+		added, err := watch(r.Context(), kind, id, SourceAdmin)
 		if err != nil {
 			httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot add the watch: "+err.Error())
 			return

@@ -68,6 +68,36 @@ func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
 }
 
 func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
+	return s.drainWatchQueue(ctx, func(tx *Tx, kind, id string, w Watch) (bool, error) {
+		b := tx.tx.Bucket(bWatches)
+		wk := key(kind, id)
+		if b.Get(wk) != nil {
+			return false, nil
+		}
+		raw, err := json.Marshal(w)
+		if err != nil {
+			return false, err
+		}
+		return true, b.Put(wk, raw)
+	})
+}
+
+// DrainWatchQueue hands every queued watch to fn, then removes it from the
+// queue, in the order they were queued. A fleet member moves them to the
+// fleet's queue this way: the watch list lives with the leader. An error
+// from fn keeps the chunk queued for the next call.
+func (s *Store) DrainWatchQueue(ctx context.Context, fn func(kind, id string, w Watch) error) (int, error) {
+	if err := s.Checkpoint(ctx); err != nil {
+		return 0, fmt.Errorf("drain queued watches: %w", err)
+	}
+	return s.drainWatchQueue(ctx, func(_ *Tx, kind, id string, w Watch) (bool, error) {
+		return true, fn(kind, id, w)
+	})
+}
+
+// drainWatchQueue takes the queue in chunks, calling apply for each
+// readable entry in a transaction that also deletes the chunk.
+func (s *Store) drainWatchQueue(ctx context.Context, apply func(tx *Tx, kind, id string, w Watch) (bool, error)) (int, error) {
 	const chunk = 5000
 	total := 0
 	for {
@@ -75,7 +105,6 @@ func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
 		err := s.Update(ctx, func(tx *Tx) error {
 			added, more = 0, false
 			q := tx.tx.Bucket(bWatchQueue)
-			w := tx.tx.Bucket(bWatches)
 			c := q.Cursor()
 			var done [][]byte
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -88,18 +117,13 @@ func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
 				if err := json.Unmarshal(v, &qw); err != nil || qw.Kind == "" || qw.ID == "" {
 					continue // unreadable: dropped rather than blocking the queue
 				}
-				wk := key(qw.Kind, qw.ID)
-				if w.Get(wk) != nil {
-					continue
-				}
-				raw, err := json.Marshal(qw.Watch)
+				ok, err := apply(tx, qw.Kind, qw.ID, qw.Watch)
 				if err != nil {
 					return err
 				}
-				if err := w.Put(wk, raw); err != nil {
-					return err
+				if ok {
+					added++
 				}
-				added++
 			}
 			for _, k := range done {
 				if err := q.Delete(k); err != nil {

@@ -1,0 +1,262 @@
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cakework-relay/cakework-relay/internal/cluster"
+	"github.com/cakework-relay/cakework-relay/internal/cluster/clustertest"
+	"github.com/cakework-relay/cakework-relay/internal/poller"
+	"github.com/cakework-relay/cakework-relay/internal/state"
+)
+
+const (
+	stream = "CAKEWORK"
+	prefix = "cakework"
+	ttl    = time.Second
+)
+
+// member is one relay's side of the election, on its own connection.
+type member struct {
+	name  string
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	e     *cluster.Elector
+	store *cluster.Store
+	terms chan cluster.Term
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+func setup(t *testing.T) *clustertest.Cluster {
+	t.Helper()
+	c := clustertest.Start(t, 3)
+	_, js := c.Connect(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: stream, Subjects: []string{prefix + ".>", cluster.FenceSubject(stream)},
+		Replicas: 3, Duplicates: time.Minute, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.OpenBucket(ctx, js, stream, 3); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func join(t *testing.T, c *clustertest.Cluster, node int, name string) *member {
+	t.Helper()
+	nc, js := c.Connect(node)
+	kv, err := js.KeyValue(context.Background(), cluster.Bucket(stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{name: name, nc: nc, js: js, kv: kv, terms: make(chan cluster.Term, 4), done: make(chan struct{})}
+	m.store = cluster.NewStore(cluster.StoreOptions{JS: js, KV: kv, Stream: stream, SubjectPrefix: prefix,
+		Leading: func(tm cluster.Term) bool { return m.e.Leading(tm) }, Resign: func() {}})
+	m.e, err = cluster.NewElector(cluster.ElectorOptions{JS: js, KV: kv, Stream: stream, Member: name, LeaseTTL: ttl,
+		Lead: func(ctx context.Context, tm cluster.Term) {
+			m.terms <- tm
+			<-ctx.Done()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stop = cancel
+	go func() { defer close(m.done); m.e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-m.done })
+	return m
+}
+
+// leaderOf waits for one of ms to lead and returns it with its term.
+func leaderOf(t *testing.T, within time.Duration, ms ...*member) (*member, cluster.Term) {
+	t.Helper()
+	cases := time.After(within)
+	for {
+		for _, m := range ms {
+			select {
+			case tm := <-m.terms:
+				return m, tm
+			default:
+			}
+		}
+		select {
+		case <-cases:
+			t.Fatalf("no member led within %s", within)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+type cur struct {
+	N int `json:"n"`
+}
+
+func commitLog(ctx context.Context, s *cluster.Store, id string, n int) error {
+	return s.Update(ctx, func(tx poller.Tx) error {
+		if err := tx.PutCursor(state.KindVM, id, cur{N: n}); err != nil {
+			return err
+		}
+		return tx.Enqueue(prefix+".vm."+id+".log", "log-"+id+"-"+string(rune('a'+n)), []byte(`{}`))
+	})
+}
+
+func countSubject(t *testing.T, js jetstream.JetStream, subj string) int {
+	t.Helper()
+	st, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(info.State.Subjects[subj])
+}
+
+// A leader that stops renewing is replaced within 2x the lease TTL, and
+// what it sends after the new leader fenced it is refused: it publishes
+// nothing and writes nothing, even though it still believes it leads
+// (a process frozen between its lease check and its publish).
+func TestFailoverFencesTheOldLeader(t *testing.T) {
+	c := setup(t)
+	a := join(t, c, 0, "a")
+	b := join(t, c, 1, "b")
+	first, t1 := leaderOf(t, 5*ttl, a, b)
+	second := b
+	if first == b {
+		second = a
+	}
+	ctx := context.Background()
+	if err := first.store.Begin(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitLog(ctx, first.store, "vm1", 1); err != nil {
+		t.Fatal(err)
+	}
+
+	// The stale leader's own view: it passed its lease check (always true
+	// here) on a connection of its own, then froze.
+	_, staleJS := c.Connect(2)
+	staleKV, _ := staleJS.KeyValue(ctx, cluster.Bucket(stream))
+	stale := cluster.NewStore(cluster.StoreOptions{JS: staleJS, KV: staleKV, Stream: stream, SubjectPrefix: prefix,
+		Leading: func(cluster.Term) bool { return true }, Resign: func() {}})
+	if err := stale.Begin(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+
+	// The leader goes silent: its connection closes without releasing.
+	killed := time.Now()
+	first.nc.Close()
+	next, t2 := leaderOf(t, 3*ttl, second)
+	if took := time.Since(killed); took > 2*ttl+ttl/2 {
+		t.Errorf("the standby took %s to lead; want within 2x lease_ttl (%s)", took, 2*ttl)
+	}
+	if t2.N <= t1.N {
+		t.Fatalf("new term %d is not after %d", t2.N, t1.N)
+	}
+	if err := next.store.Begin(ctx, t2); err != nil {
+		t.Fatal(err)
+	}
+
+	before := countSubject(t, next.js, prefix+".vm.vm1.log")
+	err := commitLog(ctx, stale, "vm1", 7)
+	if !errors.Is(err, cluster.ErrNotLeader) {
+		t.Fatalf("a commit of the fenced term: got %v, want ErrNotLeader", err)
+	}
+	if after := countSubject(t, next.js, prefix+".vm.vm1.log"); after != before {
+		t.Errorf("the fenced leader published: %d log events, want %d", after, before)
+	}
+	// Nor did it write its cursor: the new leader's view is the one the
+	// old leader committed before it was fenced.
+	var got cur
+	if err := next.store.View(func(tx poller.Tx) error { _, err := tx.GetCursor(state.KindVM, "vm1", &got); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got.N != 1 {
+		t.Errorf("cursor after failover = %d, want 1 (the last committed one)", got.N)
+	}
+	// And the new leader commits.
+	if err := commitLog(ctx, next.store, "vm1", 2); err != nil {
+		t.Fatalf("the new leader cannot commit: %v", err)
+	}
+}
+
+// A leader that published a log event and died before writing its cursor
+// to the bucket is continued from the event: the cursor in its header.
+func TestCursorIsTakenFromTheStream(t *testing.T) {
+	c := setup(t)
+	a := join(t, c, 0, "a")
+	_, t1 := leaderOf(t, 5*ttl, a)
+	ctx := context.Background()
+	if err := a.store.Begin(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitLog(ctx, a.store, "vm9", 1); err != nil {
+		t.Fatal(err)
+	}
+	// What the next commit published before the process died: the event
+	// with its cursor, and no bucket write.
+	raw, _ := json.Marshal(cur{N: 2})
+	msg := &nats.Msg{Subject: prefix + ".vm.vm9.log", Data: []byte(`{}`), Header: nats.Header{}}
+	msg.Header.Set(cluster.HdrCursor, string(raw))
+	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(t1.StreamFence, cluster.FenceSubject(stream))); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	<-a.done
+	b := join(t, c, 1, "b")
+	_, t2 := leaderOf(t, 3*ttl, b)
+	if err := b.store.Begin(ctx, t2); err != nil {
+		t.Fatal(err)
+	}
+	var got cur
+	if err := b.store.View(func(tx poller.Tx) error { _, err := tx.GetCursor(state.KindVM, "vm9", &got); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got.N != 2 {
+		t.Fatalf("cursor = %d, want 2 (from the last log event's header)", got.N)
+	}
+}
+
+// Builds queued at any member reach the leader's watch list once.
+func TestQueuedWatchesReachTheLeader(t *testing.T) {
+	c := setup(t)
+	a := join(t, c, 0, "a")
+	_, t1 := leaderOf(t, 5*ttl, a)
+	ctx := context.Background()
+	if err := a.store.Begin(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	_, js := c.Connect(2)
+	kv, _ := js.KeyValue(ctx, cluster.Bucket(stream))
+	var wg sync.WaitGroup
+	for _, id := range []string{"b1", "b2", "b1"} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = cluster.QueueWatch(ctx, kv, state.KindBuild, id) }()
+	}
+	wg.Wait()
+	n, err := a.store.ApplyWatchQueue(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("ApplyWatchQueue = %d, %v; want 2 new watches", n, err)
+	}
+	if n, _ := a.store.ApplyWatchQueue(ctx); n != 0 {
+		t.Errorf("applied again: %d, want 0", n)
+	}
+	var ws map[string]state.Watch
+	_ = a.store.View(func(tx poller.Tx) error { ws, err = tx.Watches(state.KindBuild); return err })
+	if len(ws) != 2 || ws["b1"].Source != "webhook" {
+		t.Errorf("watches = %v", ws)
+	}
+}
