@@ -42,16 +42,23 @@ func setup(t *testing.T) *clustertest.Cluster {
 	_, js := c.Connect(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: stream, Subjects: []string{prefix + ".>", cluster.FenceSubject(stream)},
-		Replicas: 3, Duplicates: time.Minute, Storage: jetstream.FileStorage,
-	}); err != nil {
-		t.Fatal(err)
+	// Until every peer has joined, placement of an R3 stream fails.
+	for {
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: stream, Subjects: []string{prefix + ".>", cluster.FenceSubject(stream)},
+			Replicas: 3, Duplicates: time.Minute, Storage: jetstream.FileStorage,
+		})
+		if err == nil {
+			_, err = cluster.OpenBucket(ctx, js, stream, 3)
+		}
+		if err == nil {
+			return c
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if _, err := cluster.OpenBucket(ctx, js, stream, 3); err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 func join(t *testing.T, c *clustertest.Cluster, node int, name string) *member {
