@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,14 +113,19 @@ func ReadStream(ctx context.Context, natsURL, stream string) ([]StreamMsg, error
 		return nil, err
 	}
 	out := make([]StreamMsg, 0, total)
-	for uint64(len(out)) < total {
-		batch, err := cons.FetchNoWait(min(int(total)-len(out), 5000))
+	read := 0 // out, and the fleet's fence messages (not events)
+	for uint64(read) < total {
+		batch, err := cons.FetchNoWait(min(int(total)-read, 5000))
 		if err != nil {
 			return nil, err
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			read++
+			if strings.HasPrefix(m.Subject(), "relay.") {
+				continue
+			}
 			md, _ := m.Metadata()
 			ev, err := event.Decode(m.Data())
 			if err != nil {
@@ -132,7 +138,7 @@ func ReadStream(ctx context.Context, natsURL, stream string) ([]StreamMsg, error
 		}
 		if n == 0 {
 			if err := CtxSleep(ctx, 50*time.Millisecond); err != nil {
-				return out, fmt.Errorf("read %d of %d messages: %w", len(out), total, err)
+				return out, fmt.Errorf("read %d of %d messages: %w", read, total, err)
 			}
 		}
 	}

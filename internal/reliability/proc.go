@@ -328,3 +328,10 @@ func (c *NATSCluster) Kill() {
 		n.Kill()
 	}
 }
+
+// Freeze sends SIGSTOP: the process stops running, holding everything it
+// had (a long GC pause, a stopped VM, a debugger).
+func (p *Proc) Freeze() { _ = p.Cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw sends SIGCONT.
+func (p *Proc) Thaw() { _ = p.Cmd.Process.Signal(syscall.SIGCONT) }

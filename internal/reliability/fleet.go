@@ -1,0 +1,128 @@
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Fleet is n relay processes on one NATS cluster: cluster.enabled, the
+// same stream, bus.replicas 3.
+type Fleet struct {
+	NATS   *NATSCluster
+	Relays []*Relay
+}
+
+// StartFleet starts a 3-node NATS cluster and n relays (members m1..mn)
+// whose configs cfg gives (DataDir, HTTPAddr, BusURL, Member and
+// Replicas are filled in).
+func StartFleet(relayBin, natsBin, dir string, n int, cfg func(i int) RelayConfig) (*Fleet, error) {
+	nc, err := NewNATSCluster(natsBin, dir, 3)
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.Start(); err != nil {
+		return nil, err
+	}
+	f := &Fleet{NATS: nc}
+	addrs, err := FreeAddrs(n)
+	if err != nil {
+		f.Stop()
+		return nil, err
+	}
+	for i := range n {
+		c := cfg(i)
+		rdir := filepath.Join(dir, fmt.Sprintf("m%d", i+1))
+		if err := os.MkdirAll(rdir, 0o755); err != nil {
+			f.Stop()
+			return nil, err
+		}
+		c.DataDir, c.HTTPAddr, c.BusURL = filepath.Join(rdir, "data"), addrs[i], nc.URL()
+		c.Member, c.Replicas = fmt.Sprintf("m%d", i+1), 3
+		r, err := NewRelay(relayBin, rdir, c)
+		if err != nil {
+			f.Stop()
+			return nil, err
+		}
+		if err := r.Start(); err != nil {
+			f.Stop()
+			return nil, err
+		}
+		f.Relays = append(f.Relays, r)
+	}
+	return f, nil
+}
+
+// Stop terminates every relay and NATS node.
+func (f *Fleet) Stop() {
+	for _, r := range f.Relays {
+		if r.P != nil && !r.P.Exited() {
+			r.P.Thaw()
+			_ = r.P.Term(10 * time.Second)
+		}
+	}
+	f.NATS.Kill()
+}
+
+// ClusterStatus is /v1/status's "cluster".
+type ClusterStatus struct {
+	Member string `json:"member"`
+	Role   string `json:"role"`
+	Leader string `json:"leader"`
+}
+
+// Cluster reads relay r's /v1/status "cluster".
+func (r *Relay) Cluster(ctx context.Context) (ClusterStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL("/v1/status"), nil)
+	req.Header.Set("Authorization", "Bearer "+AdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ClusterStatus{}, err
+	}
+	defer res.Body.Close()
+	var st struct {
+		Cluster ClusterStatus `json:"cluster"`
+	}
+	if res.StatusCode != http.StatusOK {
+		return ClusterStatus{}, fmt.Errorf("/v1/status: %s", res.Status)
+	}
+	err = json.NewDecoder(res.Body).Decode(&st)
+	return st.Cluster, err
+}
+
+// Leaders lists the running members that say they lead.
+func (f *Fleet) Leaders(ctx context.Context) []int {
+	var out []int
+	for i, r := range f.Relays {
+		if r.P == nil || r.P.Exited() {
+			continue
+		}
+		if st, err := r.Cluster(ctx); err == nil && st.Role == "leader" {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// WaitLeader waits until exactly one member says it leads, other than
+// not (-1 for any), and returns it.
+func (f *Fleet) WaitLeader(ctx context.Context, timeout time.Duration, not int) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ls := f.Leaders(ctx); len(ls) == 1 && ls[0] != not {
+			return ls[0], nil
+		}
+		if time.Now().After(deadline) {
+			return -1, fmt.Errorf("no single leader (other than member %d) within %s", not+1, timeout)
+		}
+		if err := CtxSleep(ctx, 50*time.Millisecond); err != nil {
+			return -1, err
+		}
+	}
+}
