@@ -531,7 +531,7 @@ func (t *tx) DeleteWatch(kind, id string) (bool, error) {
 }
 
 func (t *tx) GetMeta(k string, v any) (bool, error) { return t.getJSON(pfxMeta+k, v) }
-func (t *tx) PutMeta(k string, v any) error        { return t.putJSON(pfxMeta+k, v) }
+func (t *tx) PutMeta(k string, v any) error         { return t.putJSON(pfxMeta+k, v) }
 
 // ChangeAnnounced is false: in a fleet, ingest's marks are on the member
 // that took the webhook. The poller's event for the same change carries
@@ -549,7 +549,7 @@ func (t *tx) Enqueue(subject, msgID string, payload []byte) error {
 // Auto-stop's records and events.
 
 func (t *tx) GetSink(sink, k string, v any) (bool, error) { return t.getJSON(pfxSink+sink+"."+k, v) }
-func (t *tx) PutSink(sink, k string, v any) error        { return t.putJSON(pfxSink+sink+"."+k, v) }
+func (t *tx) PutSink(sink, k string, v any) error         { return t.putJSON(pfxSink+sink+"."+k, v) }
 func (t *tx) EnqueueEvent(prefix string, e event.Event) error {
 	payload, err := json.Marshal(e)
 	if err != nil {
