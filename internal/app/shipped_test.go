@@ -13,6 +13,7 @@ import (
 	"github.com/slack-go/slack/slacktest"
 
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
+	"github.com/cakework-relay/cakework-relay/internal/cluster/clustertest"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 )
 
@@ -64,6 +65,11 @@ func TestShippedConfigsStartUnderServe(t *testing.T) {
 			cfg, err := config.Parse(sc.data, env)
 			if err != nil {
 				t.Fatalf("check-config refuses it:\n%v", err)
+			}
+			if cfg.Cluster.Enabled {
+				// A fleet member's config: a real 3-node JetStream cluster
+				// stands in for the one it names.
+				cfg.Bus.URL = clustertest.Start(t, 3).URL()
 			}
 			cfg.DataDir = t.TempDir()
 			cfg.HTTP.Listen = "127.0.0.1:0"

@@ -578,6 +578,13 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 	if a.cached(p.vm.ID) {
 		call = "stopCachedVM"
 	}
+	// In a fleet, a member whose lease ran out while it recorded the stop
+	// (a freeze) must not call: the new leader decides.
+	if f, ok := a.o.Store.(interface{ StillLeading() error }); ok {
+		if err := f.StillLeading(); err != nil {
+			return fmt.Errorf("auto-stop: %s of %s not called: %w", call, p.vm.ID, err)
+		}
+	}
 	already := false
 	if !a.o.Config.DryRun {
 		var err error

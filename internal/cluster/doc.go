@@ -44,6 +44,12 @@
 //     nothing it polled, advances no cursor, and, since auto-stop records
 //     a stop in the bucket before it calls stopVM, stops no VM and warns
 //     none. A refused commit ends its term (ErrNotLeader).
+//   - The one write no fence covers is the stopVM call itself. Auto-stop
+//     records the stop (fenced) and checks the lease again right before
+//     the call; a process frozen in the microseconds between that check
+//     and the request could still send it after a failover, and the new
+//     leader, finding the stop recorded but not completed, would call
+//     again and get 409 (counted as stopped): two calls, one stop.
 //   - Fenced writes are sequential: a stream refuses a second conditional
 //     write on a subject while one is in flight, so the Store commits one
 //     transaction at a time, one message at a time.

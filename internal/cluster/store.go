@@ -571,6 +571,18 @@ func (a autostopStore) Update(ctx context.Context, fn func(autostop.Tx) error) e
 	return a.s.Update(ctx, func(t poller.Tx) error { return fn(t.(*tx)) })
 }
 
+// StillLeading is checked by auto-stop right before a stop call, which no
+// fence can cover: it is ErrNotLeader once this member's term ended.
+func (a autostopStore) StillLeading() error {
+	a.s.mu.RLock()
+	active, term := a.s.active, a.s.term
+	a.s.mu.RUnlock()
+	if !active || !a.s.o.Leading(term) {
+		return ErrNotLeader
+	}
+	return nil
+}
+
 // OpenBucket creates (or updates) the fleet bucket with replicas.
 func OpenBucket(ctx context.Context, js jetstream.JetStream, stream string, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{

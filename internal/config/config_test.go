@@ -773,3 +773,40 @@ func TestApplyDefaults(t *testing.T) {
 		t.Errorf("%+v", h)
 	}
 }
+
+// A fleet needs an external NATS; the error says why and what to do.
+func TestClusterNeedsExternalBus(t *testing.T) {
+	data, err := os.ReadFile("testdata/bad/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse(data, nil)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("got %v, want problems", err)
+	}
+	want := map[string]string{
+		"cluster.enabled":   "needs an external NATS in bus.url",
+		"cluster.member":    "is not a member name",
+		"cluster.lease_ttl": "must be at least 1s",
+		"bus.replicas":      "must be 1 with the embedded server",
+	}
+	for key, frag := range want {
+		found := false
+		for _, p := range ps {
+			if p.Path == key && strings.Contains(p.Msg, frag) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no problem %s: %q...; got %v", key, frag, ps)
+		}
+	}
+	good, err := os.ReadFile("testdata/good/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(good, nil); err != nil {
+		t.Errorf("a fleet member's config: %v", err)
+	}
+}
