@@ -4,6 +4,7 @@
 //	go run ./bench/reliability soak  [-duration 30m] [-rate 1000] [-vms 5000]
 //	go run ./bench/reliability crash [-iterations 50]
 //	go run ./bench/reliability natsoutage [-outage 30s]
+//	go run ./bench/reliability fleet [-kills 20] [-freezes 10]
 //
 // It builds the relay (and nats-server) from this module first.
 package main
@@ -24,7 +25,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: reliability soak|crash|natsoutage [flags]")
+		fmt.Fprintln(os.Stderr, "usage: reliability soak|crash|natsoutage|fleet [flags]")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,6 +48,8 @@ func run(args []string) int {
 		return crash(ctx, bin, dir, args[1:])
 	case "natsoutage":
 		return natsOutage(ctx, bin, dir, args[1:])
+	case "fleet":
+		return fleetChaos(ctx, bin, dir, args[1:])
 	}
 	fmt.Fprintf(os.Stderr, "unknown mode %q\n", args[0])
 	return 2
@@ -138,6 +141,34 @@ func natsOutage(ctx context.Context, bin, dir string, args []string) int {
 	fmt.Printf("# external NATS outage: %s up, %s down (SIGKILL), %s up again; %.0f webhooks/s, outbox_limit %d, %d log VMs\n",
 		o.Before, o.Outage, o.After, o.Rate, o.OutboxLimit, o.VMs)
 	res, err := reliability.NATSOutage(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Print(res)
+	return problemsExit(res.Problems)
+}
+
+func fleetChaos(ctx context.Context, bin, dir string, args []string) int {
+	fs := flag.NewFlagSet("fleet", flag.ExitOnError)
+	o := reliability.FleetChaosOptions{RelayBin: bin, Dir: dir, Logf: logf}
+	fs.IntVar(&o.Kills, "kills", 20, "leader SIGKILLs (each restarted)")
+	fs.IntVar(&o.Freezes, "freezes", 10, "leader SIGSTOPs past the lease (each thawed)")
+	fs.DurationVar(&o.LeaseTTL, "lease-ttl", 2*time.Second, "cluster.lease_ttl")
+	fs.DurationVar(&o.Tick, "tick", time.Second, "every poller schedule")
+	fs.IntVar(&o.LogVMs, "vms", 8, "log VMs (and as many quiet ones)")
+	fs.IntVar(&o.IdleVMs, "idle", 4, "idle VMs to be auto-stopped")
+	fs.DurationVar(&o.IdleAfter, "idle-after", 45*time.Second, "sinks.autostop.idle_after")
+	fs.Parse(args)
+	nats, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	o.NATSBin = nats
+	fmt.Printf("# fleet: 3 relays on 3 NATS nodes, lease_ttl %s, ticks %s; %d leader kills, %d freezes, one NATS node killed half way; %d log VMs, %d idle VMs (idle_after %s)\n",
+		o.LeaseTTL, o.Tick, o.Kills, o.Freezes, o.LogVMs, o.IdleVMs, o.IdleAfter)
+	res, err := reliability.FleetChaos(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

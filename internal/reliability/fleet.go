@@ -126,3 +126,34 @@ func (f *Fleet) WaitLeader(ctx context.Context, timeout time.Duration, not int) 
 		}
 	}
 }
+
+// CheckAutostops checks auto-stop's events on the stream against the
+// simulator: every VM auto-stopped got one vm.idle and one vm.autostopped
+// (one idle period each: the VMs never start again), each VM in want among
+// them, and stopVM was called once per VM stopped.
+func CheckAutostops(msgs []StreamMsg, stopCalls int, want []string) []string {
+	idle, auto := map[string]int{}, map[string]int{}
+	for _, m := range msgs {
+		switch m.Event.ShortType() {
+		case "vm.idle":
+			idle[m.Event.Subject]++
+		case "vm.autostopped":
+			auto[m.Event.Subject]++
+		}
+	}
+	var probs []string
+	for _, id := range want {
+		if auto[id] == 0 {
+			probs = append(probs, fmt.Sprintf("%s: no vm.autostopped on the stream", id))
+		}
+	}
+	for id, n := range auto {
+		if n != 1 || idle[id] != 1 {
+			probs = append(probs, fmt.Sprintf("%s: %d vm.idle and %d vm.autostopped, want 1 each", id, idle[id], n))
+		}
+	}
+	if stopCalls != len(auto) {
+		probs = append(probs, fmt.Sprintf("stopVM called %d times for %d VMs auto-stopped, want once each", stopCalls, len(auto)))
+	}
+	return probs
+}

@@ -133,27 +133,12 @@ func TestFleetLeader(t *testing.T) {
 	}
 	// Every VM auto-stopped (the idle ones, and any other that went quiet
 	// meanwhile) was warned once and stopped once, by one call.
-	idle, auto := map[string]int{}, map[string]int{}
-	for _, m := range msgs {
-		switch m.Event.ShortType() {
-		case "vm.idle":
-			idle[m.Event.Subject]++
-		case "vm.autostopped":
-			auto[m.Event.Subject]++
-		}
-	}
+	var want []string
 	for i := range idleVMs {
-		if id := fmt.Sprintf("idlevm-%d", i); auto[id] == 0 {
-			t.Errorf("%s was stopped but no vm.autostopped is on the stream", id)
-		}
+		want = append(want, fmt.Sprintf("idlevm-%d", i))
 	}
-	for id, n := range auto {
-		if n != 1 || idle[id] != 1 {
-			t.Errorf("%s: %d vm.idle and %d vm.autostopped, want 1 each", id, idle[id], n)
-		}
-	}
-	if n := world.Sim.CallCount(cakeworksim.RouteStopVM); n != len(auto) {
-		t.Errorf("stopVM called %d times for %d VMs auto-stopped, want once each", n, len(auto))
+	for _, p := range CheckAutostops(msgs, world.Sim.CallCount(cakeworksim.RouteStopVM), want) {
+		t.Error(p)
 	}
 	t.Logf("%d stream messages, %d log lines written", len(msgs), world.LineCount())
 }
