@@ -54,6 +54,7 @@ func newFleet(c *Core) *fleet {
 		Stream:        cfg.Bus.Stream,
 		SubjectPrefix: cfg.Bus.SubjectPrefix,
 		Logger:        c.Logger,
+		Clock:         c.Clock,
 		Leading:       f.leading,
 		Resign:        f.resign,
 	})

@@ -86,7 +86,8 @@ type Elector struct {
 	cancelTerm context.CancelFunc
 	termDone   chan struct{}
 
-	resign chan struct{} // asks the loop to give up the current term
+	resign     chan struct{} // asks the loop to give up the current term
+	warnedName bool
 }
 
 // NewElector checks options.
@@ -211,8 +212,14 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 			e.rev, e.seenAt, e.cur = rev, now, cur
 			e.setLeader(cur.Member)
 		}
-		free := cur.Member == "" || cur.Member == e.o.Member // released, or ours from before a restart
-		if !free && now.Sub(e.seenAt) < e.o.LeaseTTL {
+		// Released, or not renewed for a whole TTL. A lease in this
+		// member's own name (from before a restart) waits like any other:
+		// two processes configured with one name must not take turns.
+		if cur.Member != "" && now.Sub(e.seenAt) < e.o.LeaseTTL {
+			if cur.Member == e.o.Member && !e.warnedName {
+				e.warnedName = true
+				e.log.Info("cluster: the lease is held in this member's name by another process (a restart of this one, or two relays with one cluster.member); waiting for it to run out")
+			}
 			return poll
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cakework-relay/cakework-relay/internal/autostop"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -58,6 +59,9 @@ type StoreOptions struct {
 	Stream        string // bus.stream
 	SubjectPrefix string
 	Logger        *slog.Logger
+	// Clock stamps the watches folded in from the queue. Default: the
+	// wall clock.
+	Clock clock.Clock
 	// Leading says whether term t is still this member's; every commit
 	// asks it first.
 	Leading func(t Term) bool
@@ -89,6 +93,9 @@ type Store struct {
 func NewStore(o StoreOptions) *Store {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
 	}
 	return &Store{o: o, log: o.Logger.With("component", "cluster"), bucket: Bucket(o.Stream), cache: map[string][]byte{}}
 }
@@ -322,7 +329,7 @@ func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
 				if _, have, err := t.GetWatch(kind, id); err != nil {
 					return err
 				} else if !have {
-					if err := t.PutWatch(kind, id, state.Watch{Source: "webhook", AddedAt: time.Now().UTC()}); err != nil {
+					if err := t.PutWatch(kind, id, state.Watch{Source: "webhook", AddedAt: t.s.o.Clock.Now().UTC()}); err != nil {
 						return err
 					}
 					added++

@@ -509,7 +509,11 @@ func (p *Poller) noteHealth(s *schedule, err error) {
 }
 
 // Degraded is the "poller" degraded check: every schedule that is failing.
+// A stopped poller (a fleet's standby) is not degraded: the leader polls.
 func (p *Poller) Degraded() error {
+	if p.stopped() {
+		return nil
+	}
 	var errs []error
 	for _, name := range []string{ScheduleVMs, ScheduleBuilds, ScheduleLogs} {
 		s := p.sched[name]
@@ -609,12 +613,22 @@ func (p *Poller) authOK() {
 // Ready is the "cakework" readiness check: it fails while the API key is
 // rejected (until a call succeeds again).
 func (p *Poller) Ready() error {
+	if p.stopped() {
+		return nil
+	}
 	p.authMu.Lock()
 	defer p.authMu.Unlock()
 	if !p.authFailAt.IsZero() {
 		return fmt.Errorf("the Cakework API rejects the API key (401) since %s; check cakework.api_key", p.authFailAt.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// stopped reports whether Stop was called and Start not since.
+func (p *Poller) stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping
 }
 
 // warnOnce logs msg once per key for the life of the process (bounded).
