@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -156,4 +157,22 @@ func CheckAutostops(msgs []StreamMsg, stopCalls int, want []string) []string {
 		probs = append(probs, fmt.Sprintf("stopVM called %d times for %d VMs auto-stopped, want once each", stopCalls, len(auto)))
 	}
 	return probs
+}
+
+// Admin calls the admin API of r and returns the status and body.
+func (r *Relay) Admin(ctx context.Context, method, path string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, r.URL(path), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+AdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), nil
 }

@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +63,19 @@ func TestFleetLeader(t *testing.T) {
 	}
 	if err := f.Relays[leader].WaitBaseline(ctx, 20*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// Watches work at any member: a standby forwards them to the leader.
+	standby := (leader + 1) % 3
+	other := (leader + 2) % 3
+	world.Sim.CreateBuild(cakeworksim.BuildSpec{ID: "fleet-build", Manual: true})
+	if code, body, err := f.Relays[standby].Admin(ctx, "PUT", "/v1/watches/builds/fleet-build"); err != nil || code != 201 {
+		t.Fatalf("PUT /v1/watches at a standby: %d %s %v", code, body, err)
+	}
+	if code, body, err := f.Relays[other].Admin(ctx, "GET", "/v1/watches"); err != nil || code != 200 || !strings.Contains(body, `"fleet-build"`) {
+		t.Errorf("GET /v1/watches at another standby: %d %s %v", code, body, err)
+	}
+	if code, _, _ := f.Relays[standby].Ready(); code != 200 {
+		t.Errorf("/readyz at a healthy standby: %d, want 200", code)
 	}
 	world.AddVMs(4) // logging VMs, tailed from their first line
 	appendCtx, stopAppending := context.WithCancel(ctx)
