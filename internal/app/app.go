@@ -65,6 +65,9 @@ type Core struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
+	// Fleet is what ingest and the sinks share with the other members
+	// (cluster.enabled); nil for a single relay.
+	Fleet *FleetShared
 }
 
 // Producers put events on the bus (through the state store's outbox).
@@ -222,9 +225,16 @@ func (a *App) Start(ctx context.Context) (err error) {
 	go func() { defer a.wg.Done(); a.outbox.Run(runCtx) }()
 	go func() { defer a.wg.Done(); a.expireWebhookIDs(runCtx) }()
 
+	var fleet *FleetShared
+	if cfg.Cluster.Enabled {
+		if fleet, err = openFleetShared(ctx, cfg, a.bus); err != nil {
+			return err
+		}
+	}
 	a.core = &Core{
 		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
 		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
+		Fleet: fleet,
 	}
 	if !a.o.CoreOnly {
 		if a.cons, err = buildConsumers(a.core); err != nil {
