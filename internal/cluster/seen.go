@@ -17,8 +17,8 @@ import (
 // stream, which JetStream acknowledges once the stream's quorum stored it
 // (bus.replicas >= 3).
 type Ingest struct {
-	Bus  *bus.Bus
-	IDs  jetstream.KeyValue
+	Bus *bus.Bus
+	IDs jetstream.KeyValue
 	// Watch asks the leader's poller to watch a build (nil: nothing).
 	Watch func(ctx context.Context, id string) error
 }

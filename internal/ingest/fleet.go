@@ -38,7 +38,7 @@ type Fleet interface {
 // Keys in the fleet's seen bucket: a receiver's delivery id, or a change
 // announced (the same namespaces as the local seen index).
 func fleetDeliveryKey(receiver, seenKey string) string { return receiver + "/" + seenKey }
-func fleetChangeKey(eventID string) string           { return "change/" + eventID }
+func fleetChangeKey(eventID string) string             { return "change/" + eventID }
 
 // fleetErr maps a fleet failure to 503: nothing acknowledged, the sender
 // retries (a retry whose event did reach the stream is a duplicate).

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
-
 )
 
 // attemptRecord is kept in the sink records (the state store, or the

@@ -21,8 +21,8 @@ import (
 
 // ManagerOptions are the dependencies every runner of a Manager shares.
 type ManagerOptions struct {
-	Bus        *bus.Bus
-	Store      *state.Store
+	Bus   *bus.Bus
+	Store *state.Store
 	// Records, Member and PinnedTTL are given to every runner (a fleet
 	// member's; see Options).
 	Records    Records
