@@ -227,7 +227,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 
 	var fleet *FleetShared
 	if cfg.Cluster.Enabled {
-		if fleet, err = openFleetShared(ctx, cfg, a.bus); err != nil {
+		if fleet, err = openFleetShared(ctx, cfg, a.bus, a.log); err != nil {
 			return err
 		}
 	}

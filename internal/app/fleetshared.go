@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,7 +30,31 @@ type FleetShared struct {
 
 // openFleetShared opens (creating when missing) the fleet's ingest and
 // sinks buckets, with the streams' replicas.
-func openFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus) (*FleetShared, error) {
+//
+// A NATS cluster that is still forming (no JetStream meta leader yet, or
+// too few peers for the replicas) refuses them for a moment: that is
+// retried for up to fleetOpenWait, then the start fails with the reason.
+func openFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus, log *slog.Logger) (*FleetShared, error) {
+	deadline := time.Now().Add(fleetOpenWait)
+	for {
+		f, err := tryOpenFleetShared(ctx, cfg, b)
+		if err == nil || time.Now().After(deadline) {
+			return f, err
+		}
+		log.Warn("fleet buckets not opened yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// fleetOpenWait bounds how long a member waits for the NATS cluster to
+// take its buckets at start.
+const fleetOpenWait = 30 * time.Second
+
+func tryOpenFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus) (*FleetShared, error) {
 	seen, err := cluster.OpenBucket(ctx, b.JetStream(), cluster.BucketOptions{
 		Name:        cluster.SeenBucket(cfg.Bus.Stream),
 		Description: "cakework-relay: webhook ids accepted by any member (ingest.seen_ttl)",

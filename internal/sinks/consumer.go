@@ -114,6 +114,10 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 		}
 	}
 	pass := func(it *item) {
+		if c.pin != nil && !stopping() && c.pin.lost() {
+			c.giveBack(it)
+			return
+		}
 		if stopping() || !push(it) {
 			c.handBack(it)
 		}
@@ -223,6 +227,13 @@ func (c *consumer) release(it *item) { c.held.remove(it) }
 func (c *consumer) handBack(it *item) {
 	c.release(it)
 	c.back.add(it.msg)
+}
+
+// giveBack releases it and naks it now: a fleet member that lost its pin
+// returns what it has not sent, for the pinned member to send in order.
+func (c *consumer) giveBack(it *item) {
+	c.release(it)
+	nakNow(it.msg)
 }
 
 // inFlight is how many messages are held.

@@ -49,6 +49,10 @@ type pinWatch struct {
 	mu        sync.Mutex
 	pin       string // the last pin id on a message; "" before any
 	lastCheck time.Time
+	// The server's pin, cached by serverPin.
+	infoAt  time.Time
+	infoPin string
+	infoErr error
 }
 
 // changed returns a gate when msg carries a pin id other than the last
@@ -134,37 +138,38 @@ func (o *Options) onPin(pin string) {
 	}()
 }
 
-// pinned is the pin id the server holds for the consumer now ("" when
-// none), cached for a second.
-type pinnedCache struct {
-	mu  sync.Mutex
-	at  time.Time
-	id  string
-	err error
-}
-
-func (r *Runner) pinnedNow() (string, error) {
-	pc := &r.pinned
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	if time.Since(pc.at) < time.Second {
-		return pc.id, pc.err
+// serverPin is the pin id the server holds for the consumer now (""
+// when none), cached for a second.
+func (p *pinWatch) serverPin() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.infoAt) < time.Second {
+		return p.infoPin, p.infoErr
 	}
-	pc.at = time.Now()
+	p.infoAt = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	pc.id, pc.err = "", nil
-	info, err := r.cons.pin.cons.Info(ctx)
+	p.infoPin, p.infoErr = "", nil
+	info, err := p.cons.Info(ctx)
 	if err != nil {
-		pc.err = err
+		p.infoErr = err
 		return "", err
 	}
 	for _, g := range info.PriorityGroups {
 		if g.Group == PinnedGroup {
-			pc.id = g.PinnedClientID
+			p.infoPin = g.PinnedClientID
 		}
 	}
-	return pc.id, nil
+	return p.infoPin, nil
+}
+
+// lost reports whether the server pinned the consumer to another member
+// (or to none) since this one last received a message: what this member
+// still holds and has not sent must go back to the server, for the pinned
+// member to send in order. When the server cannot say, nothing is lost.
+func (p *pinWatch) lost() bool {
+	now, err := p.serverPin()
+	return err == nil && now != p.current()
 }
 
 // Active reports whether this runner delivers its sink now: always for a
@@ -183,7 +188,7 @@ func (r *Runner) Active() bool {
 	if mine == "" {
 		return false
 	}
-	now, err := r.pinnedNow()
+	now, err := r.cons.pin.serverPin()
 	return err == nil && now == mine
 }
 
@@ -193,7 +198,7 @@ func (r *Runner) activeMember() string {
 	if !r.started.Load() || r.cons == nil || r.cons.pin == nil {
 		return ""
 	}
-	now, err := r.pinnedNow()
+	now, err := r.cons.pin.serverPin()
 	if err != nil || now == "" {
 		return ""
 	}

@@ -133,7 +133,6 @@ type Runner struct {
 	sendCtx     context.Context // cancelled when Stop runs out of time
 	cancelSends context.CancelFunc
 	started     atomic.Bool
-	pinned      pinnedCache // a fleet member's view of its consumer's pin
 	stopOnce    sync.Once
 	stopErr     error
 }
@@ -275,6 +274,12 @@ func (r *Runner) process(it *item) {
 		if !r.dead.store(r.stopCtx.Done(), it, fmt.Errorf("not a relay event, cannot be sent: %w", it.decodeErr), 0) {
 			r.cons.handBack(it)
 		}
+		return
+	}
+	if r.cons.pin != nil && it.delivered > 0 && r.cons.pin.lost() {
+		// Frozen and thawed: another member delivers the sink now and
+		// gets this message back in order.
+		r.cons.giveBack(it)
 		return
 	}
 	a := &storedAttempts{store: r.o.Records, sink: r.o.Name, log: r.log, it: it}
