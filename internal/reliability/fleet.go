@@ -14,6 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // FleetOptions configure FleetFailover: relays on a NATS cluster, every
@@ -182,6 +185,9 @@ func FleetFailover(ctx context.Context, o FleetOptions) (*FleetResult, error) {
 		return nil, err
 	}
 	defer nc.Kill()
+	if err := nc.WaitJetStream(ctx, min(o.Members, 3), 30*time.Second); err != nil {
+		return nil, err
+	}
 
 	recv := &timedReceiver{Receiver: NewReceiver(0), first: map[string]time.Time{}}
 	cb := httptest.NewServer(recv)
@@ -210,7 +216,6 @@ func FleetFailover(ctx context.Context, o FleetOptions) (*FleetResult, error) {
 		}
 		relays[i] = r
 	}
-	// Start the first alone: it creates the streams, buckets and consumers.
 	for _, r := range relays {
 		if err := r.Start(); err != nil {
 			return nil, err
@@ -513,4 +518,40 @@ func FleetFailover(ctx context.Context, o FleetOptions) (*FleetResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// WaitJetStream waits until the cluster places a stream of replicas
+// (its JetStream meta leader is elected and enough peers joined): a relay
+// started before that waits out its bus timeout and may fail to start.
+func (c *NATSCluster) WaitJetStream(ctx context.Context, replicas int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		last = c.probe(ctx, replicas)
+		if last == nil {
+			return nil
+		}
+		if err := CtxSleep(ctx, 250*time.Millisecond); err != nil {
+			return fmt.Errorf("the NATS cluster did not take an R%d stream within %s: %w", replicas, timeout, last)
+		}
+	}
+}
+
+func (c *NATSCluster) probe(ctx context.Context, replicas int) error {
+	nc, err := nats.Connect(c.URL(), nats.Timeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(pctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: replicas, Storage: jetstream.MemoryStorage}); err != nil {
+		return err
+	}
+	return js.DeleteStream(pctx, "PROBE")
 }
