@@ -164,7 +164,7 @@ func (s *Sender) flushLoop() {
 const inactiveRecheck = 2 * time.Second
 
 // SetActive implements sinks.Activated.
-func (s *Sender) SetActive(active func() bool) { s.active = active }
+func (s *Sender) SetActive(active func() bool) { s.active.Store(&active) }
 
 // staleRetry is a stale card whose refresh failed.
 type staleRetry struct {
@@ -185,7 +185,7 @@ const minStaleRetry = 30 * time.Second
 // ever dropped.
 func (s *Sender) flushPass(ctx context.Context, staleFails map[string]staleRetry) time.Time {
 	now := s.clock.Now()
-	if s.active != nil && !s.active() {
+	if active := s.active.Load(); active != nil && !(*active)() {
 		// Another fleet member delivers this sink; look again later, in
 		// case this one takes over.
 		return now.Add(inactiveRecheck)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goslack "github.com/slack-go/slack"
@@ -74,7 +75,7 @@ type Sender struct {
 	wake chan struct{}
 	// active is the runner's Active (sinks.Activated): the flusher
 	// posts and refreshes only while it is true.
-	active func() bool
+	active atomic.Pointer[func() bool]
 
 	// life is the background work's lifecycle: Connect starts it, Close
 	// ends it.
