@@ -26,6 +26,7 @@ import (
 	"runtime/trace"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +37,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/app"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
+	"github.com/cakework-relay/cakework-relay/internal/reliability"
 )
 
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -51,7 +53,18 @@ func run() int {
 	memprofile := flag.String("memprofile", "", "write an allocation profile (whole process, load generator included) after the relay run to this file")
 	only := flag.String("only", "", "run only bare or relay")
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
+	natsNodes := flag.Int("nats", 0, "run the relays on an external NATS cluster of this many nats-server processes (0: the embedded server)")
+	members := flag.Int("members", 1, "in-process relays on the same bus (with -nats); the senders go round-robin to them")
+	fleet := flag.Bool("fleet", false, "with -nats: cluster.enabled (a 2xx after the replicated stream's ack and the fleet's seen bucket); without: the local journal and outbox (bus.replicas is min(nats, 3) either way)")
 	flag.Parse()
+	if *members > 1 && *natsNodes == 0 {
+		fmt.Fprintln(os.Stderr, "-members needs -nats: in-process relays share an external NATS")
+		return 2
+	}
+	if *fleet && *natsNodes == 0 {
+		fmt.Fprintln(os.Stderr, "-fleet needs -nats")
+		return 2
+	}
 	if *ids != "random" && *ids != "ordered" {
 		fmt.Fprintln(os.Stderr, "-ids: use random or ordered")
 		return 2
@@ -80,18 +93,52 @@ func run() int {
 		bare.print()
 	}
 	if *only != "bare" {
-		a, dir, err := startRelay()
+		busURL, replicas := "", 1
+		if *natsNodes > 0 {
+			nc, stopNATS, err := startNATS(*natsNodes)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer stopNATS()
+			busURL = nc.URL()
+			// The same replicas either way: the runs differ in what a
+			// 2xx waits for, not in where the stream ends up.
+			replicas = min(*natsNodes, 3)
+			fmt.Printf("bus: %d nats-server nodes, %d relay(s), fleet %v, replicas %d\n", *natsNodes, *members, *fleet, replicas)
+		}
+		var urls []string
+		var extra []*app.App
+		a, dir, err := startRelay(busURL, replicas, *fleet, "m1")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		urls = append(urls, "http://"+a.HTTPAddr()+"/webhooks/cakework")
+		for i := 2; i <= *members; i++ {
+			b, bdir, err := startRelay(busURL, replicas, *fleet, fmt.Sprintf("m%d", i))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(bdir)
+			extra = append(extra, b)
+			urls = append(urls, "http://"+b.HTTPAddr()+"/webhooks/cakework")
+		}
+		defer func() {
+			for _, b := range extra {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				b.Stop(ctx)
+				cancel()
+			}
+		}()
 		var ms0, ms1 runtime.MemStats
 		runtime.ReadMemStats(&ms0)
 		st0 := a.Core().Store.Stats()
 		if *traceFile != "" {
 			go writeTrace(*traceFile, *warmup)
 		}
-		relay = load("relay", "http://"+a.HTTPAddr()+"/webhooks/cakework", *senders, *warmup, *duration, *cpuprofile)
+		relay = load("relay", strings.Join(urls, ","), *senders, *warmup, *duration, *cpuprofile)
 		st1 := a.Core().Store.Stats()
 		runtime.ReadMemStats(&ms1)
 		depth := a.Core().Store.OutboxDepth()
@@ -175,7 +222,36 @@ func startBare() (string, func(), error) {
 	return ln.Addr().String(), func() { srv.Close() }, nil
 }
 
-func startRelay() (*app.App, string, error) {
+// startNATS runs a cluster of n nats-server processes built from the
+// module (the reliability harness's).
+func startNATS(n int) (*reliability.NATSCluster, func(), error) {
+	dir, err := os.MkdirTemp("", "relay-bench-nats-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	bin, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := reliability.NewNATSCluster(bin, dir, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n == 1 {
+		nc.Nodes[0].Extra = nil // a lone server, no routes
+	}
+	if err := nc.Start(); err != nil {
+		return nil, nil, err
+	}
+	stop := func() { nc.Kill(); os.RemoveAll(dir) }
+	if err := nc.WaitJetStream(context.Background(), n, 30*time.Second); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return nc, stop, nil
+}
+
+func startRelay(busURL string, replicas int, fleet bool, member string) (*app.App, string, error) {
 	dir, err := os.MkdirTemp("", "relay-bench-*")
 	if err != nil {
 		return nil, "", err
@@ -184,6 +260,12 @@ func startRelay() (*app.App, string, error) {
 	cfg.DataDir = dir
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Bus.Embedded.Listen = ""
+	if busURL != "" {
+		cfg.Bus.URL = busURL
+		cfg.Bus.Replicas = replicas
+		cfg.Cluster.Enabled = fleet
+		cfg.Cluster.Member = member
+	}
 	cfg.Ingest.Cakework = ingest.CakeworkConfig{Configured: true, Secret: secret}
 	if err := cfg.Validate(); err != nil {
 		return nil, "", err
@@ -238,6 +320,7 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 	var errs, total atomic.Int64
 	lats := make([][]time.Duration, senders)
 	var wg sync.WaitGroup
+	urls := strings.Split(url, ",")
 	var ru0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	defer func() {
@@ -282,7 +365,7 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 				body = fmt.Appendf(body[:0], `{"buildId":"%016x%08x","imageId":"img-%d"}`, build, rng.Uint32(), i)
 				msgID := fmt.Sprintf("msg_%016x%08x", msg, rng.Uint32())
 				sig, _ := wh.Sign(msgID, t0, body)
-				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+				req, _ := http.NewRequest(http.MethodPost, urls[s%len(urls)], bytes.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("webhook-id", msgID)
 				req.Header.Set("webhook-timestamp", strconv.FormatInt(t0.Unix(), 10))

@@ -65,9 +65,12 @@ type Core struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
-	// Fleet is this relay's membership of a fleet (cluster.enabled); nil
-	// when it runs alone.
-	Fleet *fleet
+	// Fleet is this relay's membership of a fleet (cluster.enabled): the
+	// election, and the leader's poller and auto-stop. Shared is what
+	// ingest and the sinks share with the other members. Both nil when it
+	// runs alone.
+	Fleet  *fleet
+	Shared *FleetShared
 }
 
 // Producers put events on the bus (through the state store's outbox).
@@ -227,9 +230,16 @@ func (a *App) Start(ctx context.Context) (err error) {
 	go func() { defer a.wg.Done(); a.outbox.Run(runCtx) }()
 	go func() { defer a.wg.Done(); a.expireWebhookIDs(runCtx) }()
 
+	var shared *FleetShared
+	if cfg.Cluster.Enabled {
+		if shared, err = openFleetShared(ctx, cfg, a.bus, a.log); err != nil {
+			return err
+		}
+	}
 	a.core = &Core{
 		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
 		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
+		Shared: shared,
 	}
 	if cfg.Cluster.Enabled {
 		a.core.Fleet = newFleet(a.core)

@@ -129,7 +129,11 @@ func (f *fleet) openBucket(ctx context.Context) jetstream.KeyValue {
 	sched := backoff.Backoff{Initial: 500 * time.Millisecond, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := cluster.OpenBucket(octx, f.core.Bus.JetStream(), f.core.Config.Bus.Stream, f.core.Config.Bus.Replicas)
+		kv, err := cluster.OpenBucket(octx, f.core.Bus.JetStream(), cluster.BucketOptions{
+			Name:        cluster.Bucket(f.core.Config.Bus.Stream),
+			Description: "cakework-relay fleet: the lease and the leader's knowledge",
+			Replicas:    f.core.Config.Bus.Replicas,
+		})
 		cancel()
 		if err == nil {
 			return kv

@@ -15,6 +15,7 @@ func newIngest(d *Core) (*ingest.Ingest, error) {
 		Registerer:    d.Registry,
 		// The poller runs when there is an API key (see newPoller).
 		WatchBuilds: d.Config.Cakework.APIKey != "",
+		Fleet:       ingestFleet(d),
 	})
 	if err != nil {
 		return nil, err

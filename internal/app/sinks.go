@@ -23,9 +23,13 @@ type sinkEntry struct {
 // (their background work begins at Connect), so a failure half way leaves
 // nothing to clean up. Auto-stop is a producer (autostop.go).
 func newSinks(d *Core) (*sinks.Manager, error) {
+	member, pinnedTTL := fleetMember(d)
 	m := sinks.NewManager(sinks.ManagerOptions{
 		Bus:        d.Bus,
 		Store:      d.Store,
+		Records:    sinkRecords(d),
+		Member:     member,
+		PinnedTTL:  pinnedTTL,
 		Clock:      d.Clock,
 		Logger:     d.Logger,
 		Registerer: d.Registry,
@@ -67,6 +71,7 @@ func sinkEntries(d *Core) []sinkEntry {
 			build: func(log *slog.Logger) (sinks.Sender, sinks.Options, error) {
 				s, err := slack.New(c, slack.Options{
 					Store:      d.Store,
+					Records:    sinkRecords(d),
 					Clock:      d.Clock,
 					Logger:     log,
 					HTTPClient: d.HTTPClient,

@@ -404,6 +404,12 @@ type ConsumerOptions struct {
 	// otherwise it starts with the next event.
 	DeliverAll bool
 	Stream     string // default: the event stream
+	// PinnedGroup, when set, makes the consumer a priority group of that
+	// name with the pinned_client policy: the server delivers to one
+	// client at a time, and pins another after PinnedTTL without a pull
+	// request from it (a fleet's sinks).
+	PinnedGroup string
+	PinnedTTL   time.Duration
 }
 
 // EnsureConsumer creates or updates a durable pull consumer. An existing
@@ -428,6 +434,11 @@ func (b *Bus) EnsureConsumer(ctx context.Context, o ConsumerOptions) (jetstream.
 	}
 	if o.DeliverAll {
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	if o.PinnedGroup != "" {
+		cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cfg.PriorityGroups = []string{o.PinnedGroup}
+		cfg.PinnedTTL = o.PinnedTTL
 	}
 	if len(o.FilterSubjects) == 1 {
 		cfg.FilterSubject = o.FilterSubjects[0]

@@ -49,7 +49,7 @@ func setup(t *testing.T) *clustertest.Cluster {
 			Replicas: 3, Duplicates: time.Minute, Storage: jetstream.FileStorage,
 		})
 		if err == nil {
-			_, err = cluster.OpenBucket(ctx, js, stream, 3)
+			_, err = cluster.OpenBucket(ctx, js, cluster.BucketOptions{Name: cluster.Bucket(stream), Replicas: 3})
 		}
 		if err == nil {
 			return c

@@ -589,18 +589,3 @@ func (a autostopStore) StillLeading() error {
 	}
 	return nil
 }
-
-// OpenBucket creates (or updates) the fleet bucket with replicas.
-func OpenBucket(ctx context.Context, js jetstream.JetStream, stream string, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket(stream),
-		Description: "cakework-relay fleet: the lease and the leader's knowledge",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: create the fleet bucket %s: %w", Bucket(stream), err)
-	}
-	return kv, nil
-}

@@ -226,6 +226,11 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	}
 	// As event.NATSSubject gives it; buildEvent checked both tokens.
 	subject := in.prefix + "." + event.KindBuild + "." + b.BuildID + "." + b.Status
+	if in.o.Fleet != nil {
+		fctx, cancel := context.WithTimeout(ctx, fleetDeadline)
+		defer cancel()
+		return in.fleetBuild(fctx, &b, id, deliveryKey, subject, payload)
+	}
 	// A duplicate is answered with the id of the event published for
 	// the change: for a repeated delivery id, the event of its first
 	// delivery (whose body may differ from this one's), or none when that
@@ -337,6 +342,11 @@ func (in *Ingest) genericWebhook(ctx context.Context, rc *receiver, body []byte,
 	}
 	subject := ev.NATSSubject(in.prefix)
 	seenKey := seenKeyFor(deliveryID, id)
+	if in.o.Fleet != nil {
+		fctx, cancel := context.WithTimeout(ctx, fleetDeadline)
+		defer cancel()
+		return in.fleetGeneric(fctx, rc, id, seenKey, subject, payload)
+	}
 	expires := now.Add(in.seenTTL)
 	var dup bool
 	err = in.store.Accept(ctx, func(tx *state.AcceptTx) error {

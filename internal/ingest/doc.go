@@ -38,6 +38,18 @@
 //   - Backpressure: when the outbox holds ingest.outbox_limit events or the
 //     state store is closed or failing, requests are answered 503 with
 //     Retry-After, before the body is read.
+//   - In a fleet (Options.Fleet, cluster.enabled) the local journal is not
+//     used for webhooks: the dedup check reads the fleet's seen bucket
+//     (every member's ids, kept ingest.seen_ttl), the event is published
+//     to JetStream synchronously, and its ids are written to the bucket,
+//     all before the answer (fleet.go). A 2xx then means the event is in
+//     the stream, acknowledged by its quorum when bus.replicas >= 3, so a
+//     member whose data_dir vanishes loses nothing it acknowledged. A
+//     repeat at any member is a 200 duplicate: from the bucket, or from
+//     JetStream's duplicate window when two members race with one id.
+//     While the bus is down a member answers 503 with Retry-After instead
+//     of journaling (the sender retries; a single relay keeps taking
+//     webhooks into its journal through a bus outage).
 //   - Constant-time secrets: signatures, HMACs and tokens are compared with
 //     crypto/hmac.Equal or crypto/subtle.
 package ingest

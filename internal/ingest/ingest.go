@@ -47,6 +47,9 @@ type Options struct {
 	// WatchBuilds queues a poller watch for every build seen by webhook. Set
 	// it when the poller runs; without one nothing would empty the queue.
 	WatchBuilds bool
+	// Fleet, when set (cluster.enabled), is where webhooks are committed
+	// instead of Store.Accept: see Fleet.
+	Fleet Fleet
 }
 
 // Store is what ingest needs of the relay's state; *state.Store implements

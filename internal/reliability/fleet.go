@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,6 +29,10 @@ func StartFleet(relayBin, natsBin, dir string, n int, cfg func(i int) RelayConfi
 		return nil, err
 	}
 	f := &Fleet{NATS: nc}
+	if err := nc.WaitJetStream(context.Background(), 3, 30*time.Second); err != nil {
+		f.Stop()
+		return nil, err
+	}
 	addrs, err := FreeAddrs(n)
 	if err != nil {
 		f.Stop()
@@ -62,7 +65,7 @@ func StartFleet(relayBin, natsBin, dir string, n int, cfg func(i int) RelayConfi
 func (f *Fleet) Stop() {
 	for _, r := range f.Relays {
 		if r.P != nil && !r.P.Exited() {
-			r.P.Thaw()
+			r.P.Cont()
 			_ = r.P.Term(10 * time.Second)
 		}
 	}
@@ -78,22 +81,7 @@ type ClusterStatus struct {
 
 // Cluster reads relay r's /v1/status "cluster".
 func (r *Relay) Cluster(ctx context.Context) (ClusterStatus, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL("/v1/status"), nil)
-	req.Header.Set("Authorization", "Bearer "+AdminToken)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return ClusterStatus{}, err
-	}
-	defer res.Body.Close()
-	var st struct {
-		Cluster ClusterStatus `json:"cluster"`
-	}
-	if res.StatusCode != http.StatusOK {
-		return ClusterStatus{}, fmt.Errorf("/v1/status: %s", res.Status)
-	}
-	err = json.NewDecoder(res.Body).Decode(&st)
+	st, err := r.Status(ctx)
 	return st.Cluster, err
 }
 

@@ -104,13 +104,13 @@ func TestFleetLeader(t *testing.T) {
 	}
 
 	// SIGSTOP the new leader past its lease, then SIGCONT.
-	f.Relays[next].P.Freeze()
+	f.Relays[next].P.Stop()
 	third, err := f.WaitLeader(ctx, 4*leaseTTL, next)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(leaseTTL)
-	f.Relays[next].P.Thaw()
+	f.Relays[next].P.Cont()
 	until(t, 3*leaseTTL, func() bool {
 		st, err := f.Relays[next].Cluster(ctx)
 		return err == nil && st.Role == "standby"

@@ -132,7 +132,7 @@ func FleetChaos(ctx context.Context, o FleetChaosOptions) (*FleetChaosResult, er
 		at := time.Now()
 		freeze := plan[round]
 		if freeze {
-			r.P.Freeze()
+			r.P.Stop()
 		} else {
 			r.P.Kill()
 		}
@@ -147,7 +147,7 @@ func FleetChaos(ctx context.Context, o FleetChaosOptions) (*FleetChaosResult, er
 				return nil, err
 			}
 			_ = CtxSleep(ctx, o.LeaseTTL)
-			r.P.Thaw()
+			r.P.Cont()
 		} else {
 			res.KillFailovers = append(res.KillFailovers, d)
 			if err := r.Start(); err != nil {

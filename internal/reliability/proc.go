@@ -146,6 +146,12 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
+// Stop freezes the process (SIGSTOP); Cont thaws it (SIGCONT).
+func (p *Proc) Stop() { _ = p.Cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Cont thaws a process frozen by Stop.
+func (p *Proc) Cont() { _ = p.Cmd.Process.Signal(syscall.SIGCONT) }
+
 // Term sends SIGTERM and waits up to timeout, then kills. It returns the
 // exit error, or an error if it had to kill.
 func (p *Proc) Term(timeout time.Duration) error {
@@ -328,10 +334,3 @@ func (c *NATSCluster) Kill() {
 		n.Kill()
 	}
 }
-
-// Freeze sends SIGSTOP: the process stops running, holding everything it
-// had (a long GC pause, a stopped VM, a debugger).
-func (p *Proc) Freeze() { _ = p.Cmd.Process.Signal(syscall.SIGSTOP) }
-
-// Thaw sends SIGCONT.
-func (p *Proc) Thaw() { _ = p.Cmd.Process.Signal(syscall.SIGCONT) }

@@ -56,6 +56,9 @@ type RelayConfig struct {
 	Member   string
 	LeaseTTL time.Duration
 	Replicas int
+	// SlackURL, when set, adds a Slack sink "sl" (bot mode, channel C1)
+	// whose Web API is at SlackURL (a fake Slack).
+	SlackURL string
 }
 
 // YAML renders the relay config file.
@@ -119,7 +122,7 @@ func (c RelayConfig) YAML() string {
 		}
 		fmt.Fprintf(&b, "cluster: {enabled: true, member: %q, lease_ttl: %s}\n", c.Member, ttl)
 	}
-	if c.CallbackURL != "" || c.Autostop != "" {
+	if c.CallbackURL != "" || c.Autostop != "" || c.SlackURL != "" {
 		b.WriteString("sinks:\n")
 	}
 	if c.Autostop != "" {
@@ -137,6 +140,9 @@ func (c RelayConfig) YAML() string {
 		conc := max(c.CallbackConc, 1)
 		fmt.Fprintf(&b, "  http:\n    - name: cb\n      url: %q\n      secret: %q\n      events: [%s]\n      timeout: 2s\n      concurrency: %d\n      retry: %s\n",
 			c.CallbackURL, CallbackSecret, quoteList(ev), conc, retry)
+	}
+	if c.SlackURL != "" {
+		fmt.Fprintf(&b, "  slack:\n    - {name: sl, token: xoxb-test, channel: C1, api_url: %q, events: [\"build.*\"], retry: {initial: 50ms, max_interval: 500ms, max_attempts: 100000}}\n", c.SlackURL)
 	}
 	return b.String()
 }

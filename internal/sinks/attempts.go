@@ -5,11 +5,10 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
-
-	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// attemptRecord is kept in the state store while a message is retried.
+// attemptRecord is kept in the sink records (the state store, or the
+// fleet's bucket) while a message is retried.
 type attemptRecord struct {
 	Attempts  int    `json:"attempts"`
 	LastError string `json:"lastError"`
@@ -20,7 +19,7 @@ func attemptKey(seq uint64) string { return "attempts/" + strconv.FormatUint(seq
 // storedAttempts is the Attempts of one held message, kept in the state
 // store under its stream sequence. It is used by one lane at a time.
 type storedAttempts struct {
-	store *state.Store // nil: nothing is kept
+	store Records // nil: nothing is kept
 	sink  string
 	log   *slog.Logger
 	it    *item
@@ -35,7 +34,7 @@ func (a *storedAttempts) Load() int {
 	}
 	var rec attemptRecord
 	var ok bool
-	err := a.store.View(func(tx *state.Tx) (err error) {
+	err := a.store.View(func(tx RecordTx) (err error) {
 		ok, err = tx.GetSink(a.sink, attemptKey(a.it.seq), &rec)
 		return err
 	})
@@ -57,7 +56,7 @@ func (a *storedAttempts) Retrying(n int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	rec := attemptRecord{Attempts: n, LastError: truncate(err.Error(), 512)}
-	if e := a.store.Update(ctx, func(tx *state.Tx) error { return tx.PutSink(a.sink, attemptKey(a.it.seq), rec) }); e != nil {
+	if e := a.store.Update(ctx, func(tx RecordTx) error { return tx.PutSink(a.sink, attemptKey(a.it.seq), rec) }); e != nil {
 		a.log.Warn("sink: saving attempt count", "err", e)
 		return
 	}
@@ -71,7 +70,7 @@ func (a *storedAttempts) clear() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if e := a.store.Update(ctx, func(tx *state.Tx) error { return tx.DeleteSink(a.sink, attemptKey(a.it.seq)) }); e != nil {
+	if e := a.store.Update(ctx, func(tx RecordTx) error { return tx.DeleteSink(a.sink, attemptKey(a.it.seq)) }); e != nil {
 		a.log.Warn("sink: clearing attempt count", "err", e)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
@@ -39,6 +40,10 @@ type consumer struct {
 	iter jetstream.MessagesContext
 	gate *startGate // only the dispatch loop touches it
 
+	// pin follows which member the fleet's consumer is pinned to (nil
+	// for a single relay).
+	pin *pinWatch
+
 	held     heldSet
 	back     handBacks
 	keepDone chan struct{}
@@ -54,12 +59,21 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 		AckWait:        o.AckWait,
 		MaxAckPending:  o.MaxAckPending,
 		DeliverAll:     o.DeliverAll,
+		PinnedGroup:    pinnedGroupOf(o),
+		PinnedTTL:      o.PinnedTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
 	}
 	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}}}
-	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
+	pullOpts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(o.MaxAckPending, 256))}
+	if o.Member != "" {
+		// A fleet member: the previous run's unacked messages may be
+		// another member's in flight; the gate closes at each new pin
+		// instead (pin.go).
+		c.pin = &pinWatch{cons: cons, ackWait: o.AckWait, onPin: o.onPin}
+		pullOpts = append(pullOpts, jetstream.PullPriorityGroup(PinnedGroup), jetstream.PullExpiry(pullExpiry(o.PinnedTTL)))
+	} else if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
 		// Messages left unacked by a previous run (a crash, or a stop that
 		// could not hand them back) come back only after AckWait; hold newer
 		// ones until they did, so a resource's events stay in order.
@@ -71,7 +85,7 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 		log.Info("sink: waiting for unacknowledged events of the previous run before newer ones",
 			"pending", info.NumAckPending, "at_most", o.AckWait+5*time.Second)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(o.MaxAckPending, 256)))
+	iter, err := cons.Messages(pullOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: pull: %w", o.Name, err)
 	}
@@ -100,6 +114,10 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 		}
 	}
 	pass := func(it *item) {
+		if c.pin != nil && !stopping() && c.pin.lost() {
+			c.giveBack(it)
+			return
+		}
 		if stopping() || !push(it) {
 			c.handBack(it)
 		}
@@ -108,12 +126,20 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 		var msg jetstream.Msg
 		var err error
 		if c.gate != nil {
+			if c.pin != nil && c.pin.othersDone(c.held.len()) {
+				c.openGate(pass)
+				continue
+			}
 			if time.Now().After(c.gate.deadline) {
 				c.log.Warn("sink: not all unacknowledged events of the previous run came back; going on", "missing", c.gate.pending-c.gate.seen)
 				c.openGate(pass)
 				continue
 			}
-			msg, err = c.iter.Next(jetstream.NextMaxWait(time.Until(c.gate.deadline) + time.Millisecond))
+			wait := time.Until(c.gate.deadline) + time.Millisecond
+			if c.pin != nil {
+				wait = min(wait, pinCheckEvery)
+			}
+			msg, err = c.iter.Next(jetstream.NextMaxWait(wait))
 		} else {
 			msg, err = c.iter.Next()
 		}
@@ -124,7 +150,7 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 				}
 				return
 			}
-			if c.gate != nil && time.Now().After(c.gate.deadline) {
+			if c.gate != nil && (time.Now().After(c.gate.deadline) || (c.pin != nil && errors.Is(err, nats.ErrTimeout))) {
 				continue
 			}
 			c.log.Warn("sink: pulling messages", "err", err)
@@ -142,6 +168,11 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 		it := &item{msg: msg}
 		if md, err := msg.Metadata(); err == nil {
 			it.seq, it.delivered = md.Sequence.Stream, md.NumDelivered
+		}
+		if c.pin != nil && c.gate == nil {
+			if g := c.pin.changed(msg, c.held.len()); g != nil {
+				c.gate = g
+			}
 		}
 		it.ev, it.decodeErr = event.Decode(msg.Data())
 		if it.decodeErr == nil && !c.filter.Match(it.ev.ShortType()) {
@@ -196,6 +227,13 @@ func (c *consumer) release(it *item) { c.held.remove(it) }
 func (c *consumer) handBack(it *item) {
 	c.release(it)
 	c.back.add(it.msg)
+}
+
+// giveBack releases it and naks it now: a fleet member that lost its pin
+// returns what it has not sent, for the pinned member to send in order.
+func (c *consumer) giveBack(it *item) {
+	c.release(it)
+	nakNow(it.msg)
 }
 
 // inFlight is how many messages are held.

@@ -40,9 +40,10 @@
 //
 // Stages. A Runner composes four, each in its own file with at most one
 // lock, and owns their lifecycle (Start, Stop) and the sink's Status:
-//   - consumer (consumer.go): the durable JetStream consumer, the pull
-//     iterator, the start gate that holds newer messages back until the
-//     previous run's unacked ones came back, the keep-alive (InProgress)
+//   - consumer (consumer.go, pin.go): the durable JetStream consumer, the
+//     pull iterator, the start gate that holds newer messages back until
+//     the previous run's (or the previous pinned member's) unacked ones
+//     came back, the keep-alive (InProgress)
 //     of held messages, and the hand-back: naks in stream order at Stop.
 //   - lanes (lanes.go): per-resource ordering by event.OrderKey.
 //   - delivery policy (policy.go): Policy sends through the Sender and
@@ -52,6 +53,51 @@
 //     the sink off. Attempt counts come from and go to an Attempts (the
 //     state store for the lanes, a fresh count for replays).
 //   - dead letters (dlq.go): storing on the DLQ stream, listing, replay.
+//
+// A fleet (cluster.enabled; Options.Member set). Every member runs every
+// sink, on one durable consumer per sink shared by the fleet, and each
+// event still goes to each sink once (at least once under faults), in
+// per-resource order. The consumer is a JetStream priority group with the
+// pinned_client policy (PinnedGroup; nats-server 2.11+): the server
+// delivers only to the member it pinned and answers the others' pull
+// requests with nothing; when the pinned member sends no pull request for
+// PinnedTTL (cluster.lease_ttl: it died, froze or lost NATS; its requests
+// live a third of that) the server pins another waiting member. So:
+//   - One member sends at a time, and the lanes' ordering holds as on a
+//     single relay.
+//   - Failover is the server's: no lease of ours, no rebalancing. The new
+//     member gets the previous one's unacked messages after AckWait (or
+//     at once when the previous one gave them back), and holds newer ones
+//     back until they came, until the previous member acked them all (it
+//     was frozen and thawed), or AckWait+5s: the start gate, closed again
+//     at each new pin (pin.go).
+//   - A member that lost its pin while frozen and wakes up gives back (nak)
+//     everything it holds and has not started sending, and sends nothing
+//     new; the one send it had in flight may reach the target a second
+//     time, which at-least-once allows.
+//   - Records (attempt counts; Slack's thread parents, log tails and flood
+//     windows) live in the fleet's sinks bucket (KVRecords), written
+//     compare-and-set, so the next active member continues a Slack thread
+//     and an attempt count where the last one left them. A sender's own
+//     background sends (Slack's summaries) run only while Runner.Active.
+//   - The sink's active member is in its status (activeMember): the
+//     member whose recorded pin id is the server's current one.
+//   - Dead letters are on the DLQ stream, so any member lists and replays
+//     them (a replay is sent by the member that was asked).
+//
+// Why pinning, not partitions by resource: a partitioned fleet needs a
+// partition count fixed up front, an assignment of partitions to members
+// that moves when members come and go (the consumer groups JetStream does
+// not have; the partitioned variant of priority groups still needs a
+// client-side rebalancer), and one consumer per partition and sink. A sink
+// is one target (one Slack channel, one callback URL) that is rate
+// limited or slow on its own side, so spreading its sends over members
+// buys little throughput, while ordering, Slack's per-channel limiter and
+// flood windows would have to be shared across members. Pinning keeps
+// every single-relay guarantee as it is, with the server doing the
+// failover. What it costs: one member's CPU per sink (sinks spread over
+// members only by chance of which is pinned), and a failover waits
+// PinnedTTL, plus AckWait for the messages the dead member held.
 //
 // Senders may have a lifecycle (benthos' outputs): a Connector is
 // connected at Start before anything is pulled, a Closer is closed at Stop

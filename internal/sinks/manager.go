@@ -21,8 +21,13 @@ import (
 
 // ManagerOptions are the dependencies every runner of a Manager shares.
 type ManagerOptions struct {
-	Bus        *bus.Bus
-	Store      *state.Store
+	Bus   *bus.Bus
+	Store *state.Store
+	// Records, Member and PinnedTTL are given to every runner (a fleet
+	// member's; see Options).
+	Records    Records
+	Member     string
+	PinnedTTL  time.Duration
 	Clock      clock.Clock
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -66,6 +71,15 @@ func (m *Manager) Add(s Sender, o Options) (*Runner, error) {
 	}
 	if o.Store == nil {
 		o.Store = m.o.Store
+	}
+	if o.Records == nil {
+		o.Records = m.o.Records
+	}
+	if o.Member == "" {
+		o.Member = m.o.Member
+	}
+	if o.PinnedTTL == 0 {
+		o.PinnedTTL = m.o.PinnedTTL
 	}
 	if o.Clock == nil {
 		o.Clock = m.o.Clock

@@ -39,7 +39,19 @@ type Options struct {
 	// Store keeps the attempt count of a message being retried across
 	// restarts. Optional.
 	Store *state.Store
-	Clock clock.Clock
+	// Records, when set, is where the attempt counts are kept instead of
+	// Store (a fleet's shared bucket). Default: BoltRecords(Store).
+	Records Records
+	// Member, when set, makes this runner a fleet member's: its durable
+	// consumer is shared by the fleet and pinned to one member at a time
+	// (see doc.go), and the sink's active member is recorded under
+	// Records.
+	Member string
+	// PinnedTTL is how long the server keeps the consumer pinned to a
+	// member that sends no pull request (a dead or frozen one) before it
+	// pins another. Default 10s.
+	PinnedTTL time.Duration
+	Clock     clock.Clock
 	// Logger is the sink's own, scoped to it by the caller (the app adds
 	// sink and kind; Manager.Add does when it supplies its logger).
 	Logger  *slog.Logger
@@ -89,6 +101,12 @@ func (o *Options) defaults() error {
 	}
 	if o.MaxAckPending <= 0 {
 		o.MaxAckPending = max(256, 8*o.Concurrency)
+	}
+	if o.Records == nil {
+		o.Records = BoltRecords(o.Store)
+	}
+	if o.PinnedTTL <= 0 {
+		o.PinnedTTL = 10 * time.Second
 	}
 	return nil
 }
@@ -171,6 +189,9 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 			r.started.Store(false)
 		}
 	}()
+	if a, ok := r.sender.(Activated); ok {
+		a.SetActive(r.Active)
+	}
 	if c, ok := r.sender.(Connector); ok {
 		if err := c.Connect(ctx); err != nil {
 			return fmt.Errorf("sink %s: connect: %w", r.o.Name, err)
@@ -255,7 +276,13 @@ func (r *Runner) process(it *item) {
 		}
 		return
 	}
-	a := &storedAttempts{store: r.o.Store, sink: r.o.Name, log: r.log, it: it}
+	if r.cons.pin != nil && it.delivered > 0 && r.cons.pin.lost() {
+		// Frozen and thawed: another member delivers the sink now and
+		// gets this message back in order.
+		r.cons.giveBack(it)
+		return
+	}
+	a := &storedAttempts{store: r.o.Records, sink: r.o.Name, log: r.log, it: it}
 	d := r.policy.Deliver(r.sendCtx, r.stopCtx.Done(), it.ev, a)
 	switch d.Verdict {
 	case Acked:
@@ -281,6 +308,9 @@ func (r *Runner) Status() Status {
 	s := r.stats.status()
 	if r.started.Load() {
 		s.InFlight = r.cons.inFlight()
+	}
+	if r.o.Member != "" {
+		s.ActiveMember = r.activeMember()
 	}
 	if at, reason, ok := r.policy.disabledSince(); ok {
 		at = at.UTC()

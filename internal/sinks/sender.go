@@ -26,6 +26,14 @@ type Connector interface {
 	Connect(ctx context.Context) error
 }
 
+// Activated is a Sender with background work that sends outside any
+// event (Slack's flood summaries and card refreshes): in a fleet it must
+// run on the sink's active member only. The runner hands it Runner.Active
+// before Connect; a single relay's is always true.
+type Activated interface {
+	SetActive(active func() bool)
+}
+
 // Closer is a Sender with something to undo: background work, idle
 // connections. The runner calls Close once, at Stop, also when Start
 // failed or never ran, so Close must work without Connect. It returns when

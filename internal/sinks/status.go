@@ -29,6 +29,9 @@ type Status struct {
 	Disabled       bool       `json:"disabled"`
 	DisabledAt     *time.Time `json:"disabledAt,omitempty"`
 	DisabledReason string     `json:"disabledReason,omitempty"`
+	// ActiveMember is, in a fleet, the member that delivers this sink now
+	// (its consumer is pinned there); empty while none is.
+	ActiveMember string `json:"activeMember,omitempty"`
 }
 
 // tracker is what a sink reports: counters, metrics, the last error and

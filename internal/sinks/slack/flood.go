@@ -11,7 +11,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
-	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
 var jsonUnmarshal = json.Unmarshal
@@ -60,7 +59,7 @@ func (s *Sender) fold(ctx context.Context, e event.Event, d data) sinks.Result {
 	}
 	now := s.clock.Now()
 	first := false
-	err := s.store.Update(ctx, func(tx *state.Tx) error {
+	err := s.store.Update(ctx, func(tx sinks.RecordTx) error {
 		first = false
 		var p pending
 		if _, err := tx.GetSink(s.cfg.Name, floodKey(typ), &p); err != nil {
@@ -160,6 +159,13 @@ func (s *Sender) flushLoop() {
 	}
 }
 
+// inactiveRecheck is how often the flusher of a fleet member that does
+// not deliver the sink checks whether it does now.
+const inactiveRecheck = 2 * time.Second
+
+// SetActive implements sinks.Activated.
+func (s *Sender) SetActive(active func() bool) { s.active.Store(&active) }
+
 // staleRetry is a stale card whose refresh failed.
 type staleRetry struct {
 	n   int       // failed refreshes in a row
@@ -179,6 +185,11 @@ const minStaleRetry = 30 * time.Second
 // ever dropped.
 func (s *Sender) flushPass(ctx context.Context, staleFails map[string]staleRetry) time.Time {
 	now := s.clock.Now()
+	if active := s.active.Load(); active != nil && !(*active)() {
+		// Another fleet member delivers this sink; look again later, in
+		// case this one takes over.
+		return now.Add(inactiveRecheck)
+	}
 	var next time.Time
 	later := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
@@ -187,7 +198,7 @@ func (s *Sender) flushPass(ctx context.Context, staleFails map[string]staleRetry
 	}
 	var ps []pending
 	var stale []string
-	err := s.store.View(func(tx *state.Tx) error {
+	err := s.store.View(func(tx sinks.RecordTx) error {
 		if err := forEachSub(tx, s.cfg.Name, "flood", func(_ string, raw []byte) error {
 			var p pending
 			if err := json.Unmarshal(raw, &p); err == nil && p.Count > 0 {
@@ -268,7 +279,7 @@ func (s *Sender) flushSummary(ctx context.Context, p pending) (time.Time, bool) 
 	uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var nextTry time.Time
-	err := s.store.Update(uctx, func(tx *state.Tx) error {
+	err := s.store.Update(uctx, func(tx sinks.RecordTx) error {
 		var cur pending
 		if _, err := tx.GetSink(s.cfg.Name, floodKey(p.Type), &cur); err != nil {
 			return err
@@ -325,7 +336,7 @@ func (s *Sender) refreshParent(ctx context.Context, kind, id string) sinks.Resul
 			// No record at all: just drop the mark.
 			uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_ = s.store.Update(uctx, func(tx *state.Tx) error { return tx.DeleteSink(s.cfg.Name, staleKey(kind, id)) })
+			_ = s.store.Update(uctx, func(tx sinks.RecordTx) error { return tx.DeleteSink(s.cfg.Name, staleKey(kind, id)) })
 			return sinks.Delivered()
 		}
 		s.save(rec)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goslack "github.com/slack-go/slack"
@@ -23,9 +24,11 @@ import (
 
 // Options are the sink's dependencies.
 type Options struct {
-	// Store keeps parents, log tails and pending summaries. Required.
-	Store *state.Store
-	Clock clock.Clock
+	// Store keeps parents, log tails and pending summaries, unless
+	// Records is set (a fleet's shared bucket). One of them is required.
+	Store   *state.Store
+	Records sinks.Records
+	Clock   clock.Clock
 	// Logger is the sink's, scoped to it by the caller.
 	Logger *slog.Logger
 	// HTTPClient makes the Slack calls. Default: a client of its own.
@@ -48,7 +51,7 @@ type Sender struct {
 	api     *goslack.Client
 	http    *http.Client
 	ownHTTP bool
-	store   *state.Store
+	store   sinks.Records
 	clock   clock.Clock
 	log     *slog.Logger
 	user    event.Filter // the events the user asked for
@@ -70,6 +73,9 @@ type Sender struct {
 	lastGC  time.Time
 
 	wake chan struct{}
+	// active is the runner's Active (sinks.Activated): the flusher
+	// posts and refreshes only while it is true.
+	active atomic.Pointer[func() bool]
 
 	// life is the background work's lifecycle: Connect starts it, Close
 	// ends it.
@@ -95,7 +101,10 @@ func New(c Config, o Options) (*Sender, error) {
 		// slack.OptionAPIURL appends method names to it.
 		c.APIURL += "/"
 	}
-	if o.Store == nil {
+	if o.Records == nil {
+		o.Records = sinks.BoltRecords(o.Store)
+	}
+	if o.Records == nil {
 		return nil, fmt.Errorf("%s (%s): no state store", o.ConfigPath, c.Name)
 	}
 	tmpl, _ := headline.Parse(c.Templates) // checked by Validate
@@ -114,7 +123,7 @@ func New(c Config, o Options) (*Sender, error) {
 	}
 	s := &Sender{
 		cfg: c, path: o.ConfigPath, webhook: c.WebhookURL != "",
-		store: o.Store, clock: o.Clock, user: user, tmpl: tmpl, timeout: o.Timeout,
+		store: o.Records, clock: o.Clock, user: user, tmpl: tmpl, timeout: o.Timeout,
 		log:     o.Logger,
 		limiter: newChannelLimiter(o.Clock, o.ChannelInterval),
 		window:  &floodWindow{recent: map[string][]time.Time{}},
@@ -282,7 +291,7 @@ func (s *Sender) recordLog(ctx context.Context, e event.Event, d data) error {
 	defer mu.Unlock()
 	now := s.clock.Now()
 	stale := false
-	err := s.store.Update(ctx, func(tx *state.Tx) error {
+	err := s.store.Update(ctx, func(tx sinks.RecordTx) error {
 		stale = false
 		var rec parentRec
 		if _, err := tx.GetSink(s.cfg.Name, parentKey(e.Kind(), e.Subject), &rec); err != nil {
@@ -317,7 +326,7 @@ func (s *Sender) recordLog(ctx context.Context, e event.Event, d data) error {
 
 // load reads a resource's parent record and log ring.
 func (s *Sender) load(kind, id string) (rec parentRec, ring logRing, err error) {
-	err = s.store.View(func(tx *state.Tx) error {
+	err = s.store.View(func(tx sinks.RecordTx) error {
 		if _, err := tx.GetSink(s.cfg.Name, parentKey(kind, id), &rec); err != nil {
 			return err
 		}
@@ -338,7 +347,7 @@ func (s *Sender) save(rec parentRec) {
 	kind, id := rec.Facts.Kind, rec.Facts.ID
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := s.store.Update(ctx, func(tx *state.Tx) error {
+	err := s.store.Update(ctx, func(tx sinks.RecordTx) error {
 		if err := tx.PutSink(s.cfg.Name, parentKey(kind, id), rec); err != nil {
 			return err
 		}
@@ -583,7 +592,7 @@ func (s *Sender) maybeGC(ctx context.Context) {
 		return
 	}
 	cutoff := now.Add(-recordTTL)
-	err := s.store.Update(ctx, func(tx *state.Tx) error {
+	err := s.store.Update(ctx, func(tx sinks.RecordTx) error {
 		var old []string
 		for _, fam := range []string{"parent", "logs"} {
 			err := forEachSub(tx, s.cfg.Name, fam, func(k string, raw []byte) error {

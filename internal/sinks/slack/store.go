@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
-	"github.com/cakework-relay/cakework-relay/internal/state"
+	"github.com/cakework-relay/cakework-relay/internal/sinks"
 )
 
 // The sink's records in the state store (bucket sinks, keys
@@ -128,6 +128,6 @@ func (p *pending) at() time.Time {
 // forEachSub scans one family of the sink's records ("flood", "stale").
 // ForEachSink scans by "<sink>/" prefix, so "<sink>/flood" scans
 // "<sink>/flood/..." and hands back the rest of the key.
-func forEachSub(tx *state.Tx, sink, family string, fn func(k string, raw []byte) error) error {
+func forEachSub(tx sinks.RecordTx, sink, family string, fn func(k string, raw []byte) error) error {
 	return tx.ForEachSink(sink+"/"+family, fn)
 }
