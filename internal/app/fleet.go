@@ -74,9 +74,9 @@ func (f *fleet) leading(t cluster.Term) bool {
 	return e != nil && e.Leading(t)
 }
 
-func (f *fleet) resign() {
+func (f *fleet) resign(t cluster.Term) {
 	if e := f.getElector(); e != nil {
-		e.Resign()
+		e.Resign(t)
 	}
 }
 
@@ -172,8 +172,10 @@ func (f *fleet) forwardQueuedWatches(ctx context.Context, kv jetstream.KeyValue)
 // and the control subscription run until the term ends.
 func (f *fleet) lead(ctx context.Context, t cluster.Term) {
 	if err := f.store.Begin(ctx, t); err != nil {
-		f.log.Warn("cluster: cannot load the fleet's knowledge; giving up the term", "term", t.N, "err", err)
-		f.resign()
+		if ctx.Err() == nil {
+			f.log.Warn("cluster: cannot load the fleet's knowledge; giving up the term", "term", t.N, "err", err)
+			f.resign(t)
+		}
 		return
 	}
 	defer f.store.End()
@@ -198,7 +200,7 @@ func (f *fleet) lead(ctx context.Context, t cluster.Term) {
 	for _, c := range started {
 		if err := c.Start(ctx); err != nil {
 			f.log.Warn("cluster: cannot start at the beginning of the term; giving it up", "component", c.Name(), "err", err)
-			f.resign()
+			f.resign(t)
 			return
 		}
 		running = append(running, c)
@@ -206,7 +208,7 @@ func (f *fleet) lead(ctx context.Context, t cluster.Term) {
 	sub, err := cluster.ServeControl(f.core.Bus.Conn(), f.remote.Subject, leaderOps{f})
 	if err != nil {
 		f.log.Warn("cluster: cannot serve forwarded requests; giving up the term", "err", err)
-		f.resign()
+		f.resign(t)
 		return
 	}
 	defer func() { _ = sub.Unsubscribe() }()

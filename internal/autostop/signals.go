@@ -54,6 +54,10 @@ func (s Signals) Record(ctx context.Context, id string) (time.Time, error) {
 func (s Signals) Mount(r *mux.Router) {
 	r.HandleFunc("/vms/{id}/activity", func(w http.ResponseWriter, req *http.Request) {
 		id := mux.Vars(req)["id"]
+		if err := event.CheckToken("vm id", id); err != nil {
+			httpapi.WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		at, err := s.Record(req.Context(), id)
 		if err != nil {
 			status := http.StatusBadRequest

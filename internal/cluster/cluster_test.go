@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,7 +71,7 @@ func join(t *testing.T, c *clustertest.Cluster, node int, name string) *member {
 	}
 	m := &member{name: name, nc: nc, js: js, kv: kv, terms: make(chan cluster.Term, 4), done: make(chan struct{})}
 	m.store = cluster.NewStore(cluster.StoreOptions{JS: js, KV: kv, Stream: stream, SubjectPrefix: prefix,
-		Leading: func(tm cluster.Term) bool { return m.e.Leading(tm) }, Resign: func() {}})
+		Leading: func(tm cluster.Term) bool { return m.e.Leading(tm) }, Resign: func(cluster.Term) {}})
 	m.e, err = cluster.NewElector(cluster.ElectorOptions{JS: js, KV: kv, Stream: stream, Member: name, LeaseTTL: ttl,
 		Lead: func(ctx context.Context, tm cluster.Term) {
 			m.terms <- tm
@@ -158,7 +159,7 @@ func TestFailoverFencesTheOldLeader(t *testing.T) {
 	_, staleJS := c.Connect(2)
 	staleKV, _ := staleJS.KeyValue(ctx, cluster.Bucket(stream))
 	stale := cluster.NewStore(cluster.StoreOptions{JS: staleJS, KV: staleKV, Stream: stream, SubjectPrefix: prefix,
-		Leading: func(cluster.Term) bool { return true }, Resign: func() {}})
+		Leading: func(cluster.Term) bool { return true }, Resign: func(cluster.Term) {}})
 	if err := stale.Begin(ctx, t1); err != nil {
 		t.Fatal(err)
 	}
@@ -265,5 +266,137 @@ func TestQueuedWatchesReachTheLeader(t *testing.T) {
 	_ = a.store.View(func(tx poller.Tx) error { ws, err = tx.Watches(state.KindBuild); return err })
 	if len(ws) != 2 || ws["b1"].Source != "webhook" {
 		t.Errorf("watches = %v", ws)
+	}
+}
+
+// Mimics internal/app/fleet.go: Lead loads the knowledge (Begin) and resigns
+// if that fails; the poller commits back to back while the term lasts; the
+// Store's Resign is the elector's. One Resign (a commit that failed once)
+// should cost one failover, not a loop of terms.
+func TestStaleResignDoesNotLoop(t *testing.T)            { staleResign(t, false) }
+func TestStaleResignDoesNotLoopWithStandby(t *testing.T) { staleResign(t, true) }
+
+func staleResign(t *testing.T, withStandby bool) {
+	var bTerms atomic.Int64
+	c := setup(t)
+	nc, js := c.Connect(0)
+	_ = nc
+	kv, err := js.KeyValue(context.Background(), cluster.Bucket(stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e *cluster.Elector
+	var terms, beginFails, resigns atomic.Int64
+	var cur atomic.Value // the current term
+	store := cluster.NewStore(cluster.StoreOptions{JS: js, KV: kv, Stream: stream, SubjectPrefix: prefix,
+		Leading: func(tm cluster.Term) bool { return e.Leading(tm) },
+		Resign:  func(tm cluster.Term) { resigns.Add(1); e.Resign(tm) }})
+	e, err = cluster.NewElector(cluster.ElectorOptions{JS: js, KV: kv, Stream: stream, Member: "a", LeaseTTL: ttl,
+		Lead: func(ctx context.Context, tm cluster.Term) {
+			terms.Add(1)
+			cur.Store(tm)
+			if err := store.Begin(ctx, tm); err != nil {
+				beginFails.Add(1)
+				e.Resign(tm)
+				return
+			}
+			defer store.End()
+			n := 0
+			for ctx.Err() == nil {
+				n++
+				_ = commitLog(ctx, store, "vm1", n%20)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for terms.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if terms.Load() == 0 {
+		t.Fatal("a never led")
+	}
+	if withStandby {
+		b := join(t, c, 1, "b")
+		go func() {
+			for range b.terms {
+				bTerms.Add(1)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	before := terms.Load()
+	e.Resign(cur.Load().(cluster.Term)) // one failed commit
+	time.Sleep(3 * time.Second)
+	t.Logf("standby terms %d", bTerms.Load())
+	t.Logf("terms after one Resign in 3s: %d (begin failures %d, store resigns %d)", terms.Load()-before, beginFails.Load(), resigns.Load())
+	if terms.Load()-before > 2 {
+		t.Errorf("one Resign started %d terms in 3s", terms.Load()-before)
+	}
+}
+
+// A build's first page: the leader published its log event (with the
+// cursor in the header) and died before its first cursor record reached
+// the bucket. The next term has no cursor record to reconcile, polls the
+// build from the start again, and its event for the same start has the
+// same id with more lines: JetStream drops it as a duplicate, and the
+// commit writes a cursor past lines that are on the stream nowhere.
+func TestRepeatedFirstPageTakesTheStreamsCursor(t *testing.T) {
+	c := setup(t)
+	a := join(t, c, 0, "a")
+	_, t1 := leaderOf(t, 5*ttl, a)
+	ctx := context.Background()
+	if err := a.store.Begin(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	subj := prefix + ".build.b1.log"
+	// What a's commit published before it died: event X (lines a,b,c),
+	// cursor {n:3} in its header. No bucket write.
+	msg := &nats.Msg{Subject: subj, Data: []byte(`{"lines":["a","b","c"]}`), Header: nats.Header{}}
+	msg.Header.Set(nats.MsgIdHdr, "log-b1-X")
+	msg.Header.Set(cluster.HdrCursor, `{"n":3}`)
+	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(t1.StreamFence, cluster.FenceSubject(stream))); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	<-a.done
+	b := join(t, c, 1, "b")
+	_, t2 := leaderOf(t, 3*ttl, b)
+	if err := b.store.Begin(ctx, t2); err != nil {
+		t.Fatal(err)
+	}
+	var got cur
+	var have bool
+	_ = b.store.View(func(tx poller.Tx) error { have, _ = tx.GetCursor(state.KindBuild, "b1", &got); return nil })
+	// b polls from the start: same first line, same id, more lines now.
+	// JetStream drops the repeat; the commit takes the stream's cursor
+	// instead of its own, so lines d and e are read again next pass.
+	err := b.store.Update(ctx, func(tx poller.Tx) error {
+		if err := tx.PutCursor(state.KindBuild, "b1", cur{N: 5}); err != nil {
+			return err
+		}
+		return tx.Enqueue(subj, "log-b1-X", []byte(`{"lines":["a","b","c","d","e"]}`))
+	})
+	if err == nil {
+		t.Fatal("the commit of a repeated first page with more lines succeeded; lines d and e would be lost")
+	}
+	_ = b.store.View(func(tx poller.Tx) error { have, _ = tx.GetCursor(state.KindBuild, "b1", &got); return nil })
+	if !have || got.N != 3 {
+		t.Errorf("cursor after the repeat = %v %+v, want {N:3} (the stream's)", have, got)
+	}
+	// The same page again (nothing new) is not an error.
+	err = b.store.Update(ctx, func(tx poller.Tx) error {
+		if err := tx.PutCursor(state.KindBuild, "b1", cur{N: 3}); err != nil {
+			return err
+		}
+		return tx.Enqueue(subj, "log-b1-X", []byte(`{"lines":["a","b","c"]}`))
+	})
+	if err != nil {
+		t.Errorf("a repeat with the same lines: %v", err)
 	}
 }

@@ -52,7 +52,14 @@
 //     again and get 409 (counted as stopped): two calls, one stop.
 //   - Fenced writes are sequential: a stream refuses a second conditional
 //     write on a subject while one is in flight, so the Store commits one
-//     transaction at a time, one message at a time.
+//     transaction at a time, one message at a time. Such a refusal (or a
+//     publish whose answer timed out while the next one was sent) looks
+//     like a fence refusal, and costs a failover, not a wrong write.
+//   - The stream's fence is one message, kept for bus.max_age like any
+//     other: a leader that has led longer than that finds its next publish
+//     refused, and the fleet fails over once (to itself or another).
+//   - Resignations are per term: a term that is being torn down fails its
+//     last commits, and those never end the next term.
 //
 // # No seam at failover
 //
@@ -74,7 +81,18 @@
 //
 // A commit that fails part way (NATS away mid-commit) leaves the leader
 // unsure what landed: it resigns, and the next term (this member or
-// another) loads again.
+// another) loads again. A commit whose log event JetStream drops as a
+// repeat (the first page of a stream whose cursor never reached the
+// bucket) compares it with the event on the stream: other lines mean the
+// stream's cursor is the truth; it is written, and the commit stops, so
+// the lines after it are read again, never skipped.
+//
+// The load at the start of a term reads the bucket through a consumer
+// that may sit on a lagging replica; it is complete only once it has
+// shown the term's own fence write, which came after everything the
+// previous leader wrote. The term's context ends when its lease runs out
+// (the renewal in flight is cut at that moment), which cancels a stop
+// call still waiting for the rate limiter.
 //
 // # What any member does
 //

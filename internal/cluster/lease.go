@@ -86,8 +86,9 @@ type Elector struct {
 	cancelTerm context.CancelFunc
 	termDone   chan struct{}
 
-	resign     chan struct{} // asks the loop to give up the current term
+	resign     chan uint64 // asks the loop to give up a term
 	warnedName bool
+	lastHolder string // the last member seen holding the lease
 }
 
 // NewElector checks options.
@@ -107,7 +108,7 @@ func NewElector(o ElectorOptions) (*Elector, error) {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Elector{o: o, log: o.Logger.With("component", "cluster", "member", o.Member), resign: make(chan struct{}, 1)}, nil
+	return &Elector{o: o, log: o.Logger.With("component", "cluster", "member", o.Member), resign: make(chan uint64, 1)}, nil
 }
 
 // margin is how much earlier than a standby could take over the holder
@@ -143,12 +144,20 @@ func (e *Elector) Status() Status {
 	return s
 }
 
-// Resign gives up the current term (a commit that could not be completed
-// leaves the leader's knowledge uncertain; a new term reloads it). The
-// lease is released, so this or another member takes over at once.
-func (e *Elector) Resign() {
+// Resign gives up term t (a commit that could not be completed leaves the
+// leader's knowledge uncertain; a new term reloads it). The lease is
+// released, so this or another member takes over at once. A resignation
+// of a term that already ended is ignored: a term that is being torn down
+// fails its last commits, and those must not end the next one.
+func (e *Elector) Resign(t Term) {
+	e.mu.Lock()
+	current := e.leading && e.term.N == t.N
+	e.mu.Unlock()
+	if !current {
+		return
+	}
 	select {
-	case e.resign <- struct{}{}:
+	case e.resign <- t.N:
 	default:
 	}
 }
@@ -161,6 +170,12 @@ func (e *Elector) Run(ctx context.Context) {
 		var wait time.Duration
 		if e.isLeading() {
 			wait = e.renew(ctx)
+			// Wake at the latest when the lease runs out, to end the term
+			// then (its context cancels what it still does), not at the
+			// next renewal.
+			if left := e.validUntilNow().Sub(e.o.Clock.Now()); e.isLeading() && left < wait {
+				wait = max(left, 0)
+			}
 		} else {
 			wait = e.campaign(ctx)
 		}
@@ -168,13 +183,19 @@ func (e *Elector) Run(ctx context.Context) {
 		case <-ctx.Done():
 			e.stepDown("shutting down", true)
 			return
-		case <-e.resign:
-			if e.isLeading() {
+		case n := <-e.resign:
+			if e.isLeading() && e.currentTerm() == n {
 				e.stepDown("resigned: a commit could not be completed, so the next term reloads the knowledge", true)
 			}
 		case <-e.o.Clock.After(wait):
 		}
 	}
+}
+
+func (e *Elector) currentTerm() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.term.N
 }
 
 func (e *Elector) isLeading() bool {
@@ -211,6 +232,9 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 		if rev != e.rev {
 			e.rev, e.seenAt, e.cur = rev, now, cur
 			e.setLeader(cur.Member)
+			if cur.Member != "" {
+				e.lastHolder = cur.Member
+			}
 		}
 		// Released, or not renewed for a whole TTL. A lease in this
 		// member's own name (from before a restart) waits like any other:
@@ -245,12 +269,18 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 		return poll
 	}
 	e.mu.Lock()
-	prev := e.leader
+	prev := e.lastHolder
 	e.leading, e.term, e.validUntil, e.leader = true, t, sent.Add(e.o.LeaseTTL-e.margin()), e.o.Member
 	e.mu.Unlock()
+	// Drop a resignation meant for an earlier term.
+	select {
+	case <-e.resign:
+	default:
+	}
 	if prev != "" && prev != e.o.Member {
 		e.o.Metrics.Failovers.Inc()
 	}
+	e.lastHolder = e.o.Member
 	e.o.Metrics.Leader.Set(1)
 	e.log.Info("cluster: this member leads", "term", t.N, "previous", prev)
 	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -317,6 +347,10 @@ func (e *Elector) renew(ctx context.Context) time.Duration {
 	raw, _ := json.Marshal(next)
 	rctx, cancel := e.rpcCtx(ctx)
 	defer cancel()
+	// A renewal still in flight when the lease runs out is given up: the
+	// term must end on time.
+	rctx, cancel2 := context.WithDeadline(rctx, e.validUntilNow())
+	defer cancel2()
 	sent := e.o.Clock.Now()
 	rev, err := e.o.KV.Update(rctx, leaseKey, raw, e.rev)
 	switch {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,9 +66,10 @@ type StoreOptions struct {
 	// Leading says whether term t is still this member's; every commit
 	// asks it first.
 	Leading func(t Term) bool
-	// Resign is called when a commit fails part way: what was published
-	// and what was written are then uncertain, and a new term reloads.
-	Resign func()
+	// Resign is called when a commit of term t fails part way: what was
+	// published and what was written are then uncertain, and a new term
+	// reloads.
+	Resign func(t Term)
 }
 
 // Store is the leader's knowledge in the fleet bucket: the poller's
@@ -125,12 +127,17 @@ var (
 // the stream.
 func (s *Store) Begin(ctx context.Context, t Term) error {
 	cache := map[string][]byte{}
-	w, err := s.kv().WatchFiltered(ctx, []string{"p.>", "s.>"}, jetstream.IgnoreDeletes())
+	// The watch's consumer may sit on a replica that lags the quorum: the
+	// read is complete once it has shown this term's own fence write (the
+	// "term" key at KVFence), which came after everything an earlier
+	// leader wrote.
+	w, err := s.kv().WatchFiltered(ctx, []string{"p.>", "s.>", termKey}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return fmt.Errorf("cluster: read the fleet bucket: %w", err)
 	}
 	defer w.Stop()
-	for {
+	initial, fenced := false, false
+	for !initial || !fenced {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -138,13 +145,18 @@ func (s *Store) Begin(ctx context.Context, t Term) error {
 			if !ok {
 				return errors.New("cluster: the fleet bucket's watch ended before its initial values")
 			}
-			if e == nil {
-				goto loaded
+			switch {
+			case e == nil:
+				initial = true
+			case e.Key() == termKey:
+				fenced = e.Revision() >= t.KVFence
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(cache, e.Key())
+			default:
+				cache[e.Key()] = e.Value()
 			}
-			cache[e.Key()] = e.Value()
 		}
 	}
-loaded:
 	st, err := s.o.JS.Stream(ctx, s.o.Stream)
 	if err != nil {
 		return fmt.Errorf("cluster: open stream %s: %w", s.o.Stream, err)
@@ -220,11 +232,19 @@ func (s *Store) Update(ctx context.Context, fn func(poller.Tx) error) error {
 		return err
 	}
 	if err := s.commit(ctx, term, t); err != nil {
-		if errors.Is(err, ErrNotLeader) {
+		switch {
+		case errors.Is(err, errCursorTaken):
+			// Not uncertain: the bucket has the cursor of what is on the
+			// stream, and the poller reads on from it next pass.
+			return err
+		case errors.Is(err, ErrNotLeader):
 			s.End()
+		case ctx.Err() != nil:
+			// The term (or the relay) is ending: nothing to resign.
+			return err
 		}
 		s.log.Warn("cluster: a commit failed part way; giving up the term so the next one reloads", "err", err)
-		s.o.Resign()
+		s.o.Resign(term)
 		return err
 	}
 	s.mu.Lock()
@@ -270,6 +290,16 @@ func (s *Store) commit(ctx context.Context, term Term, t *tx) error {
 		if err != nil {
 			return fenceErr(fmt.Errorf("publish %s: %w", m.subject, err))
 		}
+		if hasCursor && ack.Duplicate {
+			// A log event with this id is on the stream already: a commit
+			// that published it died before its cursor reached the bucket.
+			// It may hold fewer lines than this one (JetStream kept it and
+			// dropped this); the stream's last log event says where the
+			// stream was left off.
+			if err := s.takeCursor(ctx, term, ck, m.subject, ack.Sequence, m.payload); err != nil {
+				return err
+			}
+		}
 		if hasCursor && lastLog[m.subject] == i {
 			var rec cursorRecord
 			_ = json.Unmarshal(t.writes[ck], &rec)
@@ -290,6 +320,49 @@ func (s *Store) commit(ctx context.Context, term Term, t *tx) error {
 		}
 	}
 	return nil
+}
+
+// errCursorTaken ends a commit whose log event was already on the stream
+// with a different cursor: the bucket now has that one, and the rest of
+// the commit is dropped (the poller reads on from there next pass).
+var errCursorTaken = errors.New("cluster: the log event was on the stream already; its cursor was taken, the rest is read again")
+
+// takeCursor handles a log event JetStream dropped as a repeat of the one
+// at seq. The same lines: nothing to do. Other lines: the cursor of the
+// stream's last log event is written as the record of key k, and the
+// commit stops (errCursorTaken); the poller reads on from there. With no
+// cursor on that event (its commit died between two events), the commit
+// fails as uncertain, and the term is given up.
+func (s *Store) takeCursor(ctx context.Context, term Term, k, subject string, seq uint64, mine []byte) error {
+	st, err := s.o.JS.Stream(ctx, s.o.Stream)
+	if err != nil {
+		return fmt.Errorf("read the log event at %d: %w", seq, err)
+	}
+	orig, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("read the log event at %d: %w", seq, err)
+	}
+	if bytes.Equal(orig.Data, mine) {
+		return nil
+	}
+	last, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return fmt.Errorf("read the last log event of %s: %w", subject, err)
+	}
+	c := last.Header.Get(HdrCursor)
+	if c == "" {
+		return fmt.Errorf("the last log event of %s carries no cursor (its commit died part way)", subject)
+	}
+	raw, _ := json.Marshal(cursorRecord{Seq: last.Sequence, Cursor: json.RawMessage(c)})
+	msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + k, Data: raw}
+	if _, err := s.o.JS.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(term.KVFence, "$KV."+s.bucket+"."+termKey)); err != nil {
+		return fenceErr(fmt.Errorf("write %s: %w", k, err))
+	}
+	s.mu.Lock()
+	s.cache[k] = raw
+	s.mu.Unlock()
+	s.log.Info("cluster: a log event was on the stream already with other lines (a commit that died before its cursor); continuing from the stream's cursor", "key", k, "seq", last.Sequence)
+	return fmt.Errorf("%s: %w", k, errCursorTaken)
 }
 
 // fenceErr marks a refusal by a fence as ErrNotLeader.
