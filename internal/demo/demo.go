@@ -141,6 +141,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	defer stop()
 
 	fmt.Fprintf(o.Out, "cakework-relay demo: simulator on %s, relay on http://%s\n", simURL, httpAddr)
+	fmt.Fprintf(o.Out, "  status page:    http://%s/   sign in with the admin token %s\n", httpAddr, adminToken)
 	fmt.Fprintf(o.Out, "  while it runs:  relay tail -server nats://%s    curl http://%s/metrics\n", natsAddr, httpAddr)
 	fmt.Fprintf(o.Out, "builds pass and fail, VMs start, log and go idle; auto-stop is on (idle after %s).\n\n", cfg.Sinks.Autostop.IdleAfter)
 
@@ -250,6 +251,7 @@ func guide(cfgPath string, kept bool) string {
 Where to look next:
   relay tail                 follow a running relay's events (-json for CloudEvents JSON, -since 10m)
   relay serve -config FILE   run it for real: start from config.example.yaml (see README, "A real deployment")
+  GET /                      the status page: sign in with http.admin_token (README, "Status page")
   GET /metrics, /readyz      Prometheus metrics (relay_*) and readiness; GET /v1/status with the admin token
   relay simulate             only the Cakework simulator, to point a relay at
 ` + cfg + "\n"

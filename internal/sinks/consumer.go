@@ -36,8 +36,9 @@ type consumer struct {
 	filter  event.Filter
 	ackWait time.Duration
 
-	iter jetstream.MessagesContext
-	gate *startGate // only the dispatch loop touches it
+	durable jetstream.Consumer
+	iter    jetstream.MessagesContext
+	gate    *startGate // only the dispatch loop touches it
 
 	held     heldSet
 	back     handBacks
@@ -58,7 +59,7 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
 	}
-	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}}}
+	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, durable: cons, held: heldSet{m: map[*item]struct{}{}}}
 	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
 		// Messages left unacked by a previous run (a crash, or a stop that
 		// could not hand them back) come back only after AckWait; hold newer
