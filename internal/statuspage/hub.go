@@ -64,11 +64,16 @@ func (h *hub) refreshSoon(slow bool) {
 }
 
 // run samples the rates always and builds snapshots while a page is open.
+// The watches are read at every snapshot (one bbolt read); the DLQ when its
+// stream changed, after an action, or every SlowRefresh.
 func (h *hub) run(ctx context.Context) {
 	c := h.p.o.Clock
 	nextRate := c.Now()
-	var slowAt time.Time
-	var watches, dlq json.RawMessage
+	var (
+		slowAt  time.Time
+		dlq     json.RawMessage
+		dlqSeen dlqMark
+	)
 	for {
 		now := c.Now()
 		if !now.Before(nextRate) {
@@ -83,23 +88,23 @@ func (h *hub) run(ctx context.Context) {
 		case <-c.After(min(h.p.o.Refresh, max(nextRate.Sub(now), time.Millisecond))):
 		}
 		if h.count() == 0 {
+			dlq = nil
 			continue
 		}
 		now = c.Now()
-		if slow || watches == nil || !now.Before(slowAt) {
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			watches = h.p.adminGet(rctx, "/v1/watches")
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if st, ok := h.dlqState(rctx); slow || dlq == nil || !now.Before(slowAt) || !ok || st != dlqSeen {
 			dlq = h.p.adminGet(rctx, "/v1/dlq?limit="+strconv.Itoa(DLQShown))
-			cancel()
-			slowAt = now.Add(h.p.o.SlowRefresh)
+			dlqSeen, slowAt = st, now.Add(h.p.o.SlowRefresh)
 		}
 		snap := map[string]any{
 			"now":     now.UTC(),
 			"status":  h.p.o.HTTP.Status(),
-			"watches": watches,
+			"watches": h.p.adminGet(rctx, "/v1/watches"),
 			"dlq":     dlq,
 			"rates":   h.p.rates.view(),
 		}
+		cancel()
 		b, err := json.Marshal(snap)
 		if err != nil {
 			h.p.log.Warn("status page: snapshot", "err", err)
@@ -107,6 +112,24 @@ func (h *hub) run(ctx context.Context) {
 		}
 		h.broadcast(frame("snapshot", b))
 	}
+}
+
+// dlqMark says whether the dead-letter stream changed.
+type dlqMark struct {
+	msgs, first, last uint64
+	deleted           int
+}
+
+// dlqState is the dead-letter stream's mark: one request (the stream's
+// info), to read the list again only when it changed.
+func (h *hub) dlqState(ctx context.Context) (dlqMark, bool) {
+	b := h.p.o.Bus
+	st, err := b.JetStream().Stream(ctx, b.DLQStream())
+	if err != nil {
+		return dlqMark{}, false
+	}
+	s := st.CachedInfo().State
+	return dlqMark{msgs: s.Msgs, first: s.FirstSeq, last: s.LastSeq, deleted: s.NumDeleted}, true
 }
 
 func (h *hub) count() int {
