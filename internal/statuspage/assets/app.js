@@ -307,7 +307,7 @@
     const list = d.deadLetters || [];
     $('dlq-count').textContent = d.error ? '' : `(${list.length}${d.truncated ? '+, first ' + list.length + ' shown' : ''})`;
     syncRows('dlq', list, (x) => x.id, (x) => [
-      x.id, x.sink, x.type, x.subject, [x.error, 'err'], [x.attempts, 'num'], ago(x.time),
+      x.id, x.sink, (x.type || '').replace(/^com\.cakework\./, ''), x.subject, [x.error, 'err'], [x.attempts, 'num'], ago(x.time),
     ], { label: 'Replay', run: (id, b) => act('replay', id, b, 'Replayed dead letter') });
   }
 
