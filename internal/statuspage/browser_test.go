@@ -221,6 +221,13 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("after replay: %d dead letters, %d delivered; want 0 and 2", r.deadLetters(t), r.got.Load())
 	}
 
+	// In a fleet /v1/status has a "cluster" section: the page shows the role.
+	r.app.Core().HTTP.AddStatus("cluster", func() any {
+		return map[string]string{"member": "relay-a", "role": "follower", "leader": "relay-b"}
+	})
+	b.waitJS(t, 3*time.Second, "the fleet role",
+		`document.getElementById('role').textContent === 'follower' && document.getElementById('fleet').textContent.includes('leader: relay-b')`)
+
 	if !eval[bool](t, b, `window.noReload === true`) {
 		t.Error("the page was reloaded")
 	}

@@ -171,10 +171,11 @@ func TestNoDataWithoutSession(t *testing.T) {
 	}
 }
 
-// The event stream, signed in: the recent events, then a snapshot of the
-// same status map /v1/status gives.
+// The event stream, signed in: the recent events, then snapshots of the
+// same status map /v1/status gives, past the server's write timeout; and
+// the relay stops promptly with a stream open.
 func TestEventStreamSignedIn(t *testing.T) {
-	r := startRelay(t, relayOptions{token: adminToken})
+	r := startRelay(t, relayOptions{token: adminToken, writeTimeout: time.Second})
 	c := client{t, r.base}
 	r.postWebhook(t, `{"marker":"streamed"}`)
 	ck, _ := c.signIn()
@@ -194,7 +195,10 @@ func TestEventStreamSignedIn(t *testing.T) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	name := ""
-	for sc.Scan() && !(sawEvent && sawSnapshot) {
+	// Snapshots come every second: read them for more than twice the
+	// write timeout.
+	until := time.Now().Add(2500 * time.Millisecond)
+	for sc.Scan() && !(sawEvent && sawSnapshot && time.Now().After(until)) {
 		line := sc.Text()
 		if n, ok := strings.CutPrefix(line, "event: "); ok {
 			name = n
@@ -231,8 +235,18 @@ func TestEventStreamSignedIn(t *testing.T) {
 			sawSnapshot = true
 		}
 	}
-	if !sawEvent || !sawSnapshot {
-		t.Fatalf("stream ended (%v) with event %v, snapshot %v", sc.Err(), sawEvent, sawSnapshot)
+	if !sawEvent || !sawSnapshot || time.Now().Before(until) {
+		t.Fatalf("stream ended (%v) with event %v, snapshot %v, before %s", sc.Err(), sawEvent, sawSnapshot, until)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer scancel()
+	if err := r.app.Stop(sctx); err != nil {
+		t.Fatalf("stop with a stream open: %v", err)
+	}
+	for sc.Scan() {
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the stream outlived the relay")
 	}
 }
 

@@ -1,6 +1,7 @@
 package statuspage_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,6 +42,8 @@ type relay struct {
 type relayOptions struct {
 	token  string // admin token; "" turns the page off
 	poller bool
+	// writeTimeout is http.write_timeout (default 30s).
+	writeTimeout time.Duration
 }
 
 func startRelay(t *testing.T, o relayOptions) *relay {
@@ -68,6 +71,7 @@ func startRelay(t *testing.T, o relayOptions) *relay {
 http:
   listen: 127.0.0.1:0
   admin_token: ${ADMIN:-}
+  write_timeout: %s
 cakework:
   url: %q
   api_key: ${APIKEY:-}
@@ -87,7 +91,7 @@ sinks:
       url: %q
       events: ["webhook.*"]
       retry: {initial: 100ms, max_attempts: 2}
-`, filepath.Join(dir, "data"), cakeworkURL, hookToken, target.URL)
+`, filepath.Join(dir, "data"), cmp.Or(o.writeTimeout, 30*time.Second), cakeworkURL, hookToken, target.URL)
 	path := filepath.Join(dir, "relay.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
