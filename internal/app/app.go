@@ -254,9 +254,15 @@ func (a *App) Start(ctx context.Context) (err error) {
 			a.components = append(a.components, a.cons.Sinks)
 			return err
 		}
+		page, err := newStatusPage(a.core)
+		if err != nil {
+			a.components = append(a.components, a.cons.Sinks)
+			return err
+		}
 		// Consumers first: a new sink's durable consumer exists before
-		// anything is published. Stop runs in reverse.
-		for _, c := range append(a.cons.components(), a.prod.components()...) {
+		// anything is published. Stop runs in reverse (the status page,
+		// last, stops first).
+		for _, c := range append(append(a.cons.components(), a.prod.components()...), page) {
 			if err := c.Start(runCtx); err != nil {
 				return fmt.Errorf("start %s: %w", c.Name(), err)
 			}

@@ -12,7 +12,8 @@ import (
 
 // newAutostop records activity signals (admin API and NATS) always, and
 // runs the auto-stopper when sinks.autostop.enabled, on this process's
-// poller's knowledge (p; nil when the poller is off).
+// poller's knowledge (p; nil when the poller is off). It adds the
+// "autostop" status section: each started VM's idle clock and stop time.
 func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 	sig := autostop.Signals{Store: autostop.StateStore(d.Store), Clock: d.Clock}
 	store := sig.Store
@@ -28,6 +29,11 @@ func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 	c := &autostopRunner{sig: sig, nc: d.Bus.Conn()}
 	cfg := d.Config.Sinks.Autostop
 	if !cfg.Enabled {
+		var src autostop.Source
+		if p != nil {
+			src = p
+		}
+		d.HTTP.AddStatus("autostop", func() any { return autostop.OffStatus(src) })
 		return c, nil
 	}
 	if p == nil {
@@ -49,6 +55,7 @@ func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 	}
 	// Idle clocks are evaluated on fresh knowledge, right after each poll.
 	p.OnVMKnowledge(as.Kick)
+	d.HTTP.AddStatus("autostop", func() any { return as.Status() })
 	c.as = as
 	return c, nil
 }

@@ -227,6 +227,9 @@ type plan struct {
 	// is after now. Zero when only new knowledge can make it due: it is
 	// not idle, it cannot be seen, or its stop waits for a fresh poll.
 	next time.Time
+	// unseen: the relay cannot see the VM now. waitPoll: the stop is due
+	// but waits for a sweep (and log poll) newer than the warning.
+	unseen, waitPoll bool
 }
 
 // Check evaluates every started VM once: warnings, then stops.
@@ -267,6 +270,9 @@ func (a *AutoStop) check(ctx context.Context) (time.Time, error) {
 	}
 	for _, vm := range vms {
 		p := a.plan(vm, recs[vm.ID], now)
+		if p.waitPoll {
+			a.log.Info("idle VM kept: no fresh poll since the warning", "vm", vm.ID)
+		}
 		if p.warn {
 			if err := a.emitWarning(ctx, p, now); err != nil {
 				errs = append(errs, err)
@@ -397,6 +403,7 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 		return p // never twice
 	}
 	if a.unseen(vm) {
+		p.unseen = true
 		return p // the poll that sees it again kicks a check
 	}
 	// Since the relay can see the VM again, it must stay quiet for the
@@ -429,7 +436,7 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 	// Fresh knowledge: a sweep and a log poll succeeded since the warning.
 	// If not yet, the polls that bring it kick a check.
 	if !vm.LastSweepOK.After(warnedAt) || (a.o.LogsWatched && !vm.LastLogOK.After(warnedAt)) {
-		a.log.Info("idle VM kept: no fresh poll since the warning", "vm", vm.ID)
+		p.waitPoll = true
 		return p
 	}
 	p.stop = true

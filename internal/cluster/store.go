@@ -203,13 +203,16 @@ func (s *Store) End() {
 
 func logSubject(prefix, kind, id string) string { return prefix + "." + kind + "." + id + ".log" }
 
+// ErrStandby is what a standby answers for the leader's knowledge.
+var ErrStandby = errors.New("this fleet member is a standby: the leader (cluster.leader in /v1/status) polls and keeps this")
+
 // View runs fn on the knowledge as of the last commit.
 func (s *Store) View(fn func(poller.Tx) error) error {
 	s.mu.RLock()
 	active := s.active
 	s.mu.RUnlock()
 	if !active {
-		return ErrNotLeader
+		return ErrStandby
 	}
 	return fn(&tx{s: s})
 }

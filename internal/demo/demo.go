@@ -1,6 +1,8 @@
 // Package demo is `relay demo`: the Cakework simulator running a synthetic
 // workload, the relay pointed at it with every part on (signed build
-// webhooks, the poller, auto-stop with short timings), embedded NATS, and a
+// webhooks, the poller, auto-stop with short timings, an HTTP callback sink
+// to a local receiver that refuses every 7th event), embedded NATS, the
+// status page (its address and token are printed), and a
 // console line per event. It needs no setup and leaves nothing behind
 // unless a data dir is given.
 package demo
@@ -19,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,8 +105,25 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	defer simSrv.Close()
 	simURL := "http://" + simLn.Addr().String()
 
+	// A local receiver for the HTTP callback sink. It refuses every 7th
+	// delivery, so dead letters show on the status page, ready to replay.
+	var deliveries atomic.Int64
+	cbLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo: callback receiver listen: %w", err)
+	}
+	cbSrv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if deliveries.Add(1)%7 == 0 {
+			http.Error(w, "the demo receiver refuses every 7th delivery", http.StatusUnprocessableEntity)
+		}
+	})}
+	go cbSrv.Serve(cbLn)
+	defer cbSrv.Close()
+	callbackURL := "http://" + cbLn.Addr().String() + "/callback"
+
 	cfgPath := filepath.Join(dataDir, "relay-demo.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configYAML(dataDir, httpAddr, natsAddr, simURL, secret)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(configYAML(dataDir, httpAddr, natsAddr, simURL, secret, callbackURL)), 0o600); err != nil {
 		return nil, fmt.Errorf("demo: write config: %w", err)
 	}
 	env := func(k string) (string, bool) {
@@ -141,8 +161,10 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	defer stop()
 
 	fmt.Fprintf(o.Out, "cakework-relay demo: simulator on %s, relay on http://%s\n", simURL, httpAddr)
+	fmt.Fprintf(o.Out, "  status page:    http://%s/   sign in with the admin token %s\n", httpAddr, adminToken)
 	fmt.Fprintf(o.Out, "  while it runs:  relay tail -server nats://%s    curl http://%s/metrics\n", natsAddr, httpAddr)
-	fmt.Fprintf(o.Out, "builds pass and fail, VMs start, log and go idle; auto-stop is on (idle after %s).\n\n", cfg.Sinks.Autostop.IdleAfter)
+	fmt.Fprintf(o.Out, "builds pass and fail, VMs start, log and go idle; auto-stop is on (idle after %s).\n", cfg.Sinks.Autostop.IdleAfter)
+	fmt.Fprintf(o.Out, "an HTTP callback sink posts to a local receiver that refuses every 7th event: replay them from the status page.\n\n")
 
 	// The console: an ordered consumer on the stream, one line per event.
 	p := console.New(o.Out)
@@ -250,13 +272,14 @@ func guide(cfgPath string, kept bool) string {
 Where to look next:
   relay tail                 follow a running relay's events (-json for CloudEvents JSON, -since 10m)
   relay serve -config FILE   run it for real: start from config.example.yaml (see README, "A real deployment")
+  GET /                      the status page: sign in with http.admin_token (README, "Status page")
   GET /metrics, /readyz      Prometheus metrics (relay_*) and readiness; GET /v1/status with the admin token
   relay simulate             only the Cakework simulator, to point a relay at
 ` + cfg + "\n"
 }
 
 // configYAML is the demo's config: every part on, short timings.
-func configYAML(dataDir, httpAddr, natsAddr, simURL, secret string) string {
+func configYAML(dataDir, httpAddr, natsAddr, simURL, secret, callbackURL string) string {
 	return fmt.Sprintf(`# Written by relay demo. Every part of the relay is on, with short timings.
 data_dir: %q
 log: {level: warn}
@@ -283,7 +306,12 @@ sinks:
     idle_after: 5s
     warn_before: 2s
     max_stops_per_minute: 20
-`, dataDir, httpAddr, simURL, apiKey, natsAddr, secret)
+  http:
+    - name: demo-callback
+      url: %q
+      secret: %q
+      events: ["build.*", "vm.started", "vm.idle", "vm.autostopped", "vm.stopped"]
+`, dataDir, httpAddr, simURL, apiKey, natsAddr, secret, callbackURL, newSecret())
 }
 
 func dataDir(dir string) (string, func(), error) {

@@ -49,6 +49,9 @@ func TestDemoShowsEventsOfSeveralTypes(t *testing.T) {
 	if first, _, _ := strings.Cut(out.String(), "\n"); !strings.Contains(first, "starting") {
 		t.Errorf("the first line does not say the demo is starting: %q", first)
 	}
+	if !strings.Contains(out.String(), "status page:    http://") || !strings.Contains(out.String(), "sign in with the admin token demo-") {
+		t.Error("the status page's address and token are not printed")
+	}
 	if !strings.Contains(out.String(), "Where to look next") {
 		t.Error("no guide at the end")
 	}

@@ -50,6 +50,8 @@ type Server struct {
 	// (the webhook hot path); the router still has them, for 405s.
 	exact map[string]exactRoute
 
+	onShutdown []func()
+
 	mu       sync.RWMutex
 	checks   []namedCheck
 	degraded []namedCheck
@@ -189,6 +191,13 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, s.Status())
+}
+
+// Status is the body of GET /v1/status: every section added with
+// AddStatus, with "ready", "status" and the reasons when not ok. The status
+// page shows the same map.
+func (s *Server) Status() map[string]any {
 	s.mu.RLock()
 	names := make([]string, 0, len(s.status))
 	for n := range s.status {
@@ -214,11 +223,33 @@ func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
 		}
 		out["degraded"] = strings.Split(err.Error(), "\n")
 	}
-	WriteJSON(w, http.StatusOK, out)
+	return out
 }
+
+// vouched marks a request whose caller already checked who sent it (the
+// status page's session): the admin routes serve it without the bearer
+// token. Only this package can set it.
+type vouchedKey struct{}
+
+// ServeAdmin serves r through the admin (/v1) routes as if it carried the
+// admin token. The caller must have authenticated r another way (a status
+// page session, with its cross-site checks): the page's actions run the
+// admin handlers themselves, not copies. r.URL.Path must start with /v1/.
+func (s *Server) ServeAdmin(w http.ResponseWriter, r *http.Request) {
+	s.root.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), vouchedKey{}, true)))
+}
+
+// OnShutdown registers f to run when Shutdown begins, for long-lived
+// responses (the status page's event stream) that would otherwise keep
+// Shutdown waiting. Call it before Start.
+func (s *Server) OnShutdown(f func()) { s.onShutdown = append(s.onShutdown, f) }
 
 func (s *Server) adminAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v, _ := r.Context().Value(vouchedKey{}).(bool); v {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if s.o.AdminToken == "" {
 			WriteError(w, http.StatusForbidden, "the admin API is off; set http.admin_token (or RELAY_ADMIN_TOKEN) to turn it on")
 			return
@@ -270,6 +301,9 @@ func (s *Server) Start() {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	for _, f := range s.onShutdown {
+		s.srv.RegisterOnShutdown(f)
 	}
 	go func() {
 		if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {

@@ -37,8 +37,9 @@ type consumer struct {
 	filter  event.Filter
 	ackWait time.Duration
 
-	iter jetstream.MessagesContext
-	gate *startGate // only the dispatch loop touches it
+	durable jetstream.Consumer
+	iter    jetstream.MessagesContext
+	gate    *startGate // only the dispatch loop touches it
 
 	// pin follows which member the fleet's consumer is pinned to (nil
 	// for a single relay).
@@ -65,7 +66,7 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
 	}
-	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}}}
+	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, durable: cons, held: heldSet{m: map[*item]struct{}{}}}
 	pullOpts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(o.MaxAckPending, 256))}
 	if o.Member != "" {
 		// A fleet member: the previous run's unacked messages may be

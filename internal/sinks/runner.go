@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
@@ -127,6 +129,9 @@ type Runner struct {
 	replays *replays
 	cons    *consumer // set by Start
 	lanes   *lanes    // set by Start
+	// durable is the JetStream consumer (a jetstream.Consumer), set by
+	// Start, for the lag in Status.
+	durable atomic.Value
 
 	stopCtx     context.Context // cancelled when Stop begins
 	stopNow     context.CancelFunc
@@ -201,6 +206,7 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	r.durable.Store(r.cons.durable)
 	r.lanes = startLanes(r.o.Concurrency, r.stopCtx.Done(), r.process, r.cons.handBack)
 	r.cons.run(r.stopCtx.Done(), r.lanes.push)
 	r.log.Info("sink started", "events", r.o.Events, "concurrency", r.o.Concurrency, "max_attempts", r.o.Retry.MaxAttempts)
@@ -311,6 +317,16 @@ func (r *Runner) Status() Status {
 	}
 	if r.o.Member != "" {
 		s.ActiveMember = r.activeMember()
+	}
+	if c, ok := r.durable.Load().(jetstream.Consumer); ok {
+		// One request to the server; bounded so a stuck bus cannot hang
+		// GET /v1/status.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if info, err := c.Info(ctx); err == nil {
+			n := info.NumPending + uint64(info.NumAckPending)
+			s.Pending = &n
+		}
+		cancel()
 	}
 	if at, reason, ok := r.policy.disabledSince(); ok {
 		at = at.UTC()

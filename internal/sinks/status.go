@@ -14,15 +14,20 @@ import (
 
 // Status is a sink's section of GET /v1/status. Counters are since start.
 type Status struct {
-	Kind         string     `json:"kind"`
-	Endpoint     string     `json:"endpoint,omitempty"`
-	Delivered    uint64     `json:"delivered"`
-	Failed       uint64     `json:"failed"`
-	Retried      uint64     `json:"retried"`
-	DeadLettered uint64     `json:"deadLettered"`
-	InFlight     int        `json:"inFlight"`
-	LastError    string     `json:"lastError,omitempty"`
-	LastErrorAt  *time.Time `json:"lastErrorAt,omitempty"`
+	Kind         string `json:"kind"`
+	Endpoint     string `json:"endpoint,omitempty"`
+	Delivered    uint64 `json:"delivered"`
+	Failed       uint64 `json:"failed"`
+	Retried      uint64 `json:"retried"`
+	DeadLettered uint64 `json:"deadLettered"`
+	InFlight     int    `json:"inFlight"`
+	// Pending is the sink's lag: events on the stream it has not finished
+	// (not yet delivered to it, or delivered and not acknowledged), from
+	// its durable consumer. Absent before Start or when the bus does not
+	// answer.
+	Pending     *uint64    `json:"pending,omitempty"`
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
 	// Failing is set from a failed send until one succeeds.
 	Failing        bool       `json:"failing"`
 	FailingSince   *time.Time `json:"failingSince,omitempty"`
