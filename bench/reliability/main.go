@@ -5,6 +5,7 @@
 //	go run ./bench/reliability crash [-iterations 50]
 //	go run ./bench/reliability natsoutage [-outage 30s]
 //	go run ./bench/reliability fleet [-kills 20] [-freezes 10]
+//	go run ./bench/reliability fleetsinks [-runs 5] [-load 10s]
 //
 // It builds the relay (and nats-server) from this module first.
 package main
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -25,7 +27,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: reliability soak|crash|natsoutage|fleet [flags]")
+		fmt.Fprintln(os.Stderr, "usage: reliability soak|crash|natsoutage|fleet|fleetsinks [flags]")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,6 +52,8 @@ func run(args []string) int {
 		return natsOutage(ctx, bin, dir, args[1:])
 	case "fleet":
 		return fleetChaos(ctx, bin, dir, args[1:])
+	case "fleetsinks":
+		return fleetSinks(ctx, bin, dir, args[1:])
 	}
 	fmt.Fprintf(os.Stderr, "unknown mode %q\n", args[0])
 	return 2
@@ -175,6 +179,43 @@ func fleetChaos(ctx context.Context, bin, dir string, args []string) int {
 	}
 	fmt.Print(res)
 	return problemsExit(res.Problems)
+}
+
+// fleetSinks runs issue 17's failover scenario (webhooks round-robin to 3
+// members; the Slack sink's active member killed, the callback sink's
+// frozen and thawed) several times and prints each run's figures.
+func fleetSinks(ctx context.Context, bin, dir string, args []string) int {
+	fs := flag.NewFlagSet("fleetsinks", flag.ExitOnError)
+	runs := fs.Int("runs", 5, "how many runs")
+	o := reliability.FleetOptions{RelayBin: bin}
+	fs.DurationVar(&o.Load, "load", 10*time.Second, "webhooks sent around each fault")
+	fs.DurationVar(&o.Freeze, "freeze", 6*time.Second, "how long the frozen member stays frozen")
+	fs.DurationVar(&o.Settle, "settle", 90*time.Second, "bound on the wait for every event at the callback")
+	fs.Parse(args)
+	nats, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	o.NATSBin = nats
+	fmt.Printf("# fleet sinks: 3 relays on 3 NATS nodes, webhooks round-robin for %s around each fault; %d runs\n", o.Load, *runs)
+	var problems []string
+	for i := range *runs {
+		run := o
+		run.Dir = filepath.Join(dir, fmt.Sprintf("run%d", i+1))
+		if err := os.MkdirAll(run.Dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		res, err := reliability.FleetFailover(ctx, run)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Printf("run %d: %s\n", i+1, res)
+		problems = append(problems, res.Problems...)
+	}
+	return problemsExit(problems)
 }
 
 // problemsExit prints each problem and is the exit code: 1 if there is one.
