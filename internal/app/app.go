@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -188,6 +189,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := refuseNewStateBesideStream(ctx, cfg, a.store, a.bus); err != nil {
+		return err
+	}
 	// Events the embedded server acknowledged leave the journal and the
 	// outbox only once its files are synced (bus/sync.go).
 	a.store.SetBusSync(a.bus.StreamSyncer())
@@ -342,6 +346,30 @@ func checkWritable(dir string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// refuseNewStateBesideStream stops a relay whose relay.db was just created
+// (missing or empty) beside an embedded stream that holds messages: its
+// record of what it published is gone, and it would publish again. With an
+// external NATS the stream is not data_dir's (a new relay of a fleet joins
+// one that has messages), so it is not checked.
+func refuseNewStateBesideStream(ctx context.Context, cfg *config.Config, st *state.Store, b *bus.Bus) error {
+	if !st.Created() || cfg.Bus.URL != "" {
+		return nil
+	}
+	s, err := b.JetStream().Stream(ctx, b.Stream())
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", b.Stream(), err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", b.Stream(), err)
+	}
+	if n := info.State.Msgs; n > 0 {
+		return state.StateLostError(filepath.Join(cfg.DataDir, state.FileName),
+			fmt.Sprintf("the embedded stream %s in %s holds %d message(s)", b.Stream(), bus.StoreDir(cfg.DataDir), n))
+	}
+	return nil
 }
 
 func busDesc(cfg *config.Config, b *bus.Bus) string {

@@ -64,6 +64,9 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	log  *slog.Logger
+	// created: relay.db was missing or empty before Open (and no journal
+	// was there either).
+	created bool
 
 	// closeMu guards closed; submit holds it for reading while it queues,
 	// so Close never strands a request.
@@ -126,21 +129,26 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data_dir %s: %w (set data_dir to a writable directory)", opts.Dir, err)
 	}
 	path := filepath.Join(opts.Dir, FileName)
+	created, err := checkFile(opts.Dir, path, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        opts.LockTimeout,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: the file is locked by another process (is another relay using data_dir %s?); stop it or set a different data_dir", path, opts.Dir)
+		return nil, lockedError(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w (check that data_dir is writable)", path, err)
 	}
 	s := &Store{
-		db:   db,
-		path: path,
-		log:  opts.Logger,
+		db:      db,
+		path:    path,
+		log:     opts.Logger,
+		created: created,
 		commit: committer{
 			reqs:       make(chan *request, opts.MaxBatch),
 			stop:       make(chan struct{}),
@@ -182,6 +190,11 @@ func Open(opts Options) (*Store, error) {
 	go s.checkpointLoop()
 	return s, nil
 }
+
+// Created reports whether this Open made relay.db (it was missing or
+// empty). The app refuses to run a new relay.db beside a non-empty embedded
+// stream (StateLostError).
+func (s *Store) Created() bool { return s.created }
 
 // Close stops the commit loop after the Updates already queued, then closes
 // the file. It is safe to call twice.
