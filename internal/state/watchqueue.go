@@ -57,25 +57,34 @@ func (t *Tx) queueWatch(raw []byte) error {
 // they were queued, in chunks. An existing watch keeps its source and time.
 // It reports how many watches were added.
 func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
-	// Watches queued by Accept reach the bucket with the checkpoint. If it
-	// fails, the watches already in bbolt are still applied.
-	ckptErr := s.Checkpoint(ctx)
-	n, err := s.applyWatchQueue(ctx)
-	if ckptErr != nil {
-		err = errors.Join(err, fmt.Errorf("apply queued watches: %w", ckptErr))
-	}
+	n, _, err := s.ApplyWatchQueueCapped(ctx, 0)
 	return n, err
 }
 
-func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
+// ApplyWatchQueueCapped is ApplyWatchQueue with the build watches capped
+// at maxBuilds (0: no cap): a queued build watch that would pass it is
+// dropped from the queue and counted in refused.
+func (s *Store) ApplyWatchQueueCapped(ctx context.Context, maxBuilds int) (added, refused int, err error) {
+	// Watches queued by Accept reach the bucket with the checkpoint. If it
+	// fails, the watches already in bbolt are still applied.
+	ckptErr := s.Checkpoint(ctx)
+	added, refused, err = s.applyWatchQueue(ctx, maxBuilds)
+	if ckptErr != nil {
+		err = errors.Join(err, fmt.Errorf("apply queued watches: %w", ckptErr))
+	}
+	return added, refused, err
+}
+
+func (s *Store) applyWatchQueue(ctx context.Context, maxBuilds int) (int, int, error) {
 	const chunk = 5000
-	total := 0
+	total, totalRefused := 0, 0
 	for {
-		added, more := 0, false
+		added, refused, more := 0, 0, false
 		err := s.Update(ctx, func(tx *Tx) error {
-			added, more = 0, false
+			added, refused, more = 0, 0, false
 			q := tx.tx.Bucket(bWatchQueue)
 			w := tx.tx.Bucket(bWatches)
+			builds := -1 // counted once a build watch is queued
 			c := q.Cursor()
 			var done [][]byte
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -91,6 +100,16 @@ func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
 				wk := key(qw.Kind, qw.ID)
 				if w.Get(wk) != nil {
 					continue
+				}
+				if qw.Kind == KindBuild && maxBuilds > 0 {
+					if builds < 0 {
+						builds = countPrefix(w, KindBuild)
+					}
+					if builds >= maxBuilds {
+						refused++
+						continue
+					}
+					builds++
 				}
 				raw, err := json.Marshal(qw.Watch)
 				if err != nil {
@@ -109,11 +128,12 @@ func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
 			return nil
 		})
 		if err != nil {
-			return total, fmt.Errorf("apply queued watches: %w", err)
+			return total, totalRefused, fmt.Errorf("apply queued watches: %w", err)
 		}
 		total += added
+		totalRefused += refused
 		if !more {
-			return total, nil
+			return total, totalRefused, nil
 		}
 	}
 }
