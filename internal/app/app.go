@@ -209,6 +209,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.http.AddReadyCheck("state", a.store.Ready)
 	a.http.AddReadyCheck("bus", a.bus.Ready)
 	a.http.AddReadyCheck("bus_sync", a.store.BusSyncError)
+	a.http.AddReadyCheck("bus_store", a.outbox.StoreRefusing)
 	a.http.AddStatus("outbox", func() any {
 		st := map[string]any{"depth": a.store.OutboxDepth()}
 		if err := a.outbox.LastError(); err != nil {
