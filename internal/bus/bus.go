@@ -84,8 +84,8 @@ type Bus struct {
 	storageDone chan struct{}
 	freeBytes   func(dir string) (int64, error)
 	offSince    time.Time // watchStorage's goroutine only
-	closeOnce    sync.Once
-	closeErr     error
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // Open starts the embedded server or connects to the external one, and
