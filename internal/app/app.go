@@ -325,14 +325,19 @@ func (a *App) expireWebhookIDs(ctx context.Context) {
 		}
 		if now := a.o.Clock.Now(); trimmed > 0 && now.Sub(lastWarn) >= time.Hour {
 			lastWarn = now
-			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (about 40 B each) or lower seen_ttl",
+			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (50 to 120 B of memory each) or lower seen_ttl",
 				"forgotten", trimmed, "seen_max", a.o.Config.Ingest.SeenMax)
 		}
-		if clock.Sleep(ctx, a.o.Clock, time.Minute) != nil {
+		// Often, so a flood passes seen_max by seconds of ids, not a
+		// minute's; with nothing to trim a pass reads no page.
+		if clock.Sleep(ctx, a.o.Clock, seenTrimEvery) != nil {
 			return
 		}
 	}
 }
+
+// seenTrimEvery is how often seen ids are expired and trimmed.
+const seenTrimEvery = 5 * time.Second
 
 func checkWritable(dir string) error {
 	if dir == "" {
