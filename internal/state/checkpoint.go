@@ -182,6 +182,13 @@ func (s *Store) checkpointLoop() {
 		case <-t.C:
 		case <-c.kickCh:
 		}
+		if s.acc.failed.Load() != nil {
+			// Gives the accept loop a batch to probe the journal on
+			// (tryRecover paces the probes).
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.Accept(ctx, func(*AcceptTx) error { return nil })
+			cancel()
+		}
 		if !retry.due(time.Now()) {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -142,5 +143,59 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// After a failed journal sync (a full disk) the store takes webhooks again
+// without a restart once a probe write succeeds: the checkpoint loop gives
+// the accept loop a batch to probe on even when none arrives. Ready says
+// so meanwhile.
+func TestJournalRecoversWithoutARestart(t *testing.T) {
+	dir := t.TempDir()
+	full := errors.New("no space left on device")
+	var failSync atomic.Bool
+	s, err := Open(Options{Dir: dir, LockTimeout: 100 * time.Millisecond, CheckpointEvery: time.Millisecond,
+		journalSync: func(f *os.File) error {
+			if failSync.Load() {
+				return full
+			}
+			return f.Sync()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.acc.recoverEvery = 0 // probe at every batch
+	accept(t, s, "before")
+	failSync.Store(true)
+	if err := s.Accept(context.Background(), func(tx *AcceptTx) error {
+		_, err := tx.SeenWebhook("r", "refused", jNow, jNow.Add(time.Hour))
+		return err
+	}); !errors.Is(err, full) {
+		t.Fatalf("Accept on a full disk: %v", err)
+	}
+	if err := s.Ready(); !errors.Is(err, full) || !strings.Contains(err.Error(), "once a probe write there succeeds") {
+		t.Fatalf("Ready on a full disk: %v", err)
+	}
+	// Space freed; no webhook arrives (ingest refuses while unready), yet
+	// the store becomes ready.
+	failSync.Store(false)
+	for deadline := time.Now().Add(5 * time.Second); s.Ready() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still unready: %v", s.Ready())
+		}
+	}
+	if !accept(t, s, "after") {
+		t.Fatal("a new id after recovery is a duplicate")
+	}
+	if seenID(t, s, "refused") {
+		t.Fatal("the refused id counts as seen")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := openJ(t, dir, 0)
+	if !seenID(t, r, "before") || !seenID(t, r, "after") {
+		t.Fatal("an acknowledged id was lost across the recovery and a restart")
 	}
 }

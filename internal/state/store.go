@@ -158,9 +158,10 @@ func Open(opts Options) (*Store, error) {
 			lingerFill: opts.LingerFill,
 		},
 		acc: acceptor{
-			reqs:    make(chan *acceptReq, opts.MaxBatch),
-			stop:    make(chan struct{}),
-			stopped: make(chan struct{}),
+			reqs:         make(chan *acceptReq, opts.MaxBatch),
+			stop:         make(chan struct{}),
+			stopped:      make(chan struct{}),
+			recoverEvery: recoverEvery,
 		},
 		ckpt: newCheckpointer(opts.CheckpointEvery),
 	}
