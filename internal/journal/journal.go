@@ -372,17 +372,9 @@ func (j *Journal) Recover() error {
 	if err != nil {
 		return fmt.Errorf("journal: probe write in %s: %w", j.dir, err)
 	}
-	if j.f != nil {
-		j.f.Close()
-		j.f = nil
-		if j.cur.Last >= j.cur.First {
-			j.mu.Lock()
-			j.closed = append(j.closed, j.cur)
-			j.mu.Unlock()
-		}
-		// A segment without an acknowledged record is left for Open,
-		// which replays what reached it and removes it when empty.
-	}
+	// A segment without an acknowledged record is left for Open, which
+	// replays what of the failed batch reached it and removes it if none.
+	j.closeSegment(false)
 	j.nextSeq += uint64(j.failedN)
 	j.failed, j.failedN = nil, 0
 	return nil
@@ -391,18 +383,25 @@ func (j *Journal) Recover() error {
 // rotate closes the current segment (kept until released) and starts the
 // next one.
 func (j *Journal) rotate() error {
-	if j.f != nil {
-		j.f.Close()
-		j.f = nil
-		if j.cur.Last >= j.cur.First {
-			j.mu.Lock()
-			j.closed = append(j.closed, j.cur)
-			j.mu.Unlock()
-		} else {
-			_ = os.Remove(j.cur.Path)
-		}
-	}
+	j.closeSegment(true)
 	return j.startSegment()
+}
+
+// closeSegment closes the current segment, if any: one with records is
+// kept until released, an empty one removed when removeEmpty.
+func (j *Journal) closeSegment(removeEmpty bool) {
+	if j.f == nil {
+		return
+	}
+	j.f.Close()
+	j.f = nil
+	if j.cur.Last >= j.cur.First {
+		j.mu.Lock()
+		j.closed = append(j.closed, j.cur)
+		j.mu.Unlock()
+	} else if removeEmpty {
+		_ = os.Remove(j.cur.Path)
+	}
 }
 
 // Release drops the closed segments whose records are all at or below
