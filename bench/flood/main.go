@@ -5,13 +5,15 @@
 //   - forged: S senders (256) posting 1 MiB bodies with well-formed
 //     Standard Webhooks headers and a current timestamp but a wrong
 //     signature, for D (10 s);
+//
 //   - stalled: U (1,000) uploads that declare 1 MiB, send half, and stall,
 //     held for D;
+//
 //   - builds: N (600,000) distinct signed build webhooks, sent as fast as
 //     64 senders go, with the poller on against the in-process Cakework
 //     simulator (which knows none of the builds: each is a stray).
 //
-//	go run ./bench/flood [-only forged,stalled,builds] [-builds 600000] [-bin /path/to/relay]
+//     go run ./bench/flood [-only forged,stalled,builds] [-builds 600000] [-bin /path/to/relay] [-memlimit 230MiB]
 //
 // -bin runs another relay binary (say, one built from an older commit) for
 // a before/after in the same minutes; by default it builds this module's.
@@ -53,6 +55,7 @@ func run() int {
 	uploads := flag.Int("uploads", 1000, "stalled uploads")
 	builds := flag.Int("builds", 600000, "distinct build webhooks")
 	bodyMiB := flag.Int("body", 1, "forged and stalled body size, MiB")
+	memlimit := flag.String("memlimit", "", "GOMEMLIMIT for the relay, e.g. 230MiB: what relay serve sets in a 256 MB container (none here: the machine has no cgroup limit)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "relay-flood-")
 	if err != nil {
@@ -71,15 +74,15 @@ func run() int {
 		var err error
 		switch f {
 		case "forged":
-			err = withRelay(*bin, dir, f, false, func(r *reliability.Relay, m *monitor) (string, error) {
+			err = withRelay(*bin, dir, *memlimit, f, false, func(r *reliability.Relay, m *monitor) (string, error) {
 				return forged(r, *senders, *bodyMiB<<20, *dur), nil
 			})
 		case "stalled":
-			err = withRelay(*bin, dir, f, false, func(r *reliability.Relay, m *monitor) (string, error) {
+			err = withRelay(*bin, dir, *memlimit, f, false, func(r *reliability.Relay, m *monitor) (string, error) {
 				return stalled(r, *uploads, *bodyMiB<<20, *dur)
 			})
 		case "builds":
-			err = withRelay(*bin, dir, f, true, func(r *reliability.Relay, m *monitor) (string, error) {
+			err = withRelay(*bin, dir, *memlimit, f, true, func(r *reliability.Relay, m *monitor) (string, error) {
 				return distinctBuilds(r, *builds, m), nil
 			})
 		default:
@@ -125,7 +128,7 @@ func (m *monitor) end() int64 { close(m.stop); <-m.done; return m.peak.Load() }
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/1e6) }
 
-func withRelay(bin, dir, name string, poller bool, flood func(*reliability.Relay, *monitor) (string, error)) error {
+func withRelay(bin, dir, memlimit, name string, poller bool, flood func(*reliability.Relay, *monitor) (string, error)) error {
 	addrs, err := reliability.FreeAddrs(2)
 	if err != nil {
 		return err
@@ -147,6 +150,9 @@ func withRelay(bin, dir, name string, poller bool, flood func(*reliability.Relay
 	r, err := reliability.NewRelay(bin, d, cfg)
 	if err != nil {
 		return err
+	}
+	if memlimit != "" {
+		r.Env = []string{"GOMEMLIMIT=" + memlimit}
 	}
 	if err := r.Start(); err != nil {
 		return err
