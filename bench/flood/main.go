@@ -126,6 +126,25 @@ func watch(p *reliability.Proc) *monitor {
 
 func (m *monitor) end() int64 { close(m.stop); <-m.done; return m.peak.Load() }
 
+// rssParts is the anonymous and file-backed shares of the RSS now (the
+// file-backed ones are bbolt's mmap of relay.db: the kernel can drop them).
+func rssParts(p *reliability.Proc) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid))
+	if err != nil {
+		return "?"
+	}
+	var parts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, k := range []string{"RssAnon:", "RssFile:"} {
+			if rest, ok := strings.CutPrefix(l, k); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				parts = append(parts, strings.TrimSuffix(k, ":")+" "+mb(kb<<10))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/1e6) }
 
 func withRelay(bin, dir, memlimit, name string, poller bool, flood func(*reliability.Relay, *monitor) (string, error)) error {
@@ -170,7 +189,7 @@ func withRelay(bin, dir, memlimit, name string, poller bool, flood func(*reliabi
 	}
 	time.Sleep(5 * time.Second)
 	after, _ := r.P.RSS()
-	fmt.Printf("%-8s idle %s, peak %s, 5 s after %s (%s) %s\n", name, mb(idle), mb(peak), mb(after), took.Round(time.Second), summary)
+	fmt.Printf("%-8s idle %s, peak %s, 5 s after %s [%s] (%s) %s\n", name, mb(idle), mb(peak), mb(after), rssParts(r.P), took.Round(time.Second), summary)
 	if r.P.Exited() {
 		return fmt.Errorf("%s: the relay exited:\n%s", name, r.P.Logs)
 	}

@@ -15,7 +15,8 @@ func newIngest(d *Core) (*ingest.Ingest, error) {
 		Logger:               d.Logger,
 		Registerer:           d.Registry,
 		// The poller runs when there is an API key (see newPoller).
-		WatchBuilds: d.Config.Cakework.APIKey != "",
+		WatchBuilds:      d.Config.Cakework.APIKey != "",
+		MaxQueuedWatches: d.Config.Poller.Builds.MaxWatched,
 	})
 	if err != nil {
 		return nil, err

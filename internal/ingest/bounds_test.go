@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -148,5 +149,40 @@ func TestBodiesTheSinksCouldNotDeliverAreRefused(t *testing.T) {
 	wantErr(t, e.do(req{body: "{\"buildId\":\"b\",\"imageId\":\"\xff\xfe\"}", secret: testSecret}), 400, "not valid UTF-8")
 	if got := len(e.stream()); got != 2 {
 		t.Fatalf("%d events on the stream, want the 2 accepted", got)
+	}
+}
+
+// Watches wait in a bounded queue: past MaxQueuedWatches (the poller's
+// max_watched) a build's webhook is accepted and published, but no watch
+// is queued until the poller folds the queue in.
+func TestQueuedWatchesAreBounded(t *testing.T) {
+	e := &env{t: t, dir: t.TempDir(), cfg: defaultIngestConfig(), max: 4096, clock: clock.NewFake(epoch), maxQueued: 2}
+	e.open()
+	for _, id := range []string{"b1", "b2", "b3"} {
+		ok202(t, e.do(req{body: `{"buildId":"` + id + `","imageId":"i"}`, secret: testSecret}))
+	}
+	if n := e.store.QueuedWatches(); n != 2 {
+		t.Fatalf("%d watches queued, want 2", n)
+	}
+	if got := metricValue(t, e, "relay_ingest_watches_not_queued_total"); got != 1 {
+		t.Fatalf("relay_ingest_watches_not_queued_total %v, want 1", got)
+	}
+	// The count survives a restart (the queue is in the journal and bbolt).
+	e.restart()
+	if n := e.store.QueuedWatches(); n != 2 {
+		t.Fatalf("%d watches queued after a restart, want 2", n)
+	}
+	if n, err := e.store.ApplyWatchQueue(context.Background()); err != nil || n != 2 {
+		t.Fatalf("folded %d (%v), want 2", n, err)
+	}
+	if n := e.store.QueuedWatches(); n != 0 {
+		t.Fatalf("%d watches queued after the fold", n)
+	}
+	ok202(t, e.do(req{body: `{"buildId":"b4","imageId":"i"}`, secret: testSecret}))
+	if n := e.store.QueuedWatches(); n != 1 {
+		t.Fatalf("%d watches queued, want 1", n)
+	}
+	if got := len(e.stream()); got != 4 {
+		t.Fatalf("%d events, want every webhook's", got)
 	}
 }

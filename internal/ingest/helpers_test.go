@@ -51,6 +51,8 @@ type env struct {
 	bus   *bus.Bus
 	// inFlight is Options.MaxBodyBytesInFlight (0: the default).
 	inFlight int64
+	// maxQueued is Options.MaxQueuedWatches.
+	maxQueued int
 	// noPoller builds ingest as when no poller runs (no API key).
 	noPoller bool
 }
@@ -83,7 +85,8 @@ func (e *env) open() {
 	in, err := ingest.New(ingest.Options{
 		Config: e.cfg, MaxBodyBytes: e.max, MaxBodyBytesInFlight: e.inFlight, SubjectPrefix: "cakework",
 		Store: st, Clock: e.clock, Registerer: e.reg,
-		WatchBuilds: !e.noPoller, // as when the poller runs
+		WatchBuilds:      !e.noPoller, // as when the poller runs
+		MaxQueuedWatches: e.maxQueued,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,11 @@ type Options struct {
 	// WatchBuilds queues a poller watch for every build seen by webhook. Set
 	// it when the poller runs; without one nothing would empty the queue.
 	WatchBuilds bool
+	// MaxQueuedWatches stops queueing watches while this many wait for the
+	// poller to fold them in (poller.builds.max_watched; 0: no bound): a
+	// poller tick that runs long must not let the queue grow with every
+	// webhook. The webhook is still accepted and published.
+	MaxQueuedWatches int
 }
 
 // Store is what ingest needs of the relay's state; *state.Store implements
@@ -68,6 +73,9 @@ type Store interface {
 	// OutboxDepth is how many events wait for the bus (the backpressure
 	// limit).
 	OutboxDepth() int
+	// QueuedWatches is how many queued watches the poller has not folded
+	// in yet.
+	QueuedWatches() int
 	// BuildRecord reads the build state the poller recorded: bad is a
 	// record that does not decode, err the store's failure.
 	BuildRecord(id string) (b state.BuildState, known bool, bad, err error)

@@ -42,8 +42,9 @@ var outcomeNames = [numOutcomes]string{
 type metrics struct {
 	requests        *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
-	inFlight        prometheus.Gauge
-	inFlightRefused prometheus.Counter
+	inFlight         prometheus.Gauge
+	inFlightRefused  prometheus.Counter
+	watchesNotQueued prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "relay_ingest_body_bytes_refused_total",
 			Help: "Webhook requests answered 503 because their body would pass http.max_body_bytes_in_flight.",
 		}),
+		watchesNotQueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ingest_watches_not_queued_total",
+			Help: "Builds seen by webhook (published) whose poller watch was not queued: poller.builds.max_watched watches already waited for the poller.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -83,6 +88,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.inFlightRefused, err = register(reg, m.inFlightRefused)
+	if err != nil {
+		return nil, err
+	}
+	m.watchesNotQueued, err = register(reg, m.watchesNotQueued)
 	if err != nil {
 		return nil, err
 	}

@@ -388,6 +388,11 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	}
 	a.batches.Add(1)
 	a.records.Add(int64(len(ok)))
+	queued := 0
+	for i := range txs {
+		queued += len(txs[i].watches)
+	}
+	s.queuedWatches.Add(int64(queued))
 	// Durable: now the ids count as seen and the events can go.
 	s.seen.apply(&seenChanges{add: pend, ev: pendEv})
 	recs := make([]ckptRec, len(txs))

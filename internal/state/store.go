@@ -67,6 +67,9 @@ type Store struct {
 	// created: relay.db was missing or empty before Open (and no journal
 	// was there either).
 	created bool
+	// queuedWatches counts watches queued (journaled or in the queue
+	// bucket) and not yet folded into the watch list.
+	queuedWatches atomic.Int64
 
 	// closeMu guards closed; submit holds it for reading while it queues,
 	// so Close never strands a request.
@@ -178,6 +181,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.out.depth.Store(int64(tx.Bucket(bOutbox).Stats().KeyN))
+		s.queuedWatches.Store(int64(tx.Bucket(bWatchQueue).Stats().KeyN))
 		if err := s.seen.load(tx); err != nil {
 			return fmt.Errorf("webhook ids: %w", err)
 		}
@@ -191,6 +195,12 @@ func Open(opts Options) (*Store, error) {
 	go s.checkpointLoop()
 	return s, nil
 }
+
+// QueuedWatches is how many watches ingest queued that the poller has not
+// folded into its watch list yet (ApplyWatchQueue). Ingest stops queueing
+// past poller.builds.max_watched, so a poller tick that runs long does not
+// let the queue grow with every webhook.
+func (s *Store) QueuedWatches() int { return int(s.queuedWatches.Load()) }
 
 // Created reports whether this Open made relay.db (it was missing or
 // empty). The app refuses to run a new relay.db beside a non-empty embedded

@@ -79,9 +79,9 @@ func (s *Store) applyWatchQueue(ctx context.Context, maxBuilds int) (int, int, e
 	const chunk = 5000
 	total, totalRefused := 0, 0
 	for {
-		added, refused, more := 0, 0, false
+		added, refused, folded, more := 0, 0, 0, false
 		err := s.Update(ctx, func(tx *Tx) error {
-			added, refused, more = 0, 0, false
+			added, refused, folded, more = 0, 0, 0, false
 			q := tx.tx.Bucket(bWatchQueue)
 			w := tx.tx.Bucket(bWatches)
 			builds := -1 // counted once a build watch is queued
@@ -125,8 +125,12 @@ func (s *Store) applyWatchQueue(ctx context.Context, maxBuilds int) (int, int, e
 					return err
 				}
 			}
+			folded = len(done)
 			return nil
 		})
+		if err == nil {
+			s.queuedWatches.Add(-int64(folded))
+		}
 		if err != nil {
 			return total, totalRefused, fmt.Errorf("apply queued watches: %w", err)
 		}
