@@ -40,8 +40,8 @@ var outcomeNames = [numOutcomes]string{
 }
 
 type metrics struct {
-	requests        *prometheus.CounterVec
-	duration        *prometheus.HistogramVec
+	requests         *prometheus.CounterVec
+	duration         *prometheus.HistogramVec
 	inFlight         prometheus.Gauge
 	inFlightRefused  prometheus.Counter
 	watchesNotQueued prometheus.Counter
