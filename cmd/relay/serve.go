@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
 	"github.com/cakework-relay/cakework-relay/internal/app"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 )
@@ -52,6 +54,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	app.TuneRuntime()
+	app.SetMemoryLimit(log, memlimit.FromCgroup)
 	opts := app.Options{Config: cfg, Logger: log, Version: version}
 	// Leave a second of the 5 s a supervisor allows for process exit.
 	if err := app.Run(ctx, opts, 4*time.Second); err != nil {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -199,6 +200,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := refuseNewStateBesideStream(ctx, cfg, a.store, a.bus); err != nil {
+		return err
+	}
 	// Events the embedded server acknowledged leave the journal and the
 	// outbox only once its files are synced (bus/sync.go).
 	a.store.SetBusSync(a.bus.StreamSyncer())
@@ -216,6 +220,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.http.AddReadyCheck("state", a.store.Ready)
 	a.http.AddReadyCheck("bus", a.bus.Ready)
 	a.http.AddReadyCheck("bus_sync", a.store.BusSyncError)
+	a.http.AddReadyCheck("bus_store", a.outbox.StoreRefusing)
 	a.http.AddStatus("outbox", func() any {
 		st := map[string]any{"depth": a.store.OutboxDepth()}
 		if err := a.outbox.LastError(); err != nil {
@@ -347,14 +352,19 @@ func (a *App) expireWebhookIDs(ctx context.Context) {
 		}
 		if now := a.o.Clock.Now(); trimmed > 0 && now.Sub(lastWarn) >= time.Hour {
 			lastWarn = now
-			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (about 40 B each) or lower seen_ttl",
+			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (50 to 120 B of memory each) or lower seen_ttl",
 				"forgotten", trimmed, "seen_max", a.o.Config.Ingest.SeenMax)
 		}
-		if clock.Sleep(ctx, a.o.Clock, time.Minute) != nil {
+		// Often, so a flood passes seen_max by seconds of ids, not a
+		// minute's; with nothing to trim a pass reads no page.
+		if clock.Sleep(ctx, a.o.Clock, seenTrimEvery) != nil {
 			return
 		}
 	}
 }
+
+// seenTrimEvery is how often seen ids are expired and trimmed.
+const seenTrimEvery = 5 * time.Second
 
 func checkWritable(dir string) error {
 	if dir == "" {
@@ -369,6 +379,30 @@ func checkWritable(dir string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// refuseNewStateBesideStream stops a relay whose relay.db was just created
+// (missing or empty) beside an embedded stream that holds messages: its
+// record of what it published is gone, and it would publish again. With an
+// external NATS the stream is not data_dir's (a new relay of a fleet joins
+// one that has messages), so it is not checked.
+func refuseNewStateBesideStream(ctx context.Context, cfg *config.Config, st *state.Store, b *bus.Bus) error {
+	if !st.Created() || cfg.Bus.URL != "" {
+		return nil
+	}
+	s, err := b.JetStream().Stream(ctx, b.Stream())
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", b.Stream(), err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", b.Stream(), err)
+	}
+	if n := info.State.Msgs; n > 0 {
+		return state.StateLostError(filepath.Join(cfg.DataDir, state.FileName),
+			fmt.Sprintf("the embedded stream %s in %s holds %d message(s)", b.Stream(), bus.StoreDir(cfg.DataDir), n))
+	}
+	return nil
 }
 
 func busDesc(cfg *config.Config, b *bus.Bus) string {

@@ -278,3 +278,73 @@ func TestWebhookBuildIsConfirmedByThePoller(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Activity signals count only for VMs the poller knows: a made-up id is
+// refused (404) and writes nothing, and the records of VMs the poller no
+// longer knows are pruned.
+func TestActivityCountsOnlyForKnownVMs(t *testing.T) {
+	clk := clock.NewFake(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
+	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
+	a, p, _ := autostopApp(t, clk, sim, time.Hour, 10*time.Minute)
+	sim.AddVM(cakework.VM{ID: "vm-1"})
+	if err := p.TickVMs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	post := func(id string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.HTTPAddr()+"/v1/vms/"+id+"/activity", nil)
+		req.Header.Set("Authorization", "Bearer admintoken")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := post("vm-1"); code != http.StatusOK {
+		t.Fatalf("activity for a known VM: %d", code)
+	}
+	if code := post("vm-made-up"); code != http.StatusNotFound {
+		t.Fatalf("activity for an unknown VM: %d, want 404", code)
+	}
+	records := func() []string {
+		var ids []string
+		if err := a.Core().Store.View(func(tx *state.Tx) error {
+			return tx.ForEachSink(autostop.SinkName, func(k string, _ []byte) error {
+				ids = append(ids, k)
+				return nil
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := records(); len(got) != 1 || got[0] != "vm/vm-1" {
+		t.Fatalf("records %v, want only vm/vm-1", got)
+	}
+	var sig autostop.Signals
+	for _, c := range a.components {
+		if r, ok := c.(*autostopRunner); ok {
+			sig = r.sig
+		}
+	}
+	// A record whose VM the poller does not know (written before this
+	// check existed, say) goes once it is old; vm-1's stays.
+	sig.Known = nil
+	if _, err := sig.Record(context.Background(), "vm-old"); err != nil {
+		t.Fatal(err)
+	}
+	if got := records(); len(got) != 2 {
+		t.Fatalf("records %v", got)
+	}
+	// The hourly prune runs on the relay's clock.
+	clk.Advance(signalRecordTTL + time.Hour)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := records()
+		if len(got) == 1 && got[0] == "vm/vm-1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("records after the prune %v, want only vm/vm-1", got)
+		}
+	}
+}

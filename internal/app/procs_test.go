@@ -1,10 +1,16 @@
 package app
 
 import (
+	"log/slog"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"testing"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
+	"github.com/cakework-relay/cakework-relay/internal/logtest"
 )
 
 // unsetenv removes key for the test and puts it back afterwards.
@@ -43,5 +49,43 @@ func TestTuneRuntime(t *testing.T) {
 	}
 	if gc != 150 || debug.SetGCPercent(gc) != 150 {
 		t.Fatalf("GOGC from the environment changed (returned %d)", gc)
+	}
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	unsetenv(t, "AUTOMEMLIMIT")
+
+	unsetenv(t, "GOMEMLIMIT")
+	log, rec := logtest.New()
+	got := SetMemoryLimit(log, func() (uint64, error) { return 256 << 20, nil })
+	ratio := MemoryLimitRatio
+	want := int64(float64(256<<20) * ratio)
+	if got != want || debug.SetMemoryLimit(-1) != want {
+		t.Fatalf("limit %d (runtime %d), want %d from a 256 MiB cgroup", got, debug.SetMemoryLimit(-1), want)
+	}
+	if l := rec.Find(slog.LevelInfo, "Go memory limit set from the container's memory limit"); len(l) != 1 || l[0].Attrs["mib"] != "230" {
+		t.Fatalf("what was chosen is not logged:\n%s", rec)
+	}
+
+	// No limit in the cgroup: off, and said.
+	log, rec = logtest.New()
+	if got := SetMemoryLimit(log, func() (uint64, error) { return 0, memlimit.ErrNoLimit }); got != math.MaxInt64 {
+		t.Fatalf("limit %d with no cgroup limit", got)
+	}
+	if len(rec.Find(slog.LevelInfo, "the container has no memory limit")) != 1 {
+		t.Fatalf("not logged:\n%s", rec)
+	}
+
+	// GOMEMLIMIT wins.
+	debug.SetMemoryLimit(100 << 20)
+	t.Setenv("GOMEMLIMIT", "100MiB")
+	log, rec = logtest.New()
+	if got := SetMemoryLimit(log, func() (uint64, error) { return 256 << 20, nil }); got != 100<<20 {
+		t.Fatalf("limit %d, want GOMEMLIMIT's", got)
+	}
+	if len(rec.Find(slog.LevelInfo, "Go memory limit from GOMEMLIMIT")) != 1 {
+		t.Fatalf("not logged:\n%s", rec)
 	}
 }

@@ -21,6 +21,8 @@ type Store interface {
 type Tx interface {
 	GetSink(sink, k string, v any) (bool, error)
 	PutSink(sink, k string, v any) error
+	DeleteSink(sink, k string) error
+	ForEachSink(sink string, fn func(k string, raw []byte) error) error
 	EnqueueEvent(prefix string, e event.Event) error
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/health"
 )
 
 // DLQSubjectPrefix is where dead letters go: relay.dlq.<sink>.
@@ -82,8 +83,15 @@ type Bus struct {
 	streamErr    atomic.Pointer[string]
 	stopEnsure   chan struct{}
 	ensureDone   chan struct{}
-	closeOnce    sync.Once
-	closeErr     error
+
+	// The embedded server's storage (storage.go).
+	storage     health.Tracker
+	storageErr  atomic.Pointer[string]
+	storageDone chan struct{}
+	freeBytes   func(dir string) (int64, error)
+	offSince    time.Time // watchStorage's goroutine only
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // Open starts the embedded server or connects to the external one, and
@@ -104,7 +112,8 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
-	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{})}
+	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}),
+		storageDone: make(chan struct{}), freeBytes: freeBytes}
 	var err error
 	if opts.URL == "" {
 		err = b.startEmbedded()
@@ -124,6 +133,11 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	ectx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
 	err = b.ensureStreams(ectx)
 	cancel()
+	if b.srv != nil && err == nil {
+		go b.watchStorage()
+	} else {
+		close(b.storageDone)
+	}
 	switch {
 	case err == nil:
 		close(b.ensureDone)
@@ -319,6 +333,13 @@ func (b *Bus) Ready() error {
 	if st := b.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("bus: not connected to NATS (%s)", st)
 	}
+	if b.srv != nil && !b.srv.JetStreamEnabled() {
+		msg := "it stopped storing (a write failed: is the disk holding " + b.opts.StoreDir + " full?); events wait in the outbox, and it starts again by itself once a probe write there succeeds"
+		if p := b.storageErr.Load(); p != nil {
+			msg += " (last try: " + *p + ")"
+		}
+		return fmt.Errorf("%w: %s", ErrStorageOff, msg)
+	}
 	if !b.streamsReady.Load() {
 		if p := b.streamErr.Load(); p != nil {
 			return errors.New(*p)
@@ -468,6 +489,7 @@ func (b *Bus) Close(ctx context.Context) error {
 func (b *Bus) close(ctx context.Context) error {
 	close(b.stopEnsure)
 	<-b.ensureDone
+	<-b.storageDone
 	var errs []error
 	if b.nc != nil && !b.nc.IsClosed() {
 		done := make(chan struct{})

@@ -255,12 +255,17 @@ func TestQueuedWatchesReachTheLeader(t *testing.T) {
 		go func() { defer wg.Done(); _ = cluster.QueueWatch(ctx, kv, state.KindBuild, id) }()
 	}
 	wg.Wait()
-	n, err := a.store.ApplyWatchQueue(ctx)
-	if err != nil || n != 2 {
-		t.Fatalf("ApplyWatchQueue = %d, %v; want 2 new watches", n, err)
+	n, refused, err := a.store.ApplyWatchQueue(ctx, 10)
+	if err != nil || n != 2 || refused != 0 {
+		t.Fatalf("ApplyWatchQueue = %d, %d, %v; want 2 new watches", n, refused, err)
 	}
-	if n, _ := a.store.ApplyWatchQueue(ctx); n != 0 {
+	if n, _, _ := a.store.ApplyWatchQueue(ctx, 10); n != 0 {
 		t.Errorf("applied again: %d, want 0", n)
+	}
+	// Past the cap, a queued build is refused and dropped from the queue.
+	_ = cluster.QueueWatch(ctx, kv, state.KindBuild, "b3")
+	if n, refused, err := a.store.ApplyWatchQueue(ctx, 2); n != 0 || refused != 1 || err != nil {
+		t.Errorf("past the cap: added %d, refused %d, %v; want 0, 1", n, refused, err)
 	}
 	var ws map[string]state.Watch
 	_ = a.store.View(func(tx poller.Tx) error { ws, err = tx.Watches(state.KindBuild); return err })

@@ -378,44 +378,59 @@ func fenceErr(err error) error {
 }
 
 // ApplyWatchQueue folds the builds any member queued (QueueWatch) into the
-// watch list.
-func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
+// watch list, build watches capped at maxBuilds (0: no cap; the ones past
+// it are dropped from the queue and counted in refused).
+func (s *Store) ApplyWatchQueue(ctx context.Context, maxBuilds int) (added, refused int, err error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	keys, err := s.kv().ListKeysFiltered(rctx, pfxQueued+">")
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("cluster: list queued watches: %w", err)
+		return 0, 0, fmt.Errorf("cluster: list queued watches: %w", err)
 	}
 	var queued []string
 	for k := range keys.Keys() {
 		queued = append(queued, k)
+		if len(queued) == 5000 {
+			break // the rest next time: one commit stays bounded
+		}
 	}
 	if len(queued) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
-	added := 0
 	err = s.Update(ctx, func(ptx poller.Tx) error {
 		t := ptx.(*tx)
+		added, refused = 0, 0
+		builds := -1
 		for _, k := range queued {
-			kind, id, ok := strings.Cut(strings.TrimPrefix(k, pfxQueued), ".")
-			if ok {
-				if _, have, err := t.GetWatch(kind, id); err != nil {
-					return err
-				} else if !have {
-					if err := t.PutWatch(kind, id, state.Watch{Source: "webhook", AddedAt: t.s.o.Clock.Now().UTC()}); err != nil {
-						return err
-					}
-					added++
-				}
-			}
 			t.del(k)
+			kind, id, ok := strings.Cut(strings.TrimPrefix(k, pfxQueued), ".")
+			if !ok {
+				continue
+			}
+			if _, have, err := t.GetWatch(kind, id); err != nil || have {
+				continue
+			}
+			if kind == state.KindBuild && maxBuilds > 0 {
+				if builds < 0 {
+					builds, _ = t.WatchCount(state.KindBuild)
+				}
+				if builds >= maxBuilds {
+					refused++
+					continue
+				}
+				builds++
+			}
+			if err := t.PutWatch(kind, id, state.Watch{Source: "webhook", AddedAt: t.s.o.Clock.Now().UTC()}); err != nil {
+				return err
+			}
+			added++
 		}
 		return nil
 	})
-	return added, err
+	return added, refused, err
 }
 
 // QueueWatch asks the leader to watch a build: any member may call it
@@ -596,6 +611,37 @@ func (t *tx) Watches(kind string) (map[string]state.Watch, error) {
 	})
 	return out, err
 }
+
+var errPageFull = errors.New("page full")
+
+func (t *tx) WatchesPage(kind, after string, limit int) ([]state.WatchEntry, error) {
+	var out []state.WatchEntry
+	err := t.each(pfxWatch+kind+".", func(id string, raw []byte) error {
+		if id <= after && after != "" {
+			return nil
+		}
+		if len(out) == limit {
+			return errPageFull
+		}
+		e := state.WatchEntry{ID: id}
+		if err := json.Unmarshal(raw, &e.Watch); err != nil {
+			return fmt.Errorf("fleet watch %s/%s: %w", kind, id, err)
+		}
+		out = append(out, e)
+		return nil
+	})
+	if errors.Is(err, errPageFull) {
+		err = nil
+	}
+	return out, err
+}
+
+func (t *tx) WatchCount(kind string) (int, error) {
+	n := 0
+	err := t.each(pfxWatch+kind+".", func(string, []byte) error { n++; return nil })
+	return n, err
+}
+
 func (t *tx) GetWatch(kind, id string) (state.Watch, bool, error) {
 	var w state.Watch
 	ok, err := t.getJSON(rk(pfxWatch, kind, id), &w)
@@ -633,6 +679,13 @@ func (t *tx) Enqueue(subject, msgID string, payload []byte) error {
 
 func (t *tx) GetSink(sink, k string, v any) (bool, error) { return t.getJSON(pfxSink+sink+"."+k, v) }
 func (t *tx) PutSink(sink, k string, v any) error         { return t.putJSON(pfxSink+sink+"."+k, v) }
+func (t *tx) DeleteSink(sink, k string) error {
+	t.del(pfxSink + sink + "." + k)
+	return nil
+}
+func (t *tx) ForEachSink(sink string, fn func(k string, raw []byte) error) error {
+	return t.each(pfxSink+sink+".", fn)
+}
 func (t *tx) EnqueueEvent(prefix string, e event.Event) error {
 	payload, err := json.Marshal(e)
 	if err != nil {

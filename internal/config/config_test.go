@@ -77,7 +77,7 @@ func TestDefault(t *testing.T) {
 		{"bus.embedded.listen", c.Bus.Embedded.Listen, "127.0.0.1:4222"},
 		{"bus.subject_prefix", c.Bus.SubjectPrefix, "cakework"},
 		{"bus.stream", c.Bus.Stream, "CAKEWORK"},
-		{"bus.duplicate_window", c.Bus.DuplicateWindow, 10 * time.Minute},
+		{"bus.duplicate_window", c.Bus.DuplicateWindow, 2 * time.Minute},
 		{"bus.max_age", c.Bus.MaxAge, 168 * time.Hour},
 		{"ingest.cakework.secret", c.Ingest.Cakework.Secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
 		{"ingest.cakework.configured", c.Ingest.Cakework.Configured, false},

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/confcheck"
@@ -11,6 +12,11 @@ import (
 type Config struct {
 	Listen       string `yaml:"listen" default:"127.0.0.1:8080"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes" default:"1048576"`
+	// MaxBodyBytesInFlight caps the webhook body bytes held across all
+	// requests at once; past it a webhook gets 503 with Retry-After before
+	// its body is read. The default, 32 MiB, keeps a flood of large bodies
+	// inside a 256 MB container.
+	MaxBodyBytesInFlight int64 `yaml:"max_body_bytes_in_flight" default:"33554432"`
 	// AdminToken guards /v1/*. Empty turns the admin API off.
 	AdminToken   string        `yaml:"admin_token" secret:"true"`
 	ReadTimeout  time.Duration `yaml:"read_timeout" default:"10s"`
@@ -32,6 +38,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate(v *confcheck.Checker) {
 	v.HostPort("listen", c.Listen, false)
 	v.Positive("max_body_bytes", c.MaxBodyBytes)
+	if c.MaxBodyBytesInFlight < c.MaxBodyBytes {
+		v.Add("max_body_bytes_in_flight", fmt.Sprintf("%d is less than max_body_bytes (%d), so a body of the largest allowed size could never be read; raise it", c.MaxBodyBytesInFlight, c.MaxBodyBytes))
+	}
 	v.Duration("read_timeout", c.ReadTimeout)
 	v.Duration("write_timeout", c.WriteTimeout)
 }

@@ -151,19 +151,60 @@ func (a *auth) check(r *http.Request, body []byte, now time.Time) string {
 	return strings.Join(msgs, "; or ")
 }
 
-func (a *auth) checkStandard(h http.Header, body []byte, now time.Time) string {
-	id, ts, sigs := hget(h, hdrWebhookID), hget(h, hdrWebhookTimestamp), hget(h, hdrWebhookSignature)
+// precheck is the part of check that needs no body: a request none of
+// whose configured methods can pass (Standard Webhooks headers missing or
+// the timestamp out of tolerance, no HMAC header, a wrong token) is refused
+// before its body is read. "" means the full check must decide.
+func (a *auth) precheck(r *http.Request, now time.Time) string {
+	if a.none() {
+		return ""
+	}
+	var msgs []string
+	if a.sw != nil {
+		if _, _, _, msg := a.standardHeaders(r.Header, now); msg == "" {
+			return ""
+		} else {
+			msgs = append(msgs, msg)
+		}
+	}
+	if a.hmac != nil {
+		if hget(r.Header, a.hmacHeader) != "" {
+			return ""
+		}
+		msgs = append(msgs, "missing "+a.hmacHeader+" header: send "+a.hmacPrefix+"<hex HMAC of the body with "+a.label+".hmac.secret>")
+	}
+	if a.token != nil {
+		if a.checkToken(r) {
+			return ""
+		}
+		msgs = append(msgs, "missing or wrong token: send Authorization: Bearer <"+a.label+".token> or ?token=")
+	}
+	return strings.Join(msgs, "; or ")
+}
+
+// standardHeaders reads the Standard Webhooks headers and checks the
+// timestamp's tolerance; msg says what is wrong.
+func (a *auth) standardHeaders(h http.Header, now time.Time) (id, ts, sigs, msg string) {
+	id, ts, sigs = hget(h, hdrWebhookID), hget(h, hdrWebhookTimestamp), hget(h, hdrWebhookSignature)
 	if id == "" || ts == "" || sigs == "" {
-		return "missing webhook-id, webhook-timestamp or webhook-signature header: sign the request per Standard Webhooks with " + a.label + ".secret"
+		return "", "", "", "missing webhook-id, webhook-timestamp or webhook-signature header: sign the request per Standard Webhooks with " + a.label + ".secret"
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return "webhook-timestamp is not unix seconds: send the signing time as an integer"
+		return "", "", "", "webhook-timestamp is not unix seconds: send the signing time as an integer"
 	}
 	skew := now.Sub(time.Unix(sec, 0))
 	if skew > a.tolerance || skew < -a.tolerance {
-		return fmt.Sprintf("webhook-timestamp %d is %s away from the relay's clock (tolerance %s): sign with the current time, check the sender's clock, and do not replay old requests",
+		return "", "", "", fmt.Sprintf("webhook-timestamp %d is %s away from the relay's clock (tolerance %s): sign with the current time, check the sender's clock, and do not replay old requests",
 			sec, skew.Abs().Round(time.Second), a.tolerance)
+	}
+	return id, ts, sigs, ""
+}
+
+func (a *auth) checkStandard(h http.Header, body []byte, now time.Time) string {
+	id, ts, sigs, msg := a.standardHeaders(h, now)
+	if msg != "" {
+		return msg
 	}
 	st := a.sw.get()
 	defer a.sw.put(st)

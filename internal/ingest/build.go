@@ -264,7 +264,9 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 			}
 		}
 		if in.o.WatchBuilds {
-			if err := tx.QueueWatch(watchRaw); err != nil {
+			if m := in.o.MaxQueuedWatches; m > 0 && in.store.QueuedWatches() >= m {
+				in.metrics.watchesNotQueued.Inc()
+			} else if err := tx.QueueWatch(watchRaw); err != nil {
 				return err
 			}
 		}

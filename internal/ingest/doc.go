@@ -50,6 +50,14 @@
 //     While the bus is down a member answers 503 with Retry-After instead
 //     of journaling (the sender retries; a single relay keeps taking
 //     webhooks into its journal through a bus outage).
+//   - Bounded bodies: the auth that needs no body (Standard Webhooks
+//     headers and timestamp tolerance, the token, an HMAC header's
+//     presence) is checked before the body is read, and the body bytes
+//     of all requests together are capped (http.max_body_bytes_in_flight,
+//     reserved at the declared Content-Length): past the cap, 503 with
+//     Retry-After before reading. Only buffers up to 64 KiB go back to
+//     the pool. A body that is not valid UTF-8 or nests JSON more than 512
+//     levels deep is refused with 400: no sink could deliver it.
 //   - Constant-time secrets: signatures, HMACs and tokens are compared with
 //     crypto/hmac.Equal or crypto/subtle.
 package ingest

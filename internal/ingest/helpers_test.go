@@ -47,7 +47,12 @@ type env struct {
 	in    *ingest.Ingest
 	reg   *prometheus.Registry
 	srv   *httptest.Server
+	api   *httpapi.Server
 	bus   *bus.Bus
+	// inFlight is Options.MaxBodyBytesInFlight (0: the default).
+	inFlight int64
+	// maxQueued is Options.MaxQueuedWatches.
+	maxQueued int
 	// noPoller builds ingest as when no poller runs (no API key).
 	noPoller bool
 }
@@ -78,9 +83,10 @@ func (e *env) open() {
 	e.store = st
 	e.reg = prometheus.NewRegistry()
 	in, err := ingest.New(ingest.Options{
-		Config: e.cfg, MaxBodyBytes: e.max, SubjectPrefix: "cakework",
+		Config: e.cfg, MaxBodyBytes: e.max, MaxBodyBytesInFlight: e.inFlight, SubjectPrefix: "cakework",
 		Store: st, Clock: e.clock, Registerer: e.reg,
-		WatchBuilds: !e.noPoller, // as when the poller runs
+		WatchBuilds:      !e.noPoller, // as when the poller runs
+		MaxQueuedWatches: e.maxQueued,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +95,7 @@ func (e *env) open() {
 	// The server the relay runs, with its exact-route fast path.
 	r := httpapi.New(httpapi.Options{MaxBodyBytes: e.max})
 	in.Mount(r)
+	e.api = r
 	e.srv = httptest.NewServer(r)
 	t.Cleanup(e.close)
 }

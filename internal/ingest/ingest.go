@@ -29,7 +29,12 @@ const (
 	retryOutboxFull = "5"
 	retryState      = "10"
 	retryOff        = "60"
+	retryInFlight   = "1"
 )
+
+// maxPooledBuf is the largest body buffer that goes back to the pool: a
+// flood of large bodies must not leave large buffers behind.
+const maxPooledBuf = 64 << 10
 
 // Options configure New.
 type Options struct {
@@ -38,18 +43,27 @@ type Options struct {
 	Config Config
 	// MaxBodyBytes bounds a request body (http.max_body_bytes); larger ones
 	// get 413. Default 1 MiB.
-	MaxBodyBytes  int64
-	SubjectPrefix string
-	Store         Store
-	Clock         clock.Clock
-	Logger        *slog.Logger
-	Registerer    prometheus.Registerer
+	MaxBodyBytes int64
+	// MaxBodyBytesInFlight caps the body bytes held by all requests at once
+	// (http.max_body_bytes_in_flight); past it a request gets 503 with
+	// Retry-After before its body is read. Default 32 MiB.
+	MaxBodyBytesInFlight int64
+	SubjectPrefix        string
+	Store                Store
+	Clock                clock.Clock
+	Logger               *slog.Logger
+	Registerer           prometheus.Registerer
 	// WatchBuilds queues a poller watch for every build seen by webhook. Set
 	// it when the poller runs; without one nothing would empty the queue.
 	WatchBuilds bool
 	// Fleet, when set (cluster.enabled), is where webhooks are committed
 	// instead of Store.Accept: see Fleet.
 	Fleet Fleet
+	// MaxQueuedWatches stops queueing watches while this many wait for the
+	// poller to fold them in (poller.builds.max_watched; 0: no bound): a
+	// poller tick that runs long must not let the queue grow with every
+	// webhook. The webhook is still accepted and published.
+	MaxQueuedWatches int
 }
 
 // Store is what ingest needs of the relay's state; *state.Store implements
@@ -62,6 +76,9 @@ type Store interface {
 	// OutboxDepth is how many events wait for the bus (the backpressure
 	// limit).
 	OutboxDepth() int
+	// QueuedWatches is how many queued watches the poller has not folded
+	// in yet.
+	QueuedWatches() int
 	// BuildRecord reads the build state the poller recorded: bad is a
 	// record that does not decode, err the store's failure.
 	BuildRecord(id string) (b state.BuildState, known bool, bad, err error)
@@ -85,6 +102,7 @@ type Ingest struct {
 	unknown  *receiver
 	metrics  *metrics
 	bufs     sync.Pool
+	inFlight bodyBudget
 }
 
 // receiver is one webhook endpoint's settings and metrics.
@@ -112,6 +130,12 @@ func New(o Options) (*Ingest, error) {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
 	}
+	if o.MaxBodyBytesInFlight <= 0 {
+		o.MaxBodyBytesInFlight = 32 << 20
+	}
+	if o.MaxBodyBytesInFlight < o.MaxBodyBytes {
+		return nil, fmt.Errorf("ingest: http.max_body_bytes_in_flight (%d) is less than http.max_body_bytes (%d); raise it", o.MaxBodyBytesInFlight, o.MaxBodyBytes)
+	}
 	if o.SubjectPrefix == "" {
 		o.SubjectPrefix = "cakework"
 	}
@@ -126,6 +150,7 @@ func New(o Options) (*Ingest, error) {
 		prefix: o.SubjectPrefix, maxBody: o.MaxBodyBytes, limit: c.OutboxLimit, seenTTL: c.SeenTTL,
 	}
 	in.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	in.inFlight.max = o.MaxBodyBytesInFlight
 
 	var errs []error
 	ck := c.Cakework
@@ -155,6 +180,7 @@ func New(o Options) (*Ingest, error) {
 		return nil, fmt.Errorf("ingest: metrics: %w", err)
 	}
 	in.metrics = m
+	in.inFlight.gauge = m.inFlight
 	in.cakework.obs = m.forReceiver(CakeworkReceiver)
 	for _, r := range in.generic {
 		r.obs = m.forReceiver(r.name)
@@ -228,7 +254,7 @@ func (in *Ingest) serve(w http.ResponseWriter, r *http.Request, rc *receiver, pa
 	bp := in.bufs.Get().(*[]byte)
 	a := in.handle(r, rc, pathStatus, bp)
 	in.write(w, a, bp)
-	if cap(*bp) <= 1<<20 {
+	if cap(*bp) <= maxPooledBuf {
 		*bp = (*bp)[:0]
 		in.bufs.Put(bp)
 	}
@@ -261,6 +287,30 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 	if r.ContentLength > in.maxBody {
 		return in.tooLarge()
 	}
+	now := in.clock.Now()
+	// Headers, timestamp and token before the body: a forged flood costs
+	// no body bytes.
+	if msg := rc.auth.precheck(r, now); msg != "" {
+		return fail(http.StatusUnauthorized, outUnauthorized, msg)
+	}
+	// Reserve the body's bytes (the most it may be when its length is not
+	// declared) in the budget shared by all requests.
+	reserve := in.maxBody
+	if r.ContentLength >= 0 {
+		reserve = r.ContentLength
+	}
+	if !in.inFlight.acquire(reserve) {
+		in.metrics.inFlightRefused.Inc()
+		a := fail(http.StatusServiceUnavailable, outBusy,
+			fmt.Sprintf("too many webhook body bytes in flight (http.max_body_bytes_in_flight %d); retry shortly", in.inFlight.max))
+		a.retryAfter = retryInFlight
+		return a
+	}
+	defer in.inFlight.release(reserve)
+	if r.ContentLength > int64(cap(*bp)) {
+		// Sized once, so the buffer holds what was reserved and no more.
+		*bp = make([]byte, 0, r.ContentLength+1)
+	}
 	body, err := readBody(r.Body, *bp, in.maxBody)
 	*bp = body[:0]
 	if err != nil {
@@ -270,12 +320,14 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 		}
 		return fail(http.StatusBadRequest, outBadRequest, "could not read the request body: "+err.Error())
 	}
-	now := in.clock.Now()
 	if msg := rc.auth.check(r, body, now); msg != "" {
 		return fail(http.StatusUnauthorized, outUnauthorized, msg)
 	}
 	if len(body) == 0 {
 		return fail(http.StatusBadRequest, outBadRequest, "the body is empty; send a JSON object")
+	}
+	if msg := deliverable(body); msg != "" {
+		return fail(http.StatusBadRequest, outBadRequest, msg)
 	}
 	deliveryID, a, ok := deliveryIDOf(r.Header, rc == in.cakework)
 	if !ok {

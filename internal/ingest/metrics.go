@@ -21,6 +21,7 @@ const (
 	outOff
 	outNotFound
 	outCanceled
+	outBusy
 	numOutcomes
 )
 
@@ -35,24 +36,40 @@ var outcomeNames = [numOutcomes]string{
 	outOff:          "off",
 	outNotFound:     "not_found",
 	outCanceled:     "canceled",
+	outBusy:         "busy",
 }
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests         *prometheus.CounterVec
+	duration         *prometheus.HistogramVec
+	inFlight         prometheus.Gauge
+	inFlightRefused  prometheus.Counter
+	watchesNotQueued prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_ingest_requests_total",
-			Help: "Webhook requests by receiver and outcome (accepted, duplicate, bad_request, unauthorized, too_large, unsupported_media_type, unavailable, off, not_found, canceled).",
+			Help: "Webhook requests by receiver and outcome (accepted, duplicate, bad_request, unauthorized, too_large, unsupported_media_type, unavailable, off, not_found, canceled, busy: past http.max_body_bytes_in_flight).",
 		}, []string{"receiver", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "relay_ingest_request_duration_seconds",
 			Help:    "Time from a webhook request's arrival to its answer, including the durable commit.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"receiver"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_ingest_body_bytes_in_flight",
+			Help: "Webhook body bytes reserved by requests being read or handled now (capped by http.max_body_bytes_in_flight).",
+		}),
+		inFlightRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ingest_body_bytes_refused_total",
+			Help: "Webhook requests answered 503 because their body would pass http.max_body_bytes_in_flight.",
+		}),
+		watchesNotQueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ingest_watches_not_queued_total",
+			Help: "Builds seen by webhook (published) whose poller watch was not queued: poller.builds.max_watched watches already waited for the poller.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -63,6 +80,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.duration, err = register(reg, m.duration)
+	if err != nil {
+		return nil, err
+	}
+	m.inFlight, err = register(reg, m.inFlight)
+	if err != nil {
+		return nil, err
+	}
+	m.inFlightRefused, err = register(reg, m.inFlightRefused)
+	if err != nil {
+		return nil, err
+	}
+	m.watchesNotQueued, err = register(reg, m.watchesNotQueued)
 	if err != nil {
 		return nil, err
 	}

@@ -33,11 +33,14 @@
 // first record overlaps the one before it is refused, with advice.
 //
 // A batch whose write or sync failed is answered with the error, and the
-// journal takes no more writes until the relay restarts (after a failed
-// fdatasync the kernel may have dropped the pages, and the file's tail is
-// unknown; Linux may report later syncs as good for writes that were
-// lost): the next Open replays whatever of it reached the disk, and
-// continues past it, so no seq is used twice.
+// journal takes no more writes until Recover's probe (a 1 MiB file written
+// and synced in the directory) succeeds, or the relay restarts. The failed
+// segment is never written or synced again (after a failed fdatasync the
+// kernel may have dropped the pages, and the file's tail is unknown; Linux
+// may report later syncs as good for writes that were lost): writing goes
+// on in a new segment, past the failed batch's seqs. The next Open replays
+// whatever of the failed batch reached the disk, and continues past it, so
+// no seq is used twice.
 //
 // # Recycling and spare segments
 //

@@ -46,7 +46,8 @@ type Journal struct {
 	cur     Segment
 	off     int64
 	nextSeq uint64
-	failed  error // a write or sync failed: no more writes
+	failed  error // a write or sync failed: no more writes until Recover
+	failedN int   // records in the batch that failed
 	sync    func(*os.File) error
 	segCap  int64 // the current segment's size: segSize, or less (see startSegment)
 	kicked  bool  // prepareSpare was called for the current segment
@@ -322,11 +323,11 @@ func (j *Journal) Write(buf []byte, n int) error {
 	}
 	first := j.nextSeq
 	if _, err := j.f.WriteAt(buf, j.off); err != nil {
-		j.failed = fmt.Errorf("journal: write %s failed (%w); restart the relay once the disk is fixed (nothing is lost: the batch was refused)", j.cur.Path, err)
+		j.failed, j.failedN = fmt.Errorf("journal: write %s failed (%w); the relay takes webhooks again once a probe write there succeeds, or restart it once the disk is fixed (nothing is lost: the batch was refused)", j.cur.Path, err), n
 		return j.failed
 	}
 	if err := j.sync(j.f); err != nil {
-		j.failed = fmt.Errorf("journal: sync %s failed (%w); restart the relay once the disk is fixed (nothing is lost: the batch was refused)", j.cur.Path, err)
+		j.failed, j.failedN = fmt.Errorf("journal: sync %s failed (%w); the relay takes webhooks again once a probe write there succeeds, or restart it once the disk is fixed (nothing is lost: the batch was refused)", j.cur.Path, err), n
 		return j.failed
 	}
 	j.nextSeq += uint64(n)
@@ -339,21 +340,68 @@ func (j *Journal) Write(buf []byte, n int) error {
 	return nil
 }
 
+// ProbeBytes is what Recover writes and syncs before the journal writes
+// again.
+const ProbeBytes = 1 << 20
+
+// Recover, after a failed write or sync, lets the journal write again once
+// a probe file of ProbeBytes in its directory is written and synced. The
+// failed segment is never written or synced again (its tail is unknown,
+// and a later sync of it could report lost pages as good): it is kept, as
+// full, for its earlier records, and the next Write starts a new segment.
+// The failed batch's seqs are skipped, so whatever of it reached the disk
+// is never confused with a later record (a restart replays it, as it
+// would have without Recover). Like Write, it runs on the writer's
+// goroutine. nil when the journal had not failed.
+func (j *Journal) Recover() error {
+	if j.failed == nil {
+		return nil
+	}
+	p := filepath.Join(j.dir, "probe.tmp")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err == nil {
+		_, err = f.Write(make([]byte, ProbeBytes))
+		if err == nil {
+			err = j.sync(f)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	_ = os.Remove(p)
+	if err != nil {
+		return fmt.Errorf("journal: probe write in %s: %w", j.dir, err)
+	}
+	// A segment without an acknowledged record is left for Open, which
+	// replays what of the failed batch reached it and removes it if none.
+	j.closeSegment(false)
+	j.nextSeq += uint64(j.failedN)
+	j.failed, j.failedN = nil, 0
+	return nil
+}
+
 // rotate closes the current segment (kept until released) and starts the
 // next one.
 func (j *Journal) rotate() error {
-	if j.f != nil {
-		j.f.Close()
-		j.f = nil
-		if j.cur.Last >= j.cur.First {
-			j.mu.Lock()
-			j.closed = append(j.closed, j.cur)
-			j.mu.Unlock()
-		} else {
-			_ = os.Remove(j.cur.Path)
-		}
-	}
+	j.closeSegment(true)
 	return j.startSegment()
+}
+
+// closeSegment closes the current segment, if any: one with records is
+// kept until released, an empty one removed when removeEmpty.
+func (j *Journal) closeSegment(removeEmpty bool) {
+	if j.f == nil {
+		return
+	}
+	j.f.Close()
+	j.f = nil
+	if j.cur.Last >= j.cur.First {
+		j.mu.Lock()
+		j.closed = append(j.closed, j.cur)
+		j.mu.Unlock()
+	} else if removeEmpty {
+		_ = os.Remove(j.cur.Path)
+	}
 }
 
 // Release drops the closed segments whose records are all at or below

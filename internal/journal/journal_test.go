@@ -217,3 +217,61 @@ func TestFailedSyncStopsTheJournal(t *testing.T) {
 		t.Fatalf("next seq %d after the failure, want 2", j.NextSeq())
 	}
 }
+
+// After a failed sync the journal writes again once a probe write and sync
+// succeed: in a new segment, past the failed batch's seq, and a reopen
+// replays every acknowledged record (and what of the failed batch reached
+// the disk) without an overlap.
+func TestRecoverAfterAFailedSync(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), DirName)
+	boom := errors.New("ENOSPC")
+	fail := false
+	sync := func(f *os.File) error {
+		if fail {
+			return boom
+		}
+		return f.Sync()
+	}
+	j, err := Open(Options{Dir: dir, Sync: sync}, func(uint64, []byte) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeOne(t, j, "one")
+	fail = true
+	rec := append(make([]byte, HeaderSize), "refused"...)
+	Seal(rec, j.NextSeq())
+	if err := j.Write(rec, 1); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	// Still full: the probe fails and the journal stays stopped.
+	if err := j.Recover(); !errors.Is(err, boom) || j.Failed() == nil {
+		t.Fatalf("Recover on a full disk: %v (failed %v)", err, j.Failed())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "probe.tmp")); !os.IsNotExist(err) {
+		t.Fatalf("probe file left behind: %v", err)
+	}
+	fail = false
+	if err := j.Recover(); err != nil || j.Failed() != nil {
+		t.Fatalf("Recover: %v (failed %v)", err, j.Failed())
+	}
+	if got := writeOne(t, j, "three"); got != 3 {
+		t.Fatalf("first record after Recover has seq %d, want 3 (2 was the failed batch's)", got)
+	}
+	segs, err := Segments(dir)
+	if err != nil || len(segs) != 2 {
+		t.Fatalf("segments after Recover: %v %v, want the failed one and a new one", segs, err)
+	}
+	j.Close()
+	var got []string
+	j2, err := Open(Options{Dir: dir}, func(_ uint64, b []byte) error { got = append(got, string(b)); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	if strings.Join(got, ",") != "one,refused,three" {
+		t.Fatalf("replayed %v", got)
+	}
+	if j2.NextSeq() != 4 {
+		t.Fatalf("next seq %d after reopen", j2.NextSeq())
+	}
+}

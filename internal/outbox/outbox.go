@@ -41,6 +41,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -135,6 +136,36 @@ func (r *Publisher) LastError() error {
 	return r.lastErr
 }
 
+// JetStream's answers to a message it will not store for lack of room
+// (nats-server's JSInsufficientResourcesErr, JSStorageResourcesExceededErr
+// and JSStreamStoreFailedF; nats.go has no constants for them).
+const (
+	errCodeInsufficientResources jetstream.ErrorCode = 10023
+	errCodeStorageExceeded       jetstream.ErrorCode = 10047
+	errCodeStoreFailed           jetstream.ErrorCode = 10077
+)
+
+// ErrStoreRefusing is wrapped by StoreRefusing.
+var ErrStoreRefusing = errors.New("JetStream refuses to store events")
+
+// StoreRefusing is the "bus_store" readiness check: an error while the
+// last publish was refused for lack of storage (a full disk, or a storage
+// limit JetStream sized on a fuller disk), nil otherwise. Events wait in
+// the outbox meanwhile; the first publish that is stored clears it.
+func (r *Publisher) StoreRefusing() error {
+	err := r.LastError()
+	var apiErr *jetstream.APIError
+	if err == nil || !errors.As(err, &apiErr) {
+		return nil
+	}
+	switch apiErr.ErrorCode {
+	case errCodeInsufficientResources, errCodeStorageExceeded, errCodeStoreFailed:
+		return fmt.Errorf("%w (%s): is the disk holding the stream full? %d events wait in the outbox; free space and publishing resumes by itself",
+			ErrStoreRefusing, apiErr.Description, r.o.Store.OutboxDepth())
+	}
+	return nil
+}
+
 func (r *Publisher) setErr(err error) {
 	r.mu.Lock()
 	r.lastErr = err
@@ -148,6 +179,10 @@ func (r *Publisher) Run(ctx context.Context) {
 	b := backoff.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 	poll := time.NewTicker(r.o.Poll)
 	defer poll.Stop()
+	// Logged when failing starts, at most every health.DefaultRepeat while
+	// it lasts, and when it ends: a bus refusing for an hour is not a line
+	// every 5 s.
+	var h health.Tracker
 	for ctx.Err() == nil {
 		n, err := r.PublishOnce(ctx)
 		if err != nil {
@@ -155,9 +190,18 @@ func (r *Publisher) Run(ctx context.Context) {
 				return
 			}
 			wait := b.Next()
-			r.log.Warn("publish failed; events stay in the outbox", "err", err, "retry_in", wait, "depth", r.o.Store.OutboxDepth())
+			switch ch, st := h.Fail(r.o.Clock.Now(), err); ch {
+			case health.Failing:
+				r.log.Warn("publish failed; events stay in the outbox", "err", err, "retry_in", wait, "depth", r.o.Store.OutboxDepth())
+			case health.StillFailing:
+				r.log.Warn("publish still failing; events stay in the outbox", "err", err, "failures", st.Failures,
+					"since", st.Since.UTC().Format(time.RFC3339), "depth", r.o.Store.OutboxDepth())
+			}
 			_ = clock.Sleep(ctx, r.o.Clock, wait)
 			continue
+		}
+		if ch, st := h.OK(r.o.Clock.Now()); ch == health.Recovered {
+			r.log.Warn("publishing recovered", "failures", st.Failures, "failing_for", r.o.Clock.Now().Sub(st.Since).Round(time.Second))
 		}
 		b.Reset()
 		if n > 0 {

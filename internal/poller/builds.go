@@ -3,8 +3,8 @@ package poller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
@@ -23,45 +23,68 @@ type buildData struct {
 	StuckAfter string `json:"stuckAfter,omitempty"`
 }
 
-// pollBuilds calls getBuild for each watched build that is not finished.
-// A finished build is left to the logs schedule, which drops the watch once
-// its log is drained (or at once here when build logs are not tailed).
+// Defaults of poller.builds.max_watched and drop_unknown_after (the
+// config's default tags; for a Config built in code).
+const (
+	DefaultMaxWatched       = 10000
+	DefaultDropUnknownAfter = time.Hour
+)
+
+// watchPage is how many watches a tick reads at a time: its memory is
+// bounded by a page, not by the watch list.
+var watchPage = 500 // a var: tests page by 2
+
+// pollBuilds calls getBuild for each watched build that is not finished,
+// a page of watches at a time. A finished build is left to the logs
+// schedule, which drops the watch once its log is drained (or at once here
+// when build logs are not tailed).
 func (p *Poller) pollBuilds(ctx context.Context) error {
 	if err := p.applyQueuedWatches(ctx); err != nil {
 		return err
 	}
-	var todo, finished []string
-	if err := p.store.View(func(tx Tx) error {
-		ws, err := tx.Watches(state.KindBuild)
-		if err != nil {
-			return err
-		}
-		for id := range ws {
-			st, ok, err := tx.GetBuild(id)
-			if err == nil && ok && st.Finished() {
-				finished = append(finished, id)
-				continue
+	var errs []error
+	for after := ""; ; {
+		var todo, finished []string
+		var n int
+		if err := p.store.View(func(tx Tx) error {
+			todo, finished = todo[:0], finished[:0]
+			ws, err := tx.WatchesPage(state.KindBuild, after, watchPage)
+			if err != nil {
+				return err
 			}
-			todo = append(todo, id)
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("builds: read watches: %w", err)
-	}
-	if !p.cfg.Logs.Builds && len(finished) > 0 {
-		if err := p.store.Update(ctx, func(tx Tx) error {
-			for _, id := range finished {
-				if _, err := tx.DeleteWatch(state.KindBuild, id); err != nil {
-					return err
+			n = len(ws)
+			for _, w := range ws {
+				after = w.ID
+				st, ok, err := tx.GetBuild(w.ID)
+				if err == nil && ok && st.Finished() {
+					finished = append(finished, w.ID)
+					continue
 				}
+				todo = append(todo, w.ID)
 			}
 			return nil
 		}); err != nil {
-			return fmt.Errorf("builds: drop finished: %w", err)
+			return errors.Join(append(errs, fmt.Errorf("builds: read watches: %w", err))...)
+		}
+		if !p.cfg.Logs.Builds && len(finished) > 0 {
+			if err := p.store.Update(ctx, func(tx Tx) error {
+				for _, id := range finished {
+					if _, err := tx.DeleteWatch(state.KindBuild, id); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				return errors.Join(append(errs, fmt.Errorf("builds: drop finished: %w", err))...)
+			}
+		}
+		if err := parallel(ctx, p.workers, todo, p.pollBuild); err != nil {
+			errs = append(errs, err)
+		}
+		if n < watchPage || ctx.Err() != nil {
+			return errors.Join(errs...)
 		}
 	}
-	sort.Strings(todo)
-	return parallel(ctx, p.workers, todo, p.pollBuild)
 }
 
 func (p *Poller) pollBuild(ctx context.Context, id string) error {
@@ -73,7 +96,13 @@ func (p *Poller) pollBuild(ctx context.Context, id string) error {
 	if err != nil {
 		p.failed(key, err)
 		if cakework.IsNotFound(err) {
-			p.warnOnce("build404/"+id, "watched build is unknown to Cakework; polling it with backoff until it appears or the watch is deleted", "build", id)
+			if d := p.notFoundFor(key); d >= p.cfg.Builds.DropUnknownAfter {
+				return p.dropUnknown(ctx, id, d)
+			}
+			// Said once, when it is dropped: a flood of unknown builds
+			// would otherwise log a line each, twice.
+			p.log.Debug("watched build is unknown to Cakework; polling it with backoff until it appears, the watch is deleted, or poller.builds.drop_unknown_after passes",
+				"build", id, "not_found_for", p.notFoundFor(key).Round(time.Second))
 			return nil
 		}
 		return fmt.Errorf("getBuild %s: %w", id, err)
@@ -88,6 +117,27 @@ func (p *Poller) pollBuild(ctx context.Context, id string) error {
 		return nil
 	}
 	return p.applyBuild(ctx, b)
+}
+
+// dropUnknown drops the watch on a build Cakework has answered 404 for
+// since drop_unknown_after, and says so once.
+func (p *Poller) dropUnknown(ctx context.Context, id string, d time.Duration) error {
+	var removed bool
+	if err := p.store.Update(ctx, func(tx Tx) error {
+		var err error
+		removed, err = tx.DeleteWatch(state.KindBuild, id)
+		return err
+	}); err != nil {
+		return fmt.Errorf("build %s: drop unknown: %w", id, err)
+	}
+	p.forget("getBuild/"+id, "logs/"+state.KindBuild+"/"+id)
+	if removed {
+		p.dropped.Add(1)
+		p.m.watchesDropped.Inc()
+		p.log.Warn("dropped the watch on a build Cakework does not know", "build", id,
+			"not_found_for", d.Round(time.Second), "drop_unknown_after", p.cfg.Builds.DropUnknownAfter)
+	}
+	return nil
 }
 
 // applyBuild records what getBuild said and emits the change, deciding

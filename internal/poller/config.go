@@ -32,6 +32,13 @@ type VMsConfig struct {
 type BuildsConfig struct {
 	Schedule   string        `yaml:"schedule" default:"@every 5s"`
 	StuckAfter time.Duration `yaml:"stuck_after" default:"30m"`
+	// MaxWatched caps the watched builds. A webhook for a build past it is
+	// still published; the build is just not polled (counted in
+	// relay_poller_watches_refused_total and /v1/status).
+	MaxWatched int `yaml:"max_watched" default:"10000"`
+	// DropUnknownAfter: a watched build Cakework has answered 404 for this
+	// long is dropped (logged once). The time restarts with the relay.
+	DropUnknownAfter time.Duration `yaml:"drop_unknown_after" default:"1h"`
 }
 
 // LogsConfig is poller.logs: log tails.
@@ -64,6 +71,8 @@ func (c Config) Validate(v *confcheck.Checker) {
 	checkSchedule(v, "vms.schedule", c.VMs.Schedule)
 	checkSchedule(v, "builds.schedule", c.Builds.Schedule)
 	v.Duration("builds.stuck_after", c.Builds.StuckAfter)
+	v.AtLeast1("builds.max_watched", c.Builds.MaxWatched)
+	v.Duration("builds.drop_unknown_after", c.Builds.DropUnknownAfter)
 	checkSchedule(v, "logs.schedule", c.Logs.Schedule)
 	if c.Logs.Batch < 50 || c.Logs.Batch > 1000 {
 		v.Add("logs.batch", fmt.Sprintf("%d is out of range; the Cakework API takes 50 to 1000", c.Logs.Batch))

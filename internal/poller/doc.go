@@ -49,6 +49,14 @@
 //     answers back off per resource (a VM's getVM, a build, a log stream)
 //     with jitter. A 401 fails the "cakework" readiness check until a call
 //     succeeds, and is logged at most once a minute.
+//   - Bounded. Build watches are capped (poller.builds.max_watched): a
+//     queued watch past the cap is refused (counted, logged at most every
+//     5 minutes), Watch answers ErrWatchListFull. Ticks read watches a page
+//     at a time (WatchesPage), never the whole list. A build Cakework
+//     answers 404 for backs off without failing a schedule and is dropped
+//     after poller.builds.drop_unknown_after (logged once); a 404 log stream
+//     is counted (relay_poller_log_streams_not_found_total), not a schedule
+//     failure. Backoffs of resources no tick calls for an hour are pruned.
 //
 // # Cost
 //

@@ -134,48 +134,79 @@ const maxLinesBytes = 256 << 10
 // marked. The cursor still tells lines apart by their full text.
 const maxMessage = 32 << 10
 
-// tailLogs reads every tailed stream once.
+// tailLogs reads every tailed stream once: watched builds and function
+// builds a page of watches at a time, then VMs.
 func (p *Poller) tailLogs(ctx context.Context) error {
 	if err := p.applyQueuedWatches(ctx); err != nil {
 		return err
 	}
-	streams, err := p.logStreams()
-	if err != nil {
-		return fmt.Errorf("logs: %w", err)
+	var errs []error
+	kinds := []string{state.KindFunctionBuild}
+	if p.cfg.Logs.Builds {
+		kinds = []string{state.KindBuild, state.KindFunctionBuild}
 	}
-	return parallel(ctx, p.workers, streams, p.tailOne)
+	for _, kind := range kinds {
+		for after := ""; ctx.Err() == nil; {
+			streams, last, err := p.watchStreams(kind, after)
+			if err != nil {
+				return errors.Join(append(errs, fmt.Errorf("logs: %w", err))...)
+			}
+			if err := parallel(ctx, p.workers, streams, p.tailOne); err != nil {
+				errs = append(errs, err)
+			}
+			if last == "" {
+				break
+			}
+			after = last
+		}
+	}
+	streams, err := p.vmStreams()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("logs: %w", err))...)
+	}
+	if err := parallel(ctx, p.workers, streams, p.tailOne); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
-// logStreams lists what to tail: watched builds (logs.builds), watched
-// function builds, and VMs that are started or still have a cursor
-// (logs.vms).
-func (p *Poller) logStreams() ([]stream, error) {
-	var out []stream
-	err := p.store.View(func(tx Tx) error {
-		if p.cfg.Logs.Builds {
-			ws, err := tx.Watches(state.KindBuild)
-			if err != nil {
-				return err
-			}
-			for id := range ws {
-				st, _, _ := tx.GetBuild(id)
-				s := stream{logKind: cakework.LogBuild, kind: state.KindBuild, id: id, ended: st.Finished()}
-				if !st.CreatedAt.IsZero() {
-					s.fresh.From = st.CreatedAt.Add(-time.Minute)
-				}
-				out = append(out, s)
-			}
-		}
-		ws, err := tx.Watches(state.KindFunctionBuild)
+// watchStreams lists one page of the watched builds' (or function builds')
+// streams, after the id after. last is the page's last id, "" when there
+// is no next page.
+func (p *Poller) watchStreams(kind, after string) (out []stream, last string, err error) {
+	err = p.store.View(func(tx Tx) error {
+		ws, err := tx.WatchesPage(kind, after, watchPage)
 		if err != nil {
 			return err
 		}
-		for id, w := range ws {
-			out = append(out, stream{logKind: cakework.LogFunctionBuild, kind: state.KindFunctionBuild, id: id, addedAt: w.AddedAt})
+		if len(ws) == watchPage {
+			last = ws[len(ws)-1].ID
 		}
-		if !p.cfg.Logs.VMs {
-			return nil
+		for _, w := range ws {
+			if kind == state.KindFunctionBuild {
+				out = append(out, stream{logKind: cakework.LogFunctionBuild, kind: kind, id: w.ID, addedAt: w.AddedAt})
+				continue
+			}
+			st, _, _ := tx.GetBuild(w.ID)
+			s := stream{logKind: cakework.LogBuild, kind: kind, id: w.ID, ended: st.Finished()}
+			if !st.CreatedAt.IsZero() {
+				s.fresh.From = st.CreatedAt.Add(-time.Minute)
+			}
+			out = append(out, s)
 		}
+		return nil
+	})
+	return out, last, err
+}
+
+// vmStreams lists the VMs that are started or still have a cursor
+// (logs.vms).
+func (p *Poller) vmStreams() ([]stream, error) {
+	var out []stream
+	if !p.cfg.Logs.VMs {
+		return nil, nil
+	}
+	err := p.store.View(func(tx Tx) error {
 		var base baselineMeta
 		haveBase, err := tx.GetMeta(metaBaseline, &base)
 		if err != nil {
@@ -213,12 +244,7 @@ func (p *Poller) logStreams() ([]stream, error) {
 		}
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].kind != out[j].kind {
-			return out[i].kind < out[j].kind
-		}
-		return out[i].id < out[j].id
-	})
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out, err
 }
 
@@ -237,6 +263,15 @@ func (p *Poller) tailOne(ctx context.Context, s stream) error {
 		p.failed(s.key(), err)
 		if s.kind == state.KindVM {
 			p.know.logPass(s.id, false, false, now, time.Time{}, true)
+		}
+		if res.notFound {
+			// A stream Cakework does not know (a stray build id, a VM
+			// gone between sweeps) backs off and is counted, but is not a
+			// failure of the schedule: one stray webhook must not keep
+			// the logs schedule failing. The builds schedule drops a
+			// build unknown for poller.builds.drop_unknown_after.
+			p.m.streamsGone.WithLabelValues(s.kind).Inc()
+			return nil
 		}
 		return fmt.Errorf("logs %s %s: %w", s.kind, s.id, err)
 	}

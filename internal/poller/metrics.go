@@ -15,6 +15,11 @@ type metrics struct {
 	apiCalls    *prometheus.CounterVec
 	events      *prometheus.CounterVec
 	logLines    *prometheus.CounterVec
+
+	watched        prometheus.Gauge
+	watchesRefused prometheus.Counter
+	watchesDropped prometheus.Counter
+	streamsGone    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, p *Poller) *metrics {
@@ -38,9 +43,22 @@ func newMetrics(reg prometheus.Registerer, p *Poller) *metrics {
 		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_poller_log_lines_total", Help: "Log lines emitted, by stream kind.",
 		}, []string{"kind"}),
+		watched: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_poller_watched_builds", Help: "Watched builds, as last counted (capped by poller.builds.max_watched).",
+		}),
+		watchesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_poller_watches_refused_total", Help: "Build watches refused because the watch list was at poller.builds.max_watched (their webhooks were still published).",
+		}),
+		watchesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_poller_watches_dropped_unknown_total", Help: "Watched builds dropped after Cakework answered 404 for poller.builds.drop_unknown_after.",
+		}),
+		streamsGone: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_poller_log_streams_not_found_total", Help: "Log passes answered 404 for a stream not known to be over (not a schedule failure), by stream kind.",
+		}, []string{"kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.ticks, m.tickSeconds, m.lastSuccess, m.apiCalls, m.events, m.logLines,
+			m.watched, m.watchesRefused, m.watchesDropped, m.streamsGone,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "relay_poller_cakework_paused_seconds", Help: "Seconds left of a 429 pause (0: none).",
 			}, func() float64 {
@@ -98,11 +116,20 @@ type Status struct {
 	PausedUntil  time.Time                 `json:"pausedUntil,omitzero"`
 	Unauthorized string                    `json:"unauthorized,omitempty"`
 	VMsKnown     int                       `json:"vmsKnown"`
+	// WatchedBuilds is the watch list's size as last counted, against
+	// MaxWatchedBuilds; WatchesRefused counts the build watches refused at
+	// that cap, WatchesDroppedUnknown those dropped after 404s.
+	WatchedBuilds         int64 `json:"watchedBuilds"`
+	MaxWatchedBuilds      int   `json:"maxWatchedBuilds"`
+	WatchesRefused        int64 `json:"watchesRefused"`
+	WatchesDroppedUnknown int64 `json:"watchesDroppedUnknown"`
 }
 
 // Status reports per-schedule last success and error counts.
 func (p *Poller) Status() Status {
-	st := Status{Schedules: map[string]ScheduleStatus{}, PausedUntil: p.client.PausedUntil(), VMsKnown: p.know.count()}
+	st := Status{Schedules: map[string]ScheduleStatus{}, PausedUntil: p.client.PausedUntil(), VMsKnown: p.know.count(),
+		WatchedBuilds: p.watched.Load(), MaxWatchedBuilds: p.cfg.Builds.MaxWatched,
+		WatchesRefused: p.refused.Load(), WatchesDroppedUnknown: p.dropped.Load()}
 	if err := p.Ready(); err != nil {
 		st.Unauthorized = err.Error()
 	}

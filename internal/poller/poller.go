@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -106,8 +107,13 @@ type Poller struct {
 	backoffMu sync.Mutex
 	backoffs  map[string]*resourceBackoff
 
-	warnMu sync.Mutex
-	warned map[string]bool
+	warnMu    sync.Mutex
+	warned    map[string]bool
+	fullLogAt time.Time // last "watch list is full" line
+
+	watched atomic.Int64 // build watches, as last counted
+	refused atomic.Int64 // build watches refused at max_watched
+	dropped atomic.Int64 // build watches dropped as unknown upstream
 
 	authMu      sync.Mutex
 	authFailAt  time.Time // last 401; zero after a success
@@ -129,6 +135,9 @@ type resourceBackoff struct {
 	// trouble: the failure was upstream trouble, not a 404 (a resource
 	// unknown upstream backs off too, but does not fail its schedule).
 	trouble bool
+	// notFoundSince: the first of the 404s in a row (zero after anything
+	// else).
+	notFoundSince time.Time
 }
 
 // New checks options and builds the client. Nothing runs until Start.
@@ -156,6 +165,12 @@ func New(o Options) (*Poller, error) {
 	}
 	if o.Config.Logs.MaxPages <= 0 {
 		o.Config.Logs.MaxPages = 10
+	}
+	if o.Config.Builds.MaxWatched <= 0 {
+		o.Config.Builds.MaxWatched = DefaultMaxWatched
+	}
+	if o.Config.Builds.DropUnknownAfter <= 0 {
+		o.Config.Builds.DropUnknownAfter = DefaultDropUnknownAfter
 	}
 	log := o.Logger.With("component", "poller")
 	p := &Poller{
@@ -441,6 +456,7 @@ func (p *Poller) tick(ctx context.Context, s *schedule) error {
 	start := p.clk.Now()
 	err := s.fn(ctx)
 	took := p.clk.Now().Sub(start)
+	p.pruneBackoffs()
 	if s.name == ScheduleVMs || s.name == ScheduleLogs {
 		p.notifyKnowledge()
 	}
@@ -559,8 +575,42 @@ func (p *Poller) failed(key string, err error) {
 		rb.b.Reset()
 		p.backoffs[key] = rb
 	}
-	rb.next = p.clk.Now().Add(rb.b.NextAtLeast(cakework.RetryAfter(err)))
+	now := p.clk.Now()
+	rb.next = now.Add(rb.b.NextAtLeast(cakework.RetryAfter(err)))
 	rb.trouble = !cakework.IsNotFound(err)
+	switch {
+	case rb.trouble:
+		rb.notFoundSince = time.Time{}
+	case rb.notFoundSince.IsZero():
+		rb.notFoundSince = now
+	}
+}
+
+// notFoundFor is how long key has answered only 404 (0: it has not).
+func (p *Poller) notFoundFor(key string) time.Duration {
+	p.backoffMu.Lock()
+	defer p.backoffMu.Unlock()
+	if rb := p.backoffs[key]; rb != nil && !rb.notFoundSince.IsZero() {
+		return p.clk.Now().Sub(rb.notFoundSince)
+	}
+	return 0
+}
+
+// staleBackoff: a backoff whose next call has been due this long belongs to
+// a resource no tick calls any more (unwatched, retired, gone); it is
+// pruned, so the map does not grow with resources that come and go.
+const staleBackoff = time.Hour
+
+// pruneBackoffs drops stale backoffs.
+func (p *Poller) pruneBackoffs() {
+	now := p.clk.Now()
+	p.backoffMu.Lock()
+	defer p.backoffMu.Unlock()
+	for k, rb := range p.backoffs {
+		if now.Sub(rb.next) >= staleBackoff {
+			delete(p.backoffs, k)
+		}
+	}
 }
 
 // troubled reports whether a resource whose backoff key starts with prefix

@@ -21,8 +21,10 @@ type Store interface {
 	// durable. fn may run more than once.
 	Update(ctx context.Context, fn func(Tx) error) error
 	// ApplyWatchQueue folds the watches ingest queued into the watch list
-	// and reports how many were new.
-	ApplyWatchQueue(ctx context.Context) (int, error)
+	// and reports how many were new. Build watches are capped at
+	// maxBuilds (poller.builds.max_watched; 0: no cap): a queued one that
+	// would pass it is dropped from the queue and counted in refused.
+	ApplyWatchQueue(ctx context.Context, maxBuilds int) (added, refused int, err error)
 }
 
 // Tx is what the poller reads and writes in one transaction.
@@ -41,6 +43,12 @@ type Tx interface {
 	ForEachCursor(kind string, fn func(id string, raw []byte) error) error
 
 	Watches(kind string) (map[string]state.Watch, error)
+	// WatchesPage lists up to limit watches of kind whose ids sort after
+	// after ("" for the first), in id order: ticks read the watch list in
+	// bounded pages.
+	WatchesPage(kind, after string, limit int) ([]state.WatchEntry, error)
+	// WatchCount is how many watches of kind there are.
+	WatchCount(kind string) (int, error)
 	GetWatch(kind, id string) (state.Watch, bool, error)
 	PutWatch(kind, id string, w state.Watch) error
 	DeleteWatch(kind, id string) (bool, error)
@@ -76,6 +84,6 @@ func (b stateStore) Update(ctx context.Context, fn func(Tx) error) error {
 	return b.s.Update(ctx, func(tx *state.Tx) error { return fn(tx) })
 }
 
-func (b stateStore) ApplyWatchQueue(ctx context.Context) (int, error) {
-	return b.s.ApplyWatchQueue(ctx)
+func (b stateStore) ApplyWatchQueue(ctx context.Context, maxBuilds int) (int, int, error) {
+	return b.s.ApplyWatchQueueCapped(ctx, maxBuilds)
 }

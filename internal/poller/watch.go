@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go"
 
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -50,6 +52,16 @@ func (p *Poller) Watch(ctx context.Context, kind, id, source string) (added bool
 		added = !ok
 		if ok {
 			return nil
+		}
+		if kind == state.KindBuild {
+			n, err := tx.WatchCount(kind)
+			if err != nil {
+				return err
+			}
+			if n >= p.cfg.Builds.MaxWatched {
+				added = false
+				return fmt.Errorf("%w (%d builds, poller.builds.max_watched); unwatch some or raise it", ErrWatchListFull, n)
+			}
 		}
 		return tx.PutWatch(kind, id, state.Watch{Source: source, AddedAt: now})
 	})
@@ -216,6 +228,11 @@ func (p *Poller) handleWatch(kind string) http.HandlerFunc {
 			watch = p.o.Remote.Watch
 		}
 		added, err := watch(r.Context(), kind, id, SourceAdmin)
+		// (The fleet's leader refuses in text.)
+		if errors.Is(err, ErrWatchListFull) || err != nil && strings.Contains(err.Error(), ErrWatchListFull.Error()) {
+			httpapi.WriteError(w, http.StatusConflict, "cannot add the watch: "+err.Error())
+			return
+		}
 		if err != nil {
 			httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot add the watch: "+err.Error())
 			return
@@ -293,14 +310,65 @@ func RegisterOff(srv *httpapi.Server, reason string) {
 
 // applyQueuedWatches folds the watches ingest queued (state.Tx.QueueWatch)
 // into the watch list, so a build seen by webhook is polled and tailed from
-// the next tick on.
+// the next tick on; past poller.builds.max_watched they are refused.
 func (p *Poller) applyQueuedWatches(ctx context.Context) error {
-	n, err := p.store.ApplyWatchQueue(ctx)
+	n, refused, err := p.store.ApplyWatchQueue(ctx, p.cfg.Builds.MaxWatched)
+	if refused > 0 {
+		p.watchesFull(refused)
+	}
 	if err != nil {
 		return fmt.Errorf("watches: %w", err)
 	}
 	if n > 0 {
 		p.log.Debug("watches added from webhooks", "n", n)
 	}
+	return p.countWatches()
+}
+
+// countWatches updates the watched-builds count (/v1/status, metrics). The
+// list is capped, so the walk is bounded.
+func (p *Poller) countWatches() error {
+	var n int
+	if err := p.store.View(func(tx Tx) error {
+		var err error
+		n, err = tx.WatchCount(state.KindBuild)
+		return err
+	}); err != nil {
+		return fmt.Errorf("watches: count: %w", err)
+	}
+	p.watched.Store(int64(n))
+	p.m.watched.Set(float64(n))
 	return nil
+}
+
+// watchesFull counts build watches refused at the cap and says so at most
+// every health.DefaultRepeat.
+func (p *Poller) watchesFull(n int) {
+	p.refused.Add(int64(n))
+	p.m.watchesRefused.Add(float64(n))
+	now := p.clk.Now()
+	p.warnMu.Lock()
+	quiet := !p.fullLogAt.IsZero() && now.Sub(p.fullLogAt) < health.DefaultRepeat
+	if !quiet {
+		p.fullLogAt = now
+	}
+	p.warnMu.Unlock()
+	if !quiet {
+		p.log.Warn("the build watch list is full; builds seen by webhook past it are published but not polled or tailed: raise poller.builds.max_watched or let watched builds finish",
+			"max_watched", p.cfg.Builds.MaxWatched, "refused_total", p.refused.Load())
+	}
+}
+
+// ErrWatchListFull is returned by Watch for a build past
+// poller.builds.max_watched.
+var ErrWatchListFull = errors.New("the build watch list is full")
+
+// forget drops what the poller keeps in memory about a resource that is no
+// longer watched or tailed: its backoff and its 404 time.
+func (p *Poller) forget(keys ...string) {
+	p.backoffMu.Lock()
+	for _, k := range keys {
+		delete(p.backoffs, k)
+	}
+	p.backoffMu.Unlock()
 }

@@ -163,6 +163,8 @@ type Relay struct {
 	P       *Proc
 	// LogFile, when set, gets a copy of the relay's output.
 	LogFile *os.File
+	// Env is added to the relay's environment (say, GOMEMLIMIT=230MiB).
+	Env []string
 }
 
 // NewRelay writes the config file into dir.
@@ -176,7 +178,7 @@ func NewRelay(bin, dir string, cfg RelayConfig) (*Relay, error) {
 
 // Start runs the relay and waits for /healthz.
 func (r *Relay) Start() error {
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}
+	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, r.Env...)
 	p, err := Start(r.Bin, []string{"serve", "-config", r.CfgPath}, env, r.LogFile)
 	if err != nil {
 		return err

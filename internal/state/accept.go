@@ -271,10 +271,18 @@ type acceptor struct {
 	buf           []byte
 	reqs          chan *acceptReq
 	stop, stopped chan struct{}
-	// failed is the journal's write failure: no more batches.
+	// failed is the journal's write failure: no more batches until a
+	// probe write succeeds (tryRecover).
 	failed                    atomic.Pointer[error]
 	batches, records, writeNs atomic.Int64
+	// recoverEvery paces the probes; lastProbe and failedAt belong to the
+	// loop's goroutine.
+	recoverEvery        time.Duration
+	lastProbe, failedAt time.Time
 }
+
+// recoverEvery is how often a failed journal is probed.
+const recoverEvery = 5 * time.Second
 
 type acceptReq struct {
 	fn   func(*AcceptTx) error
@@ -301,6 +309,7 @@ func (s *Store) acceptLoop() {
 }
 
 func (s *Store) acceptBatch(batch []*acceptReq) {
+	s.tryRecover()
 	if err := s.acceptRefusal(); err != nil {
 		for _, r := range batch {
 			r.done <- err
@@ -367,6 +376,7 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 		s.log.Error("webhook journal write failed; the batch is refused", "err", err)
 		if f := a.j.Failed(); f != nil {
 			a.failed.Store(&f)
+			a.failedAt, a.lastProbe = time.Now(), time.Now()
 		}
 		for _, r := range ok {
 			r.done <- err
@@ -378,6 +388,11 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	}
 	a.batches.Add(1)
 	a.records.Add(int64(len(ok)))
+	queued := 0
+	for i := range txs {
+		queued += len(txs[i].watches)
+	}
+	s.queuedWatches.Add(int64(queued))
 	// Durable: now the ids count as seen and the events can go.
 	s.seen.apply(&seenChanges{add: pend, ev: pendEv})
 	recs := make([]ckptRec, len(txs))
@@ -426,6 +441,26 @@ func (s *Store) acceptBatch(batch []*acceptReq) {
 	for _, r := range empty {
 		r.done <- nil
 	}
+}
+
+// tryRecover, while the journal has failed, probes it at most every
+// recoverEvery (journal.Recover: a write and sync in its directory); once
+// that succeeds, webhooks are taken again without a restart. It runs on
+// the accept loop's goroutine; the checkpoint loop sends an empty Accept
+// while the journal has failed, so a probe runs even when ingest refuses
+// every webhook before it reaches the journal.
+func (s *Store) tryRecover() {
+	a := &s.acc
+	if a.failed.Load() == nil || time.Since(a.lastProbe) < a.recoverEvery {
+		return
+	}
+	a.lastProbe = time.Now()
+	if err := a.j.Recover(); err != nil {
+		s.log.Debug("webhook journal still cannot write", "err", err)
+		return
+	}
+	a.failed.Store(nil)
+	s.log.Warn("webhook journal writes again: a probe write succeeded", "failed_for", time.Since(a.failedAt).Round(time.Millisecond))
 }
 
 // acceptRefusal is why the journal takes no batch now, or nil.

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/backoff"
+	"github.com/cakework-relay/cakework-relay/internal/health"
 )
 
 // checkpointer moves journaled records' seen ids and watches into bbolt,
@@ -170,6 +174,7 @@ func (s *Store) checkpointLoop() {
 	}
 	t := time.NewTicker(c.every)
 	defer t.Stop()
+	retry := newCkptRetry(c.every)
 	for {
 		select {
 		case <-c.stop:
@@ -177,8 +182,60 @@ func (s *Store) checkpointLoop() {
 		case <-t.C:
 		case <-c.kickCh:
 		}
-		if err := s.Checkpoint(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
-			s.log.Warn("journal checkpoint failed; retrying", "err", err)
+		if s.acc.failed.Load() != nil {
+			// Gives the accept loop a batch to probe the journal on
+			// (tryRecover paces the probes).
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.Accept(ctx, func(*AcceptTx) error { return nil })
+			cancel()
 		}
+		if !retry.due(time.Now()) {
+			continue
+		}
+		err := s.Checkpoint(context.Background())
+		if errors.Is(err, ErrClosed) {
+			continue
+		}
+		retry.done(time.Now(), err, s.log)
+	}
+}
+
+// ckptRetry paces checkpoints that fail (a full disk, a failing bbolt
+// write): the next try waits a backoff (the checkpoint interval doubling
+// to maxCkptBackoff), and the failure is logged when it starts, at most
+// every health.DefaultRepeat while it lasts, and when it recovers.
+type ckptRetry struct {
+	b       backoff.Backoff
+	retryAt time.Time
+	health  health.Tracker
+}
+
+// maxCkptBackoff bounds the wait between failing checkpoints.
+const maxCkptBackoff = 10 * time.Second
+
+func newCkptRetry(every time.Duration) *ckptRetry {
+	return &ckptRetry{b: backoff.Backoff{Initial: every, Max: maxCkptBackoff, Jitter: -1}}
+}
+
+// due reports whether a checkpoint may run at now.
+func (r *ckptRetry) due(now time.Time) bool { return !now.Before(r.retryAt) }
+
+// done records a checkpoint's outcome at now.
+func (r *ckptRetry) done(now time.Time, err error, log *slog.Logger) {
+	if err == nil {
+		r.b.Reset()
+		r.retryAt = time.Time{}
+		if ch, st := r.health.OK(now); ch == health.Recovered {
+			log.Warn("journal checkpoint recovered", "failures", st.Failures, "failing_for", now.Sub(st.Since).Round(time.Millisecond))
+		}
+		return
+	}
+	wait := r.b.Next()
+	r.retryAt = now.Add(wait)
+	switch ch, st := r.health.Fail(now, err); ch {
+	case health.Failing:
+		log.Warn("journal checkpoint failed; retrying with backoff (webhooks are refused once 100,000 wait for one)", "err", err, "retry_in", wait)
+	case health.StillFailing:
+		log.Warn("journal checkpoint still failing", "err", err, "failures", st.Failures, "since", st.Since.UTC().Format(time.RFC3339), "retry_in", wait)
 	}
 }

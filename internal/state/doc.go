@@ -44,6 +44,12 @@
 //     Entries leave the outbox only through DeleteOutbox, which the
 //     publisher calls after JetStream acknowledged them; with a bus sync
 //     set (SetBusSync), only after the next checkpoint's sync.
+//   - Damaged state is refused, not reset (damage.go): Open fails with
+//     ErrStateLost when relay.db is missing or empty beside journal
+//     segments, and with ErrCorrupt when the file is truncated or a page
+//     its buckets reach does not read back (read-only first, so bbolt's
+//     panics become errors). Created reports a relay.db Open made, for the
+//     app's check against a non-empty embedded stream.
 //   - Versioned: a meta bucket holds the schema version; Open runs the
 //     migrations that are newer than the file, and refuses a file written by
 //     a newer relay.

@@ -64,6 +64,12 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	log  *slog.Logger
+	// created: relay.db was missing or empty before Open (and no journal
+	// was there either).
+	created bool
+	// queuedWatches counts watches queued (journaled or in the queue
+	// bucket) and not yet folded into the watch list.
+	queuedWatches atomic.Int64
 
 	// closeMu guards closed; submit holds it for reading while it queues,
 	// so Close never strands a request.
@@ -126,21 +132,26 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data_dir %s: %w (set data_dir to a writable directory)", opts.Dir, err)
 	}
 	path := filepath.Join(opts.Dir, FileName)
+	created, err := checkFile(opts.Dir, path, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        opts.LockTimeout,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: the file is locked by another process (is another relay using data_dir %s?); stop it or set a different data_dir", path, opts.Dir)
+		return nil, lockedError(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w (check that data_dir is writable)", path, err)
 	}
 	s := &Store{
-		db:   db,
-		path: path,
-		log:  opts.Logger,
+		db:      db,
+		path:    path,
+		log:     opts.Logger,
+		created: created,
 		commit: committer{
 			reqs:       make(chan *request, opts.MaxBatch),
 			stop:       make(chan struct{}),
@@ -150,9 +161,10 @@ func Open(opts Options) (*Store, error) {
 			lingerFill: opts.LingerFill,
 		},
 		acc: acceptor{
-			reqs:    make(chan *acceptReq, opts.MaxBatch),
-			stop:    make(chan struct{}),
-			stopped: make(chan struct{}),
+			reqs:         make(chan *acceptReq, opts.MaxBatch),
+			stop:         make(chan struct{}),
+			stopped:      make(chan struct{}),
+			recoverEvery: recoverEvery,
 		},
 		ckpt: newCheckpointer(opts.CheckpointEvery),
 	}
@@ -169,6 +181,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.out.depth.Store(int64(tx.Bucket(bOutbox).Stats().KeyN))
+		s.queuedWatches.Store(int64(tx.Bucket(bWatchQueue).Stats().KeyN))
 		if err := s.seen.load(tx); err != nil {
 			return fmt.Errorf("webhook ids: %w", err)
 		}
@@ -182,6 +195,17 @@ func Open(opts Options) (*Store, error) {
 	go s.checkpointLoop()
 	return s, nil
 }
+
+// QueuedWatches is how many watches ingest queued that the poller has not
+// folded into its watch list yet (ApplyWatchQueue). Ingest stops queueing
+// past poller.builds.max_watched, so a poller tick that runs long does not
+// let the queue grow with every webhook.
+func (s *Store) QueuedWatches() int { return int(s.queuedWatches.Load()) }
+
+// Created reports whether this Open made relay.db (it was missing or
+// empty). The app refuses to run a new relay.db beside a non-empty embedded
+// stream (StateLostError).
+func (s *Store) Created() bool { return s.created }
 
 // Close stops the commit loop after the Updates already queued, then closes
 // the file. It is safe to call twice.

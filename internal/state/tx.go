@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -149,6 +150,49 @@ func (t *Tx) Watches(kind string) (map[string]Watch, error) {
 		return nil
 	})
 	return out, err
+}
+
+// WatchEntry is one watch of a page (WatchesPage).
+type WatchEntry struct {
+	ID string
+	Watch
+}
+
+// WatchesPage lists up to limit watches of kind whose ids sort after
+// after ("" for the first page), in id order: a tick reads the watch list
+// a bounded page at a time.
+func (t *Tx) WatchesPage(kind, after string, limit int) ([]WatchEntry, error) {
+	prefix := []byte(kind + "/")
+	c := t.tx.Bucket(bWatches).Cursor()
+	k, v := c.Seek(key(kind, after))
+	if after != "" && k != nil && string(k) == kind+"/"+after {
+		k, v = c.Next()
+	}
+	var out []WatchEntry
+	for ; k != nil && len(out) < limit && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		e := WatchEntry{ID: string(k[len(prefix):])}
+		if err := json.Unmarshal(v, &e.Watch); err != nil {
+			return out, fmt.Errorf("watch %s: %w", k, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// WatchCount is how many watches of kind there are. It walks the keys
+// (no decoding): the watch list is capped, so this is bounded.
+func (t *Tx) WatchCount(kind string) (int, error) {
+	return countPrefix(t.tx.Bucket(bWatches), kind), nil
+}
+
+func countPrefix(b *bolt.Bucket, kind string) int {
+	prefix := []byte(kind + "/")
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 // Sink bookkeeping: small per-sink records (Slack thread ts, idle clocks...).

@@ -57,54 +57,34 @@ func (t *Tx) queueWatch(raw []byte) error {
 // they were queued, in chunks. An existing watch keeps its source and time.
 // It reports how many watches were added.
 func (s *Store) ApplyWatchQueue(ctx context.Context) (int, error) {
-	// Watches queued by Accept reach the bucket with the checkpoint. If it
-	// fails, the watches already in bbolt are still applied.
-	ckptErr := s.Checkpoint(ctx)
-	n, err := s.applyWatchQueue(ctx)
-	if ckptErr != nil {
-		err = errors.Join(err, fmt.Errorf("apply queued watches: %w", ckptErr))
-	}
+	n, _, err := s.ApplyWatchQueueCapped(ctx, 0)
 	return n, err
 }
 
-func (s *Store) applyWatchQueue(ctx context.Context) (int, error) {
-	return s.drainWatchQueue(ctx, func(tx *Tx, kind, id string, w Watch) (bool, error) {
-		b := tx.tx.Bucket(bWatches)
-		wk := key(kind, id)
-		if b.Get(wk) != nil {
-			return false, nil
-		}
-		raw, err := json.Marshal(w)
-		if err != nil {
-			return false, err
-		}
-		return true, b.Put(wk, raw)
-	})
-}
-
-// DrainWatchQueue hands every queued watch to fn, then removes it from the
-// queue, in the order they were queued. A fleet member moves them to the
-// fleet's queue this way: the watch list lives with the leader. An error
-// from fn keeps the chunk queued for the next call.
-func (s *Store) DrainWatchQueue(ctx context.Context, fn func(kind, id string, w Watch) error) (int, error) {
-	if err := s.Checkpoint(ctx); err != nil {
-		return 0, fmt.Errorf("drain queued watches: %w", err)
+// ApplyWatchQueueCapped is ApplyWatchQueue with the build watches capped
+// at maxBuilds (0: no cap): a queued build watch that would pass it is
+// dropped from the queue and counted in refused.
+func (s *Store) ApplyWatchQueueCapped(ctx context.Context, maxBuilds int) (added, refused int, err error) {
+	// Watches queued by Accept reach the bucket with the checkpoint. If it
+	// fails, the watches already in bbolt are still applied.
+	ckptErr := s.Checkpoint(ctx)
+	added, refused, err = s.applyWatchQueue(ctx, maxBuilds)
+	if ckptErr != nil {
+		err = errors.Join(err, fmt.Errorf("apply queued watches: %w", ckptErr))
 	}
-	return s.drainWatchQueue(ctx, func(_ *Tx, kind, id string, w Watch) (bool, error) {
-		return true, fn(kind, id, w)
-	})
+	return added, refused, err
 }
 
-// drainWatchQueue takes the queue in chunks, calling apply for each
-// readable entry in a transaction that also deletes the chunk.
-func (s *Store) drainWatchQueue(ctx context.Context, apply func(tx *Tx, kind, id string, w Watch) (bool, error)) (int, error) {
+func (s *Store) applyWatchQueue(ctx context.Context, maxBuilds int) (int, int, error) {
 	const chunk = 5000
-	total := 0
+	total, totalRefused := 0, 0
 	for {
-		added, more := 0, false
+		added, refused, folded, more := 0, 0, 0, false
 		err := s.Update(ctx, func(tx *Tx) error {
-			added, more = 0, false
+			added, refused, folded, more = 0, 0, 0, false
 			q := tx.tx.Bucket(bWatchQueue)
+			w := tx.tx.Bucket(bWatches)
+			builds := -1 // counted once a build watch is queued
 			c := q.Cursor()
 			var done [][]byte
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -117,25 +97,94 @@ func (s *Store) drainWatchQueue(ctx context.Context, apply func(tx *Tx, kind, id
 				if err := json.Unmarshal(v, &qw); err != nil || qw.Kind == "" || qw.ID == "" {
 					continue // unreadable: dropped rather than blocking the queue
 				}
-				ok, err := apply(tx, qw.Kind, qw.ID, qw.Watch)
+				wk := key(qw.Kind, qw.ID)
+				if w.Get(wk) != nil {
+					continue
+				}
+				if qw.Kind == KindBuild && maxBuilds > 0 {
+					if builds < 0 {
+						builds = countPrefix(w, KindBuild)
+					}
+					if builds >= maxBuilds {
+						refused++
+						continue
+					}
+					builds++
+				}
+				raw, err := json.Marshal(qw.Watch)
 				if err != nil {
 					return err
 				}
-				if ok {
-					added++
+				if err := w.Put(wk, raw); err != nil {
+					return err
 				}
+				added++
 			}
 			for _, k := range done {
 				if err := q.Delete(k); err != nil {
 					return err
 				}
 			}
+			folded = len(done)
+			return nil
+		})
+		if err == nil {
+			s.queuedWatches.Add(-int64(folded))
+		}
+		if err != nil {
+			return total, totalRefused, fmt.Errorf("apply queued watches: %w", err)
+		}
+		total += added
+		totalRefused += refused
+		if !more {
+			return total, totalRefused, nil
+		}
+	}
+}
+
+// DrainWatchQueue hands every queued watch to fn, then removes it from the
+// queue, in the order they were queued. A fleet member moves them to the
+// fleet's queue this way: the watch list lives with the leader. An error
+// from fn keeps the chunk queued for the next call.
+func (s *Store) DrainWatchQueue(ctx context.Context, fn func(kind, id string, w Watch) error) (int, error) {
+	if err := s.Checkpoint(ctx); err != nil {
+		return 0, fmt.Errorf("drain queued watches: %w", err)
+	}
+	const chunk = 500
+	total := 0
+	for {
+		n, more := 0, false
+		err := s.Update(ctx, func(tx *Tx) error {
+			n, more = 0, false
+			q := tx.tx.Bucket(bWatchQueue)
+			c := q.Cursor()
+			var done [][]byte
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if len(done) == chunk {
+					more = true
+					break
+				}
+				var qw queuedWatch
+				if err := json.Unmarshal(v, &qw); err == nil && qw.Kind != "" && qw.ID != "" {
+					if err := fn(qw.Kind, qw.ID, qw.Watch); err != nil {
+						return err
+					}
+				}
+				done = append(done, append([]byte(nil), k...))
+			}
+			for _, k := range done {
+				if err := q.Delete(k); err != nil {
+					return err
+				}
+			}
+			n = len(done)
 			return nil
 		})
 		if err != nil {
-			return total, fmt.Errorf("apply queued watches: %w", err)
+			return total, fmt.Errorf("drain queued watches: %w", err)
 		}
-		total += added
+		s.queuedWatches.Add(-int64(n))
+		total += n
 		if !more {
 			return total, nil
 		}
