@@ -169,21 +169,33 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.http.Listen(); err != nil {
 		return err
 	}
+	key, err := installKey(cfg)
+	if err != nil {
+		return err
+	}
+	subToken, err := subscriberToken(cfg)
+	if err != nil {
+		return err
+	}
 	a.bus, err = bus.Open(ctx, bus.Options{
-		URL:             cfg.Bus.URL,
-		CredsFile:       cfg.Bus.CredsFile,
-		CAFile:          cfg.Bus.TLS.CAFile,
-		CertFile:        cfg.Bus.TLS.CertFile,
-		KeyFile:         cfg.Bus.TLS.KeyFile,
-		EmbeddedListen:  cfg.Bus.Embedded.Listen,
-		EmbeddedToken:   cfg.Bus.Embedded.Token,
-		StoreDir:        bus.StoreDir(cfg.DataDir),
-		SubjectPrefix:   cfg.Bus.SubjectPrefix,
-		Stream:          cfg.Bus.Stream,
-		DuplicateWindow: cfg.Bus.DuplicateWindow,
-		MaxAge:          cfg.Bus.MaxAge,
-		Logger:          a.log,
-		Clock:           a.o.Clock,
+		URL:                  cfg.Bus.URL,
+		CredsFile:            cfg.Bus.CredsFile,
+		CAFile:               cfg.Bus.TLS.CAFile,
+		CertFile:             cfg.Bus.TLS.CertFile,
+		KeyFile:              cfg.Bus.TLS.KeyFile,
+		EmbeddedListen:       cfg.Bus.Embedded.Listen,
+		EmbeddedToken:        subToken,
+		EmbeddedControlToken: cfg.Bus.Embedded.ControlToken,
+		ReservedConsumers:    reservedConsumers(cfg),
+		MACKey:               key,
+		CutoverFile:          bus.CutoverFile(cfg.DataDir),
+		StoreDir:             bus.StoreDir(cfg.DataDir),
+		SubjectPrefix:        cfg.Bus.SubjectPrefix,
+		Stream:               cfg.Bus.Stream,
+		DuplicateWindow:      cfg.Bus.DuplicateWindow,
+		MaxAge:               cfg.Bus.MaxAge,
+		Logger:               a.log,
+		Clock:                a.o.Clock,
 	})
 	if err != nil {
 		return err

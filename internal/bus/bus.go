@@ -47,7 +47,18 @@ type Options struct {
 	// EmbeddedListen is host:port for the embedded server; empty means
 	// in-process connections only.
 	EmbeddedListen string
-	EmbeddedToken  string
+	// EmbeddedToken is the subscriber's password (user "subscriber"):
+	// read-only rights, see subscriberPermissions. Empty: no subscriber
+	// can connect.
+	EmbeddedToken string
+	// EmbeddedControlToken is the control user's password: a subscriber
+	// that may also publish the ControlSubjects. Empty: nobody over TCP
+	// may.
+	EmbeddedControlToken string
+	// ReservedConsumers are the durable names of the sinks' consumers on
+	// the event stream: subscribers may not create, pull from, ack or
+	// delete them.
+	ReservedConsumers []string
 	// StoreDir holds the embedded JetStream store (data_dir/jetstream).
 	StoreDir string
 
@@ -55,6 +66,14 @@ type Options struct {
 	Stream          string
 	DuplicateWindow time.Duration
 	MaxAge          time.Duration
+
+	// MACKey signs every message the relay publishes (HdrMAC); Verify
+	// checks it. Empty: a random key, good for this process only.
+	MACKey []byte
+	// CutoverFile records, at the first start that signs, the last
+	// sequence of each stream: messages up to it pass Verify unsigned.
+	// Empty: nothing unsigned passes.
+	CutoverFile string
 
 	// ReadyTimeout bounds the embedded server start and the first stream
 	// creation. Default 10s.
@@ -71,6 +90,10 @@ type Bus struct {
 	srv  *server.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
+
+	relayPW string // the in-process user's password (tests check TCP refuses it)
+	signer  *signer
+	cutover atomic.Pointer[Cutover]
 
 	streamsReady atomic.Bool
 	streamErr    atomic.Pointer[string]
@@ -98,7 +121,10 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
-	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{})}
+	if len(opts.MACKey) == 0 {
+		opts.MACKey = randomKey()
+	}
+	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}), signer: newSigner(opts.MACKey)}
 	var err error
 	if opts.URL == "" {
 		err = b.startEmbedded()
@@ -163,7 +189,6 @@ func (b *Bus) startEmbedded() error {
 		if port == 0 {
 			o.Port = server.RANDOM_PORT
 		}
-		o.Authorization = b.opts.EmbeddedToken
 		// The server only reports a busy port by timing out; probe first so
 		// the error is immediate and says what to change.
 		if port != 0 {
@@ -174,6 +199,14 @@ func (b *Bus) startEmbedded() error {
 			ln.Close()
 		}
 	}
+	// No anonymous client: the relay's own in-process user, the
+	// subscriber and the control user (auth.go).
+	users, relayPW, err := embeddedUsers(b.opts)
+	if err != nil {
+		return err
+	}
+	o.Users = users
+	b.relayPW = relayPW
 	srv, err := server.NewServer(o)
 	if err != nil {
 		return fmt.Errorf("bus: embedded NATS: %w", err)
@@ -187,11 +220,10 @@ func (b *Bus) startEmbedded() error {
 		}
 		return errors.New("bus: embedded NATS did not start; check the data_dir's jetstream directory is writable")
 	}
-	copts := []nats.Option{nats.InProcessServer(srv), nats.Name("cakework-relay"), nats.MaxReconnects(-1)}
-	if b.opts.EmbeddedToken != "" {
-		copts = append(copts, nats.Token(b.opts.EmbeddedToken))
-	}
-	nc, err := nats.Connect("", copts...)
+	// Its own inbox prefix: subscribers may subscribe to _INBOX.>, and
+	// need not see the relay's replies.
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("cakework-relay"), nats.MaxReconnects(-1),
+		nats.UserInfo(UserRelay, relayPW), nats.CustomInboxPrefix("_RELAY_INBOX"))
 	if err != nil {
 		return fmt.Errorf("bus: connect to embedded NATS: %w", err)
 	}
@@ -268,6 +300,11 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 	for _, cfg := range b.streamConfigs() {
 		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("bus: create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	if b.cutover.Load() == nil {
+		if err := b.loadCutover(ctx); err != nil {
+			return err
 		}
 	}
 	b.streamsReady.Store(true)
@@ -383,6 +420,7 @@ func (b *Bus) msg(subject, msgID string, data []byte, hdr nats.Header) *nats.Msg
 		m.Header = hdr
 	}
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	b.signer.sign(m)
 	return m
 }
 

@@ -35,8 +35,12 @@ type TLSConfig struct {
 type EmbeddedConfig struct {
 	// Listen is the client address. Empty: in-process connections only.
 	Listen string `yaml:"listen"`
-	// Token is required when Listen is not a loopback address.
+	// Token is the subscriber credential (user "subscriber"). Empty: one
+	// is generated into <data_dir>/nats-token (TokenFile).
 	Token string `yaml:"token" secret:"true"`
+	// ControlToken lets a client (user "control") publish
+	// relay.watch.build and relay.vm.activity. Empty: nobody over TCP.
+	ControlToken string `yaml:"control_token" secret:"true"`
 }
 
 // DefaultEmbeddedListen is bus.embedded.listen when the file leaves it
@@ -78,6 +82,9 @@ func (c Config) Validate(v *confcheck.Checker) {
 		v.HostPort("embedded.listen", c.Embedded.Listen, true)
 		if c.Embedded.Listen != "" && c.Embedded.Token == "" && !confcheck.IsLoopback(c.Embedded.Listen) {
 			v.Add("embedded.token", "required when bus.embedded.listen is not a loopback address (or listen on 127.0.0.1)")
+		}
+		if c.Embedded.ControlToken != "" && c.Embedded.ControlToken == c.Embedded.Token {
+			v.Add("embedded.control_token", "must differ from bus.embedded.token: the subscriber credential must not steer the relay")
 		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {

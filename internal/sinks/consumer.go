@@ -35,6 +35,10 @@ type consumer struct {
 	log     *slog.Logger
 	filter  event.Filter
 	ackWait time.Duration
+	// verify says whether the relay published a message; dropped is
+	// told of each it did not (they are terminated, never delivered).
+	verify  func(jetstream.Msg, uint64) error
+	dropped func(subject string, seq uint64)
 
 	iter jetstream.MessagesContext
 	gate *startGate // only the dispatch loop touches it
@@ -47,7 +51,7 @@ type consumer struct {
 
 // openConsumer creates or updates the durable consumer of sink o.Name and
 // starts pulling (but dispatches nothing until run).
-func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slog.Logger) (*consumer, error) {
+func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slog.Logger, dropped func(string, uint64)) (*consumer, error) {
 	cons, err := o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
 		Durable:        DurableName(o.Name),
 		FilterSubjects: filter.Subjects(o.Bus.SubjectPrefix()),
@@ -58,7 +62,13 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
 	}
-	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}}}
+	stream := o.Bus.Stream()
+	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}},
+		verify: func(m jetstream.Msg, seq uint64) error {
+			return o.Bus.Verify(stream, seq, m.Subject(), m.Headers(), m.Data())
+		},
+		dropped: dropped,
+	}
 	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
 		// Messages left unacked by a previous run (a crash, or a stop that
 		// could not hand them back) come back only after AckWait; hold newer
@@ -142,6 +152,17 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 		it := &item{msg: msg}
 		if md, err := msg.Metadata(); err == nil {
 			it.seq, it.delivered = md.Sequence.Stream, md.NumDelivered
+		}
+		if c.verify(msg, it.seq) != nil {
+			// Not the relay's own: never delivered, never signed by a sink.
+			_ = msg.Term()
+			c.dropped(msg.Subject(), it.seq)
+			if g := c.gate; g != nil && it.seq <= g.last {
+				if g.seen++; g.seen >= g.pending {
+					c.openGate(pass)
+				}
+			}
+			continue
 		}
 		it.ev, it.decodeErr = event.Decode(msg.Data())
 		if it.decodeErr == nil && !c.filter.Match(it.ev.ShortType()) {

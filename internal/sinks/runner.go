@@ -176,7 +176,7 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("sink %s: connect: %w", r.o.Name, err)
 		}
 	}
-	r.cons, err = openConsumer(ctx, &r.o, r.filter, r.log)
+	r.cons, err = openConsumer(ctx, &r.o, r.filter, r.log, r.stats.Unverified)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,168 @@
+package bus
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// HdrMAC is the header that marks a message as the relay's own: an
+// HMAC-SHA256, keyed by the install key, over the subject, the
+// Nats-Msg-Id, every Relay-* header and the body.
+const HdrMAC = "Relay-Mac"
+
+const macPrefix = "v1="
+
+// ErrUnverified is what Verify returns for a message the relay did not
+// publish (or that was changed since).
+var ErrUnverified = errors.New("not published by this relay (no valid " + HdrMAC + ")")
+
+// signer computes and checks MACs. Its hashes are pooled: one is reset per
+// message instead of allocated.
+type signer struct {
+	pool sync.Pool
+}
+
+func newSigner(key []byte) *signer {
+	s := &signer{}
+	s.pool.New = func() any { return hmac.New(sha256.New, key) }
+	return s
+}
+
+func (s *signer) mac(subject string, h nats.Header, data []byte) []byte {
+	m := s.pool.Get().(hash.Hash)
+	defer s.pool.Put(m)
+	m.Reset()
+	var n [binary.MaxVarintLen64]byte
+	field := func(b string) {
+		m.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))])
+		m.Write([]byte(b))
+	}
+	field("cakework-relay/v1")
+	field(subject)
+	field(h.Get(jetstream.MsgIDHeader))
+	// Relay-* headers, by name: the dead letters' sink, error, event id...
+	var names []string
+	for k := range h {
+		if strings.HasPrefix(k, "Relay-") && k != HdrMAC {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		field(k)
+		field(strings.Join(h.Values(k), "\x00"))
+	}
+	m.Write(n[:binary.PutUvarint(n[:], uint64(len(data)))])
+	m.Write(data)
+	return m.Sum(nil)
+}
+
+func (s *signer) sign(msg *nats.Msg) {
+	msg.Header.Set(HdrMAC, macPrefix+base64.RawURLEncoding.EncodeToString(s.mac(msg.Subject, msg.Header, msg.Data)))
+}
+
+func (s *signer) check(subject string, h nats.Header, data []byte) bool {
+	v := h.Get(HdrMAC)
+	if !strings.HasPrefix(v, macPrefix) {
+		return false
+	}
+	got, err := base64.RawURLEncoding.DecodeString(v[len(macPrefix):])
+	if err != nil {
+		return false
+	}
+	return hmac.Equal(got, s.mac(subject, h, data))
+}
+
+// Verify returns nil when a message read from stream at sequence seq was
+// published by this relay (this install's key), and ErrUnverified when
+// not. Messages stored before the relay signed anything (up to the
+// cut-over recorded at the first start that did) pass unsigned.
+func (b *Bus) Verify(stream string, seq uint64, subject string, h nats.Header, data []byte) error {
+	if h.Get(HdrMAC) == "" {
+		if c := b.cutover.Load(); c != nil && seq != 0 && seq <= (*c)[stream] {
+			return nil
+		}
+		return ErrUnverified
+	}
+	if !b.signer.check(subject, h, data) {
+		return ErrUnverified
+	}
+	return nil
+}
+
+// randomKey is the key of a Bus opened without one: nothing it signs can be
+// verified by another process.
+func randomKey() []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return k
+}
+
+// Cutover is the last sequence of each stream stored before the relay
+// signed its messages: the messages up to it pass Verify unsigned.
+type Cutover map[string]uint64
+
+// loadCutover reads the cut-over file, or records it: the streams' last
+// sequences now. A fresh install records zeros, so nothing unsigned
+// passes.
+func (b *Bus) loadCutover(ctx context.Context) error {
+	path := b.opts.CutoverFile
+	if path == "" {
+		c := Cutover{}
+		b.cutover.Store(&c)
+		return nil
+	}
+	if raw, err := os.ReadFile(path); err == nil {
+		c := Cutover{}
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return fmt.Errorf("bus: %s: %w (it records where signed messages begin; restore it from a backup of data_dir)", path, err)
+		}
+		b.cutover.Store(&c)
+		return nil
+	} else if !os.IsNotExist(err) {
+		return fmt.Errorf("bus: %w", err)
+	}
+	c := Cutover{}
+	for _, name := range []string{b.opts.Stream, b.DLQStream()} {
+		s, err := b.js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("bus: stream %s: %w", name, err)
+		}
+		c[name] = s.CachedInfo().State.LastSeq
+	}
+	raw, _ := json.Marshal(c)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return fmt.Errorf("bus: record the signing cut-over: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("bus: record the signing cut-over: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	if c[b.opts.Stream] > 0 || c[b.DLQStream()] > 0 {
+		b.log.Info("bus: messages are signed from now on; the ones already stored pass unsigned", "cutover", c)
+	}
+	b.cutover.Store(&c)
+	return nil
+}
