@@ -216,6 +216,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.outbox = outbox.New(outbox.Options{Store: a.store, Bus: a.bus, Clock: a.o.Clock, Logger: a.log, Registerer: reg})
 	a.http.AddReadyCheck("state", a.store.Ready)
 	a.http.AddReadyCheck("bus", a.bus.Ready)
+	a.http.AddDegradedCheck("bus_objects", a.bus.Incidents)
 	a.http.AddReadyCheck("bus_sync", a.store.BusSyncError)
 	a.http.AddStatus("outbox", func() any {
 		st := map[string]any{"depth": a.store.OutboxDepth()}

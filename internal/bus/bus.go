@@ -78,7 +78,10 @@ type Options struct {
 	// ReadyTimeout bounds the embedded server start and the first stream
 	// creation. Default 10s.
 	ReadyTimeout time.Duration
-	Logger       *slog.Logger
+	// CheckInterval is how often the streams are checked to still exist
+	// (on Clock). Default 10s; negative: never.
+	CheckInterval time.Duration
+	Logger        *slog.Logger
 	// Clock paces the retries of stream creation. Default the wall clock.
 	Clock clock.Clock
 }
@@ -94,6 +97,9 @@ type Bus struct {
 	relayPW string // the in-process user's password (tests check TCP refuses it)
 	signer  *signer
 	cutover atomic.Pointer[Cutover]
+
+	inc       incidents
+	watchDone chan struct{}
 
 	streamsReady atomic.Bool
 	streamErr    atomic.Pointer[string]
@@ -124,7 +130,7 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	if len(opts.MACKey) == 0 {
 		opts.MACKey = randomKey()
 	}
-	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}), signer: newSigner(opts.MACKey)}
+	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}), watchDone: make(chan struct{}), signer: newSigner(opts.MACKey)}
 	var err error
 	if opts.URL == "" {
 		err = b.startEmbedded()
@@ -156,6 +162,14 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	default:
 		b.shutdown()
 		return nil, err
+	}
+	if opts.CheckInterval == 0 {
+		opts.CheckInterval = 10 * time.Second
+	}
+	if opts.CheckInterval > 0 {
+		go b.watchStreams(opts.CheckInterval)
+	} else {
+		close(b.watchDone)
 	}
 	return b, nil
 }
@@ -433,7 +447,15 @@ type ConsumerOptions struct {
 	// DeliverAll starts a new consumer at the beginning of the stream;
 	// otherwise it starts with the next event.
 	DeliverAll bool
-	Stream     string // default: the event stream
+	// AckedUpTo is the last stream sequence the sink is known to have
+	// finished (kept by the caller). A consumer that is missing although
+	// one was acked (it was deleted) is re-created from the next one,
+	// and the incident shows on /readyz.
+	AckedUpTo uint64
+	// Existed says the caller had this consumer before: if it is missing
+	// now, it was deleted, and is re-created from AckedUpTo+1.
+	Existed bool
+	Stream  string // default: the event stream
 }
 
 // EnsureConsumer creates or updates a durable pull consumer. An existing
@@ -464,13 +486,24 @@ func (b *Bus) EnsureConsumer(ctx context.Context, o ConsumerOptions) (jetstream.
 	} else {
 		cfg.FilterSubjects = o.FilterSubjects
 	}
-	if c, err := b.js.Consumer(ctx, stream, o.Durable); err == nil {
+	c, err := b.js.Consumer(ctx, stream, o.Durable)
+	switch {
+	case err == nil:
 		// Keep the original deliver policy: it cannot change once created.
 		cfg.DeliverPolicy = c.CachedInfo().Config.DeliverPolicy
 		cfg.OptStartSeq = c.CachedInfo().Config.OptStartSeq
 		cfg.OptStartTime = c.CachedInfo().Config.OptStartTime
+	case errors.Is(err, jetstream.ErrConsumerNotFound) && (o.Existed || o.AckedUpTo > 0):
+		// It existed and was deleted: go on after what was acked, never
+		// from "new" (the gap would never be delivered).
+		from := o.AckedUpTo + 1
+		if s, err := b.js.Stream(ctx, stream); err == nil && s.CachedInfo().State.LastSeq < o.AckedUpTo {
+			from = 1 // the stream was re-created: its sequences began again
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+		b.incident("consumer %s on %s was missing (deleted on the NATS server); re-created from stream sequence %d", o.Durable, stream, from)
 	}
-	c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	c, err = b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", o.Durable, stream, err)
 	}
@@ -487,6 +520,7 @@ func (b *Bus) Close(ctx context.Context) error {
 func (b *Bus) close(ctx context.Context) error {
 	close(b.stopEnsure)
 	<-b.ensureDone
+	<-b.watchDone
 	var errs []error
 	if b.nc != nil && !b.nc.IsClosed() {
 		done := make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,8 +41,14 @@ type consumer struct {
 	verify  func(jetstream.Msg, uint64) error
 	dropped func(subject string, seq uint64)
 
-	iter jetstream.MessagesContext
-	gate *startGate // only the dispatch loop touches it
+	// iter is replaced when the consumer was deleted under the relay
+	// (reopen); mu guards it against drain and close.
+	mu       sync.Mutex
+	iter     jetstream.MessagesContext
+	draining bool
+	reopen   func() (jetstream.MessagesContext, error)
+	floor    *ackFloor
+	gate     *startGate // only the dispatch loop touches it
 
 	held     heldSet
 	back     handBacks
@@ -52,15 +59,29 @@ type consumer struct {
 // openConsumer creates or updates the durable consumer of sink o.Name and
 // starts pulling (but dispatches nothing until run).
 func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slog.Logger, dropped func(string, uint64)) (*consumer, error) {
-	cons, err := o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
-		Durable:        DurableName(o.Name),
-		FilterSubjects: filter.Subjects(o.Bus.SubjectPrefix()),
-		AckWait:        o.AckWait,
-		MaxAckPending:  o.MaxAckPending,
-		DeliverAll:     o.DeliverAll,
-	})
+	floor := &ackFloor{store: o.Store, sink: o.Name, log: log}
+	existed := floor.load()
+	ensure := func(ctx context.Context) (jetstream.Consumer, error) {
+		cons, err := o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
+			Durable:        DurableName(o.Name),
+			FilterSubjects: filter.Subjects(o.Bus.SubjectPrefix()),
+			AckWait:        o.AckWait,
+			MaxAckPending:  o.MaxAckPending,
+			DeliverAll:     o.DeliverAll,
+			AckedUpTo:      floor.get(),
+			Existed:        existed,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", o.Name, err)
+		}
+		existed = true
+		floor.setConsumer(cons)
+		floor.observe(cons.CachedInfo().AckFloor.Stream)
+		return cons, nil
+	}
+	cons, err := ensure(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
+		return nil, err
 	}
 	stream := o.Bus.Stream()
 	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}},
@@ -81,11 +102,26 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 		log.Info("sink: waiting for unacknowledged events of the previous run before newer ones",
 			"pending", info.NumAckPending, "at_most", o.AckWait+5*time.Second)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(o.MaxAckPending, 256)))
-	if err != nil {
-		return nil, fmt.Errorf("sink %s: pull: %w", o.Name, err)
+	pull := func(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
+		iter, err := cons.Messages(jetstream.PullMaxMessages(min(o.MaxAckPending, 256)))
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: pull: %w", o.Name, err)
+		}
+		return iter, nil
 	}
-	c.iter = iter
+	if c.iter, err = pull(cons); err != nil {
+		return nil, err
+	}
+	c.floor = floor
+	c.reopen = func() (jetstream.MessagesContext, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cons, err := ensure(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return pull(cons)
+	}
 	return c, nil
 }
 
@@ -128,11 +164,21 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 			msg, err = c.iter.Next()
 		}
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if c.isDraining() {
 				if c.gate != nil {
 					c.openGate(pass)
 				}
 				return
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+				errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// Not stopped by the relay: the consumer (or the stream) was
+				// deleted, or the server lost it. Pull again from a consumer
+				// that exists, re-created after the last acked sequence.
+				if !c.reopenIter(err, stop) {
+					return
+				}
+				continue
 			}
 			if c.gate != nil && time.Now().After(c.gate.deadline) {
 				continue
@@ -208,7 +254,46 @@ func (c *consumer) openGate(pass func(*item)) {
 
 // drain stops pulling; run ends once the messages already pulled are
 // dispatched.
-func (c *consumer) drain() { c.iter.Drain() }
+func (c *consumer) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.draining = true
+	c.iter.Drain()
+}
+
+func (c *consumer) isDraining() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.draining
+}
+
+// reopenIter replaces the iterator after it ended on its own, retrying
+// every second until it works or stop (false).
+func (c *consumer) reopenIter(cause error, stop <-chan struct{}) bool {
+	c.log.Warn("sink: the consumer stopped delivering; opening it again", "err", cause)
+	for {
+		// First wait: a server that just deleted the consumer removes its
+		// files after answering, and would remove a new one's with them.
+		select {
+		case <-time.After(time.Second):
+		case <-stop:
+			return false
+		}
+		iter, err := c.reopen()
+		if err == nil {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			old := c.iter
+			c.iter = iter
+			if c.draining {
+				iter.Drain()
+			}
+			old.Stop()
+			return true
+		}
+		c.log.Warn("sink: cannot open the consumer again yet", "err", err)
+	}
+}
 
 // release forgets a held item: it was acked, or is being handed back.
 func (c *consumer) release(it *item) { c.held.remove(it) }
@@ -229,7 +314,10 @@ func (c *consumer) close() {
 	if c.keepDone != nil {
 		close(c.keepDone)
 	}
+	c.floor.save()
+	c.mu.Lock()
 	c.iter.Stop()
+	c.mu.Unlock()
 }
 
 // keepAlive tells the server that held messages (queued behind a lane's
@@ -247,5 +335,6 @@ func (c *consumer) keepAlive() {
 		for _, m := range c.held.msgs() {
 			_ = m.InProgress()
 		}
+		c.floor.save()
 	}
 }
