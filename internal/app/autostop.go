@@ -15,6 +15,9 @@ import (
 // poller's knowledge (p; nil when the poller is off).
 func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 	sig := autostop.Signals{Store: d.Store, Clock: d.Clock}
+	if p != nil {
+		sig.Known = func(id string) bool { return p.VMKnowledge(id).Known }
+	}
 	sig.Mount(d.HTTP.Admin())
 	c := &autostopRunner{sig: sig, nc: d.Bus.Conn()}
 	cfg := d.Config.Sinks.Autostop

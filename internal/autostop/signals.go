@@ -24,12 +24,18 @@ const ActivitySubject = "relay.vm.activity"
 type Signals struct {
 	Store *state.Store
 	Clock clock.Clock
+	// Known, when set, says whether the poller knows VM id: a signal for
+	// any other is refused (junk ids would fill the state).
+	Known func(id string) bool
 }
 
 // Record notes activity on a VM now: its idle clock restarts.
 func (s Signals) Record(ctx context.Context, id string) (time.Time, error) {
 	if err := event.CheckToken("vm id", id); err != nil {
 		return time.Time{}, err
+	}
+	if s.Known != nil && !s.Known(id) {
+		return time.Time{}, fmt.Errorf("no VM %s is known to the poller; activity counts only for VMs it has seen", id)
 	}
 	now := s.Clock.Now()
 	err := s.Store.Update(ctx, func(tx *state.Tx) error {
