@@ -22,6 +22,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
@@ -64,6 +65,9 @@ type Core struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
+	// IDs derives event ids: keyed by the install key (legacy for an
+	// install from before keyed ids).
+	IDs event.IDs
 }
 
 // Producers put events on the bus (through the state store's outbox).
@@ -150,6 +154,12 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := checkWritable(cfg.DataDir); err != nil {
 		return err
 	}
+	// Before the state opens: whether it existed decides the event id
+	// scheme of an install from before keyed ids.
+	key, err := loadInstallKey(cfg)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -169,10 +179,6 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.http.Listen(); err != nil {
 		return err
 	}
-	key, err := installKey(cfg)
-	if err != nil {
-		return err
-	}
 	subToken, err := subscriberToken(cfg)
 	if err != nil {
 		return err
@@ -187,7 +193,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		EmbeddedToken:        subToken,
 		EmbeddedControlToken: cfg.Bus.Embedded.ControlToken,
 		ReservedConsumers:    reservedConsumers(cfg),
-		MACKey:               key,
+		MACKey:               key.mac,
 		CutoverFile:          bus.CutoverFile(cfg.DataDir),
 		StoreDir:             bus.StoreDir(cfg.DataDir),
 		SubjectPrefix:        cfg.Bus.SubjectPrefix,
@@ -235,6 +241,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.core = &Core{
 		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
 		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
+		IDs: key.ids,
 	}
 	if !a.o.CoreOnly {
 		if a.cons, err = buildConsumers(a.core); err != nil {

@@ -106,12 +106,12 @@ func TestDeletedConsumerIsRecreatedAfterWhatWasAcked(t *testing.T) {
 
 	// While the relay is down: the consumer is deleted and an event (the
 	// relay's own, signed with its key) is stored.
-	key, err := installKey(cfg)
+	key, err := loadInstallKey(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, err := bus.Open(ctx, bus.Options{StoreDir: bus.StoreDir(cfg.DataDir), Stream: cfg.Bus.Stream, SubjectPrefix: cfg.Bus.SubjectPrefix,
-		DuplicateWindow: cfg.Bus.DuplicateWindow, MaxAge: cfg.Bus.MaxAge, MACKey: key, CutoverFile: bus.CutoverFile(cfg.DataDir), CheckInterval: -1})
+		DuplicateWindow: cfg.Bus.DuplicateWindow, MaxAge: cfg.Bus.MaxAge, MACKey: key.mac, CutoverFile: bus.CutoverFile(cfg.DataDir), CheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,23 +12,80 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/sinks"
+	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
 // InstallKeyFile is where a single relay keeps its install key.
 const InstallKeyFile = "install-key"
 
-// installKey is the install's secret: it signs every message the relay
-// publishes (bus.HdrMAC), so sinks and DLQ replay deliver only the relay's
-// own. It must be the same for every relay that publishes to and consumes
-// from the same streams: a fleet supplies it from a replicated store
-// instead of this file; this function is the one place it is loaded.
-func installKey(cfg *config.Config) ([]byte, error) {
+// EventIDsFile records the event id scheme of the install: "keyed" or
+// "legacy" (see installKey).
+const EventIDsFile = "event-ids"
+
+// installKey is the install's secret and what it keys: it signs every
+// message the relay publishes (bus.HdrMAC), so sinks and DLQ replay deliver
+// only the relay's own; and it keys event ids (event.KeyedIDs), unless the
+// install predates keyed ids.
+type installKey struct {
+	mac []byte
+	ids event.IDs
+}
+
+// loadInstallKey is the one place the install key is loaded. Every relay
+// that publishes to and consumes from the same streams must have the same
+// key and scheme: a fleet supplies both from a replicated store instead of
+// these files.
+//
+// Event ids: a fresh data_dir gets keyed ids. One whose state existed
+// before this version keeps the legacy (unkeyed) ids, so changes already
+// published are never announced again under new ids; the operator switches
+// it by writing "keyed" into <data_dir>/event-ids (README).
+func loadInstallKey(cfg *config.Config) (installKey, error) {
 	s, err := secretFile(filepath.Join(cfg.DataDir, InstallKeyFile))
 	if err != nil {
-		return nil, err
+		return installKey{}, err
 	}
-	return hex.DecodeString(s)
+	key, err := hex.DecodeString(s)
+	if err != nil {
+		return installKey{}, err
+	}
+	k := installKey{mac: key}
+	scheme, err := eventIDScheme(cfg.DataDir)
+	if err != nil {
+		return installKey{}, err
+	}
+	if scheme == "keyed" {
+		k.ids = event.KeyedIDs(key)
+	}
+	return k, nil
+}
+
+// eventIDScheme reads <data_dir>/event-ids, or decides and records it:
+// "legacy" when the state (relay.db) already exists, else "keyed".
+func eventIDScheme(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, EventIDsFile)
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		switch s := strings.TrimSpace(string(raw)); s {
+		case "keyed", "legacy":
+			return s, nil
+		default:
+			return "", fmt.Errorf("%s says %q; write keyed (event ids nobody can predict) or legacy (the ids of installs from before keyed ids)", path, s)
+		}
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	scheme := "keyed"
+	if _, err := os.Stat(filepath.Join(dataDir, state.FileName)); err == nil {
+		scheme = "legacy"
+	}
+	if err := os.WriteFile(path, []byte(scheme+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("record the event id scheme: %w", err)
+	}
+	return scheme, nil
 }
 
 // subscriberToken is bus.embedded.token, or the one generated into

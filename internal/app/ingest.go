@@ -9,6 +9,7 @@ func newIngest(d *Core) (*ingest.Ingest, error) {
 		Config:        d.Config.Ingest,
 		MaxBodyBytes:  d.Config.HTTP.MaxBodyBytes,
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
+		IDs:           d.IDs,
 		Store:         d.Store,
 		Clock:         d.Clock,
 		Logger:        d.Logger,

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -40,10 +41,12 @@ type Options struct {
 	// get 413. Default 1 MiB.
 	MaxBodyBytes  int64
 	SubjectPrefix string
-	Store         Store
-	Clock         clock.Clock
-	Logger        *slog.Logger
-	Registerer    prometheus.Registerer
+	// IDs derives event ids (zero: the legacy unkeyed scheme).
+	IDs        event.IDs
+	Store      Store
+	Clock      clock.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// WatchBuilds queues a poller watch for every build seen by webhook. Set
 	// it when the poller runs; without one nothing would empty the queue.
 	WatchBuilds bool
