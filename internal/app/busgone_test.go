@@ -16,11 +16,17 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/sinks/httpcb"
 )
 
+// recorder is an HTTP callback target that keeps every body.
 type recorder struct {
-	mu   sync.Mutex
-	got  []string
-	srv  *httptest.Server
-	seen func() string
+	mu  sync.Mutex
+	got []string
+	srv *httptest.Server
+}
+
+func (r *recorder) all() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.got, "\n")
 }
 
 func newRecorder(t *testing.T) *recorder {
@@ -35,11 +41,7 @@ func newRecorder(t *testing.T) *recorder {
 	return r
 }
 
-func (r *recorder) has(s string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Contains(strings.Join(r.got, "\n"), s)
-}
+func (r *recorder) has(s string) bool { return strings.Contains(r.all(), s) }
 
 func (r *recorder) wait(t *testing.T, s string) {
 	t.Helper()

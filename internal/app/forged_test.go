@@ -6,9 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,25 +25,12 @@ import (
 // forged dead letter is neither listed nor replayed. The relay's own
 // events go on being delivered.
 func TestForgedMessagesAreNeverDelivered(t *testing.T) {
-	var mu sync.Mutex
-	var got []string
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		got = append(got, string(b))
-		mu.Unlock()
-	}))
-	defer target.Close()
-	received := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return strings.Join(got, "\n")
-	}
-
+	rec := newRecorder(t)
+	received := rec.all
 	cfg := testConfig(t)
 	cfg.Ingest.Cakework = ingest.CakeworkConfig{Configured: true, Token: "hooktoken"}
-	cfg.Sinks.HTTP = []httpcb.Config{(httpcb.Config{Name: "app", URL: target.URL, Secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", Events: []string{"*"}}).WithDefaults()}
-	log, rec := logtest.New()
+	cfg.Sinks.HTTP = []httpcb.Config{(httpcb.Config{Name: "app", URL: rec.srv.URL, Secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", Events: []string{"*"}}).WithDefaults()}
+	log, logs := logtest.New()
 	a := startApp(t, Options{Config: cfg, Logger: log})
 	b := a.Core().Bus
 	ctx := context.Background()
@@ -68,15 +53,7 @@ func TestForgedMessagesAreNeverDelivered(t *testing.T) {
 	// A MAC made with another key, or copied from another message, fails too.
 	forge(fake.NATSSubject(b.SubjectPrefix()), fakeJSON, nats.Header{bus.HdrMAC: []string{"v1=AAAA"}})
 
-	resp, err := http.Post("http://"+a.HTTPAddr()+"/webhooks/cakework/build/succeeded?token=hooktoken", "application/json",
-		strings.NewReader(`{"buildId":"b-real","imageId":"img-real"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("webhook: %d", resp.StatusCode)
-	}
+	post(t, a, "b-real", "img-real")
 	unverified := func() float64 {
 		return gauge(t, a, "relay_sink_unverified_total", "sink", "app")
 	}
@@ -85,7 +62,7 @@ func TestForgedMessagesAreNeverDelivered(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if !strings.Contains(received(), "img-real") {
-		t.Fatalf("the genuine event was not delivered; got %q\n%s", received(), rec)
+		t.Fatalf("the genuine event was not delivered; got %q\n%s", received(), logs)
 	}
 	if strings.Contains(received(), "ATTACKER") || strings.Contains(received(), "prod-db-1") {
 		t.Fatalf("a forged event was delivered: %s", received())
@@ -93,8 +70,8 @@ func TestForgedMessagesAreNeverDelivered(t *testing.T) {
 	if n := unverified(); n != 2 {
 		t.Errorf("relay_sink_unverified_total{sink=app} = %v, want 2", n)
 	}
-	if w := rec.Find(slog.LevelWarn, "did not publish"); len(w) != 1 {
-		t.Errorf("want one rate-limited WARN about unverified messages, got %d:\n%s", len(w), rec)
+	if w := logs.Find(slog.LevelWarn, "did not publish"); len(w) != 1 {
+		t.Errorf("want one rate-limited WARN about unverified messages, got %d:\n%s", len(w), logs)
 	}
 
 	// A forged dead letter: not listed, not replayed.

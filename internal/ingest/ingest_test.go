@@ -230,13 +230,7 @@ func TestDuplicatesPublishNothing(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	cfg := defaultIngestConfig()
-	cfg.Webhooks = []ingest.WebhookConfig{
-		{Name: "github", HMAC: &ingest.HMACConfig{Header: "X-Hub-Signature-256", Prefix: "sha256=", Algorithm: "sha256", Secret: "ghsecret"}},
-		{Name: "sw", Secret: otherSecret},
-		{Name: "tok", Token: "s3cret-token"},
-		{Name: "open", InsecureNoAuth: true},
-	}
+	cfg := trustConfig() // github (hmac), sw, tok, open
 	tokCfg := defaultIngestConfig()
 	tokCfg.Cakework = ingest.CakeworkConfig{Configured: true, Token: "cw-token"}
 	e := newEnv(t, cfg)

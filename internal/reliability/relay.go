@@ -158,14 +158,8 @@ func NewRelay(bin, dir string, cfg RelayConfig) (*Relay, error) {
 	if err := os.WriteFile(p, []byte(cfg.YAML()), 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+	if err := PrepareDataDir(cfg.DataDir); err != nil {
 		return nil, err
-	}
-	kp := filepath.Join(cfg.DataDir, "install-key")
-	if _, err := os.Stat(kp); os.IsNotExist(err) {
-		if err := os.WriteFile(kp, []byte(hex.EncodeToString(InstallKey)+"\n"), 0o600); err != nil {
-			return nil, err
-		}
 	}
 	return &Relay{Bin: bin, Cfg: cfg, CfgPath: p}, nil
 }
@@ -191,6 +185,19 @@ func (r *Relay) URL(path string) string { return "http://" + r.Cfg.HTTPAddr + pa
 // InstallKey is the install key of every relay the harness starts; IDs
 // derives their event ids.
 var InstallKey = []byte("reliability harness install key!")
+
+// PrepareDataDir puts InstallKey into a relay's data_dir (unless it has
+// one), so IDs are its event ids.
+func PrepareDataDir(dataDir string) error {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return err
+	}
+	kp := filepath.Join(dataDir, "install-key")
+	if _, err := os.Stat(kp); os.IsNotExist(err) {
+		return os.WriteFile(kp, []byte(hex.EncodeToString(InstallKey)+"\n"), 0o600)
+	}
+	return nil
+}
 
 // IDs are the event ids of the relays the harness starts (fresh data_dirs:
 // keyed ids).
