@@ -91,10 +91,10 @@ func (c Config) Validate(v *confcheck.Checker) {
 		v.Add("tls", "set both cert_file and key_file, or neither")
 	}
 	if !validSubjectPrefix(c.SubjectPrefix) {
-		v.Add("subject_prefix", fmt.Sprintf("%q is not a NATS subject prefix; use dot-separated tokens with no spaces, * or > (like cakework or acme.cakework)", c.SubjectPrefix))
+		v.Add("subject_prefix", fmt.Sprintf("%s is not a NATS subject prefix; use dot-separated tokens with no spaces, * or > (like cakework or acme.cakework)", confcheck.Echo(c.SubjectPrefix, false)))
 	}
 	if c.Stream == "" || len(c.Stream) > 200 || strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") || confcheck.HasControl(c.Stream) {
-		v.Add("stream", fmt.Sprintf("%q is not a stream name; use letters, digits, - and _ (like CAKEWORK)", c.Stream))
+		v.Add("stream", fmt.Sprintf("%s is not a stream name; use letters, digits, - and _ (like CAKEWORK)", confcheck.Echo(c.Stream, false)))
 	}
 	v.Duration("duplicate_window", c.DuplicateWindow)
 	v.Duration("max_age", c.MaxAge)
