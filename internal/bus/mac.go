@@ -32,32 +32,41 @@ const macPrefix = "v1="
 // publish (or that was changed since).
 var ErrUnverified = errors.New("not published by this relay (no valid " + HdrMAC + ")")
 
-// signer computes and checks MACs. Its hashes are pooled: one is reset per
-// message instead of allocated.
+// signer computes and checks MACs. Its states are pooled: a hash is reset
+// and a buffer reused per message instead of allocated.
 type signer struct {
 	pool sync.Pool
 }
 
+type macState struct {
+	mac   hash.Hash
+	buf   []byte
+	sum   []byte
+	names []string
+}
+
 func newSigner(key []byte) *signer {
 	s := &signer{}
-	s.pool.New = func() any { return hmac.New(sha256.New, key) }
+	s.pool.New = func() any {
+		m := hmac.New(sha256.New, key)
+		return &macState{mac: m, buf: make([]byte, 0, 256), sum: make([]byte, 0, m.Size())}
+	}
 	return s
 }
 
-func (s *signer) mac(subject string, h nats.Header, data []byte) []byte {
-	m := s.pool.Get().(hash.Hash)
-	defer s.pool.Put(m)
-	m.Reset()
-	var n [binary.MaxVarintLen64]byte
-	field := func(b string) {
-		m.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))])
-		m.Write([]byte(b))
+// mac computes the MAC of a message into st.sum: over length-prefixed
+// fields, so no two messages share an input.
+func (st *macState) compute(subject string, h nats.Header, data []byte) []byte {
+	b := st.buf[:0]
+	field := func(f string) {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
 	}
 	field("cakework-relay/v1")
 	field(subject)
 	field(h.Get(jetstream.MsgIDHeader))
 	// Relay-* headers, by name: the dead letters' sink, error, event id...
-	var names []string
+	names := st.names[:0]
 	for k := range h {
 		if strings.HasPrefix(k, "Relay-") && k != HdrMAC {
 			names = append(names, k)
@@ -66,27 +75,43 @@ func (s *signer) mac(subject string, h nats.Header, data []byte) []byte {
 	slices.Sort(names)
 	for _, k := range names {
 		field(k)
-		field(strings.Join(h.Values(k), "\x00"))
+		vs := h[k]
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, v := range vs {
+			field(v)
+		}
 	}
-	m.Write(n[:binary.PutUvarint(n[:], uint64(len(data)))])
-	m.Write(data)
-	return m.Sum(nil)
+	b = binary.AppendUvarint(b, uint64(len(data)))
+	st.buf, st.names = b, names
+	st.mac.Reset()
+	st.mac.Write(b)
+	st.mac.Write(data)
+	st.sum = st.mac.Sum(st.sum[:0])
+	return st.sum
 }
 
 func (s *signer) sign(msg *nats.Msg) {
-	msg.Header.Set(HdrMAC, macPrefix+base64.RawURLEncoding.EncodeToString(s.mac(msg.Subject, msg.Header, msg.Data)))
+	st := s.pool.Get().(*macState)
+	sum := st.compute(msg.Subject, msg.Header, msg.Data)
+	var enc [len(macPrefix) + 43]byte // base64 (raw) of 32 bytes
+	n := copy(enc[:], macPrefix)
+	base64.RawURLEncoding.Encode(enc[n:], sum)
+	s.pool.Put(st)
+	msg.Header[HdrMAC] = []string{string(enc[:])}
 }
 
 func (s *signer) check(subject string, h nats.Header, data []byte) bool {
 	v := h.Get(HdrMAC)
-	if !strings.HasPrefix(v, macPrefix) {
+	if len(v) != len(macPrefix)+43 || !strings.HasPrefix(v, macPrefix) {
 		return false
 	}
-	got, err := base64.RawURLEncoding.DecodeString(v[len(macPrefix):])
-	if err != nil {
+	var got [32]byte
+	if n, err := base64.RawURLEncoding.Decode(got[:], []byte(v[len(macPrefix):])); err != nil || n != len(got) {
 		return false
 	}
-	return hmac.Equal(got, s.mac(subject, h, data))
+	st := s.pool.Get().(*macState)
+	defer s.pool.Put(st)
+	return hmac.Equal(got[:], st.compute(subject, h, data))
 }
 
 // Verify returns nil when a message read from stream at sequence seq was
