@@ -169,6 +169,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	a.http = httpapi.New(httpapi.Options{
 		Listen:       cfg.HTTP.Listen,
+		AdminListen:  cfg.HTTP.AdminListen,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		AdminToken:   cfg.HTTP.AdminToken,
 		ReadTimeout:  cfg.HTTP.ReadTimeout,
