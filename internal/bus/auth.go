@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -108,3 +111,13 @@ func TokenFile(dataDir string) string { return filepath.Join(dataDir, "nats-toke
 
 // CutoverFile is where Open records which stored messages predate signing.
 func CutoverFile(dataDir string) string { return filepath.Join(dataDir, "bus-signing-cutover.json") }
+
+// FromClient says whether a message on a control subject is a client's
+// request: it has a reply inbox, and is not a JetStream delivery. A
+// subscriber may create a push consumer whose deliver subject is a control
+// subject (the server checks no permission on deliver subjects); the
+// relay must not take the stream's messages it delivers there for
+// requests.
+func FromClient(m *nats.Msg) bool {
+	return m.Reply != "" && !strings.HasPrefix(m.Reply, "$JS.") && m.Header.Get("Nats-Stream") == ""
+}

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,9 @@ func openAuthBus(t *testing.T) *authBus {
 	}
 	for _, subj := range ControlSubjects {
 		if _, err := b.Conn().Subscribe(subj, func(m *nats.Msg) {
+			if !FromClient(m) {
+				return // as the relay's handlers do
+			}
 			ab.steered.Add(1)
 			m.Respond([]byte(`{"ok":true}`))
 		}); err != nil {
@@ -241,6 +245,17 @@ func TestSubscriberCannotWriteDeleteOrSteer(t *testing.T) {
 		{"pull from the sink's consumer", func(ctx context.Context) error {
 			_, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.CAKEWORK."+testSinkCons, []byte(`{"batch":1,"expires":200000000}`))
 			return err
+		}},
+		{"steer through a push consumer delivering the stream to a control subject", func(ctx context.Context) error {
+			for i, subj := range ControlSubjects {
+				if _, err := c.js.CreateOrUpdateConsumer(ctx, "CAKEWORK", jetstream.ConsumerConfig{
+					Durable: fmt.Sprintf("push%d", i), DeliverSubject: subj, AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+				}); err != nil {
+					t.Logf("push consumer to %s: %v", subj, err)
+				}
+			}
+			time.Sleep(300 * time.Millisecond) // deliveries reach the relay's handlers, which ignore them
+			return errors.New("checked below: nothing steered")
 		}},
 		{"read the DLQ stream", func(ctx context.Context) error {
 			_, err := c.js.Stream(ctx, "CAKEWORK_DLQ")

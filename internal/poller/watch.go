@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go"
 
+	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/state"
@@ -229,6 +230,9 @@ func (p *Poller) natsUnwatch(ctx context.Context, id string) error {
 // {"id": "<build id>"}, reply {"ok": true} or {"error": "..."}.
 func natsBuildRequest(do func(ctx context.Context, id string) error) nats.MsgHandler {
 	return func(m *nats.Msg) {
+		if !bus.FromClient(m) {
+			return // the stream delivered to this subject by a consumer
+		}
 		reply := func(v any) {
 			if m.Reply == "" {
 				return
