@@ -31,7 +31,7 @@ Usage:
   relay demo [-duration D]            simulator + relay + console output, no setup
   relay simulate [-listen ADDR]       only the Cakework-compatible simulator
   relay check-config FILE             validate a config file
-  relay tail [-server URL] [-subject P] [-json]
+  relay tail [-config FILE] [-server URL] [-subject P] [-json]
   relay watch build ID | relay unwatch build ID
   relay dlq list | relay dlq replay ID|-all
   relay version

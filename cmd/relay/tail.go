@@ -3,15 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/console"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 )
@@ -23,9 +27,10 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stream := fs.String("stream", "CAKEWORK", "JetStream stream name (bus.stream)")
 	asJSON := fs.Bool("json", false, "print each event as raw CloudEvents JSON")
 	since := fs.Duration("since", 0, "start this long ago (e.g. 10m); default: only new events")
-	token := fs.String("token", os.Getenv("RELAY_NATS_TOKEN"), "NATS token (bus.embedded.token; env RELAY_NATS_TOKEN)")
+	token := fs.String("token", os.Getenv("RELAY_NATS_TOKEN"), "subscriber token (bus.embedded.token; env RELAY_NATS_TOKEN);\ndefault: read from the relay's config (-config) or "+bus.TokenFile(defaultDataDir))
+	cfgPath := fs.String("config", "", "the relay's config file: its bus address, stream and subscriber token")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: relay tail [-server URL] [-subject P] [-json] [-since D]\n\nPrints events from a running relay's bus, one line each.")
+		fmt.Fprintln(stderr, "usage: relay tail [-config FILE] [-server URL] [-subject P] [-json] [-since D]\n\nPrints events from a running relay's bus, one line each.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, stderr); !ok {
@@ -35,13 +40,46 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	dataDir := defaultDataDir
+	if *cfgPath != "" {
+		cfg, err := config.Load(*cfgPath, os.LookupEnv)
+		if err != nil {
+			fmt.Fprintln(stderr, "relay tail:", err)
+			return 1
+		}
+		dataDir = cfg.DataDir
+		if *token == "" {
+			*token = cfg.Bus.Embedded.Token
+		}
+		if !set["server"] && cfg.Bus.URL == "" && cfg.Bus.Embedded.Listen != "" {
+			*server = "nats://" + cfg.Bus.Embedded.Listen
+		}
+		if !set["stream"] {
+			*stream = cfg.Bus.Stream
+		}
+		if !set["subject"] {
+			*subject = cfg.Bus.SubjectPrefix + ".>"
+		}
+	}
+	if *token == "" {
+		// The token the relay generated (bus.embedded.token unset).
+		if raw, err := os.ReadFile(bus.TokenFile(dataDir)); err == nil {
+			*token = strings.TrimSpace(string(raw))
+		}
+	}
 	opts := []nats.Option{nats.Name("relay tail"), nats.MaxReconnects(-1)}
 	if *token != "" {
-		opts = append(opts, nats.Token(*token))
+		opts = append(opts, nats.UserInfo(bus.UserSubscriber, *token))
 	}
 	nc, err := nats.Connect(*server, opts...)
 	if err != nil {
-		fmt.Fprintf(stderr, "relay tail: cannot reach NATS at %s: %v (is the relay running? set -server to its bus address)\n", *server, err)
+		hint := "is the relay running? set -server to its bus address"
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			hint = "pass the subscriber token: -config with the relay's config file, -token, or RELAY_NATS_TOKEN (bus.embedded.token, or the content of " + bus.TokenFile("<data_dir>") + ")"
+		}
+		fmt.Fprintf(stderr, "relay tail: cannot reach NATS at %s: %v (%s)\n", *server, err, hint)
 		return 1
 	}
 	defer nc.Close()
@@ -83,6 +121,10 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	<-ctx.Done()
 	return 0
 }
+
+// defaultDataDir is data_dir's default, where tail looks for a generated
+// token without -config.
+const defaultDataDir = config.DefaultDataDir
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

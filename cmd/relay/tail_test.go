@@ -47,14 +47,24 @@ ingest:
 		t.Fatalf("webhook: %d\n%s", resp.StatusCode, serveErr.String())
 	}
 
+	// The relay generated the subscriber token: -config finds it (and the
+	// bus address); -token takes it as printed in the README.
+	tokBytes, err := os.ReadFile(filepath.Join(dir, "data", "nats-token"))
+	if err != nil {
+		t.Fatal("no generated subscriber token:", err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "data", "nats-token")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("nats-token has mode %v, want 0600", fi.Mode().Perm())
+	}
+	tok := strings.TrimSpace(string(tokBytes))
 	for _, tc := range []struct {
 		args []string
 		want func(string) bool
 	}{
-		{[]string{"-since", "1m"}, func(out string) bool {
+		{[]string{"-config", cfg, "-since", "1m"}, func(out string) bool {
 			return strings.Contains(out, "build.succeeded") && strings.Contains(out, "b-tail-1") && strings.Contains(out, "image img-9")
 		}},
-		{[]string{"-since", "1m", "-json", "-subject", "cakework.build.>"}, func(out string) bool {
+		{[]string{"-server", "nats://" + natsAddr, "-token", tok, "-since", "1m", "-json", "-subject", "cakework.build.>"}, func(out string) bool {
 			line, _, _ := strings.Cut(out, "\n")
 			var ev map[string]any
 			return json.Unmarshal([]byte(line), &ev) == nil && ev["type"] == "com.cakework.build.succeeded" && ev["subject"] == "b-tail-1"
@@ -62,7 +72,7 @@ ingest:
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var out, errb syncBuffer
-		tail := exec.CommandContext(ctx, relayBin, append([]string{"tail", "-server", "nats://" + natsAddr}, tc.args...)...)
+		tail := exec.CommandContext(ctx, relayBin, append([]string{"tail"}, tc.args...)...)
 		tail.Stdout, tail.Stderr = &out, &errb
 		if err := tail.Start(); err != nil {
 			t.Fatal(err)
@@ -77,6 +87,13 @@ ingest:
 		if !ok {
 			t.Errorf("relay tail %v printed:\n%s\nstderr:\n%s", tc.args, out.String(), errb.String())
 		}
+	}
+	// Without the token: refused, and told what to pass.
+	var errb bytes.Buffer
+	anon := exec.Command(relayBin, "tail", "-server", "nats://"+natsAddr)
+	anon.Dir, anon.Stderr = t.TempDir(), &errb
+	if err := anon.Run(); err == nil || !strings.Contains(errb.String(), "subscriber token") {
+		t.Errorf("relay tail without a token: %v\n%s", err, errb.String())
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/cluster"
 	"github.com/cakework-relay/cakework-relay/internal/config"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
@@ -66,6 +67,9 @@ type Core struct {
 	HTTP       *httpapi.Server
 	HTTPClient *http.Client
 	Version    string
+	// IDs derives event ids: keyed by the install key (legacy for an
+	// install from before keyed ids).
+	IDs event.IDs
 	// Fleet is this relay's membership of a fleet (cluster.enabled): the
 	// election, and the leader's poller and auto-stop. Shared is what
 	// ingest and the sinks share with the other members. Both nil when it
@@ -160,6 +164,12 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := checkWritable(cfg.DataDir); err != nil {
 		return err
 	}
+	// Before the state opens: whether it existed decides the event id
+	// scheme of an install from before keyed ids.
+	key, err := loadInstallKey(cfg)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -169,6 +179,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	a.http = httpapi.New(httpapi.Options{
 		Listen:       cfg.HTTP.Listen,
+		AdminListen:  cfg.HTTP.AdminListen,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		AdminToken:   cfg.HTTP.AdminToken,
 		ReadTimeout:  cfg.HTTP.ReadTimeout,
@@ -179,29 +190,47 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.http.Listen(); err != nil {
 		return err
 	}
+	subToken, err := subscriberToken(cfg)
+	if err != nil {
+		return err
+	}
 	a.bus, err = bus.Open(ctx, bus.Options{
-		URL:             cfg.Bus.URL,
-		CredsFile:       cfg.Bus.CredsFile,
-		CAFile:          cfg.Bus.TLS.CAFile,
-		CertFile:        cfg.Bus.TLS.CertFile,
-		KeyFile:         cfg.Bus.TLS.KeyFile,
-		EmbeddedListen:  cfg.Bus.Embedded.Listen,
-		EmbeddedToken:   cfg.Bus.Embedded.Token,
-		StoreDir:        bus.StoreDir(cfg.DataDir),
-		SubjectPrefix:   cfg.Bus.SubjectPrefix,
-		Stream:          cfg.Bus.Stream,
-		DuplicateWindow: cfg.Bus.DuplicateWindow,
-		MaxAge:          cfg.Bus.MaxAge,
-		Replicas:        cfg.Bus.Replicas,
-		ExtraSubjects:   fleetSubjects(cfg),
-		Logger:          a.log,
-		Clock:           a.o.Clock,
+		URL:                  cfg.Bus.URL,
+		CredsFile:            cfg.Bus.CredsFile,
+		CAFile:               cfg.Bus.TLS.CAFile,
+		CertFile:             cfg.Bus.TLS.CertFile,
+		KeyFile:              cfg.Bus.TLS.KeyFile,
+		EmbeddedListen:       cfg.Bus.Embedded.Listen,
+		EmbeddedToken:        subToken,
+		EmbeddedControlToken: cfg.Bus.Embedded.ControlToken,
+		ReservedConsumers:    reservedConsumers(cfg),
+		MACKey:               key.mac,
+		CutoverFile:          cutoverFile(cfg),
+		StoreDir:             bus.StoreDir(cfg.DataDir),
+		SubjectPrefix:        cfg.Bus.SubjectPrefix,
+		Stream:               cfg.Bus.Stream,
+		DuplicateWindow:      cfg.Bus.DuplicateWindow,
+		MaxAge:               cfg.Bus.MaxAge,
+		Replicas:             cfg.Bus.Replicas,
+		ExtraSubjects:        fleetSubjects(cfg),
+		Logger:               a.log,
+		Clock:                a.o.Clock,
 	})
 	if err != nil {
 		return err
 	}
 	if err := refuseNewStateBesideStream(ctx, cfg, a.store, a.bus); err != nil {
 		return err
+	}
+	// A fleet member signs with the fleet's install key and derives its
+	// event ids, read from the fleet's bucket before anything is published.
+	var shared *FleetShared
+	if cfg.Cluster.Enabled {
+		if shared, err = openFleetShared(ctx, cfg, a.bus, key, a.log); err != nil {
+			return err
+		}
+		key = shared.Key
+		a.bus.SetMACKey(key.mac)
 	}
 	// Events the embedded server acknowledged leave the journal and the
 	// outbox only once its files are synced (bus/sync.go).
@@ -219,6 +248,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.outbox = outbox.New(outbox.Options{Store: a.store, Bus: a.bus, Clock: a.o.Clock, Logger: a.log, Registerer: reg})
 	a.http.AddReadyCheck("state", a.store.Ready)
 	a.http.AddReadyCheck("bus", a.bus.Ready)
+	a.http.AddDegradedCheck("bus_objects", a.bus.Incidents)
 	a.http.AddReadyCheck("bus_sync", a.store.BusSyncError)
 	a.http.AddReadyCheck("bus_store", a.outbox.StoreRefusing)
 	a.http.AddStatus("outbox", func() any {
@@ -235,15 +265,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 	go func() { defer a.wg.Done(); a.outbox.Run(runCtx) }()
 	go func() { defer a.wg.Done(); a.expireWebhookIDs(runCtx) }()
 
-	var shared *FleetShared
-	if cfg.Cluster.Enabled {
-		if shared, err = openFleetShared(ctx, cfg, a.bus, a.log); err != nil {
-			return err
-		}
-	}
 	a.core = &Core{
 		Config: cfg, Logger: a.log, Clock: a.o.Clock, Registry: reg,
 		Store: a.store, Bus: a.bus, HTTP: a.http, HTTPClient: a.o.HTTPClient, Version: a.o.Version,
+		IDs:    key.ids,
 		Shared: shared,
 	}
 	if cfg.Cluster.Enabled {
@@ -438,4 +463,14 @@ func fleetSubjects(cfg *config.Config) []string {
 		return nil
 	}
 	return []string{cluster.FenceSubject(cfg.Bus.Stream)}
+}
+
+// cutoverFile records where signed messages begin for an install that
+// predates signing. A fleet has none: fleets are as new as signing, so
+// nothing unsigned on its streams is the relay's.
+func cutoverFile(cfg *config.Config) string {
+	if cfg.Cluster.Enabled {
+		return ""
+	}
+	return bus.CutoverFile(cfg.DataDir)
 }

@@ -51,6 +51,7 @@ func newAutostop(d *Core, p *poller.Poller) (*autostopRunner, error) {
 		Stopper:       p.Client(),
 		Store:         store,
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
+		IDs:           d.IDs,
 		Clock:         d.Clock,
 		Logger:        d.Logger,
 		Registerer:    d.Registry,

@@ -348,3 +348,32 @@ func TestActivityCountsOnlyForKnownVMs(t *testing.T) {
 		}
 	}
 }
+
+// Activity signals count only for VMs the poller knows: junk ids, over
+// NATS (the control user) or the admin API, are refused and stored nowhere.
+func TestActivityOnlyForKnownVMs(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	sim := cakeworksim.New(cakeworksim.Options{APIKey: "k", Clock: clk})
+	sim.AddVM(cakework.VM{ID: "real-vm", ImageID: "img"})
+	a, p, _ := autostopApp(t, clk, sim, 10*time.Minute, 2*time.Minute)
+	if err := p.TickVMs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	nc := a.Core().Bus.Conn()
+	for id, want := range map[string]string{"real-vm": `{"ok":true}`, "junk-1": "is not known to the poller"} {
+		m, err := nc.Request(autostop.ActivitySubject, []byte(`{"id":"`+id+`"}`), 2*time.Second)
+		if err != nil || !strings.Contains(string(m.Data), want) {
+			t.Errorf("activity for %s: %v %s, want %s", id, err, m.Data, want)
+		}
+	}
+	req, _ := http.NewRequest("POST", "http://"+a.HTTPAddr()+"/v1/vms/junk-2/activity", nil)
+	req.Header.Set("Authorization", "Bearer admintoken")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("admin activity for an unknown VM: %d", resp.StatusCode)
+	}
+}

@@ -55,6 +55,7 @@ func newFleet(c *Core) *fleet {
 		SubjectPrefix: cfg.Bus.SubjectPrefix,
 		Logger:        c.Logger,
 		Clock:         c.Clock,
+		Sign:          c.Bus.Sign,
 		Leading:       f.leading,
 		Resign:        f.resign,
 	})

@@ -2,6 +2,10 @@ package app
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -26,6 +30,9 @@ type FleetShared struct {
 	// LeaseTTL is also how long a sink's consumer stays pinned to a
 	// silent member.
 	LeaseTTL time.Duration
+	// Key is the fleet's install key and event id scheme: every member
+	// signs with it and derives the same ids (fleetInstallKey).
+	Key installKey
 }
 
 // openFleetShared opens (creating when missing) the fleet's ingest and
@@ -34,10 +41,10 @@ type FleetShared struct {
 // A NATS cluster that is still forming (no JetStream meta leader yet, or
 // too few peers for the replicas) refuses them for a moment: that is
 // retried for up to fleetOpenWait, then the start fails with the reason.
-func openFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus, log *slog.Logger) (*FleetShared, error) {
+func openFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus, local installKey, log *slog.Logger) (*FleetShared, error) {
 	deadline := time.Now().Add(fleetOpenWait)
 	for {
-		f, err := tryOpenFleetShared(ctx, cfg, b)
+		f, err := tryOpenFleetShared(ctx, cfg, b, local)
 		if err == nil || time.Now().After(deadline) {
 			return f, err
 		}
@@ -54,7 +61,11 @@ func openFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus, log *s
 // take its buckets at start.
 const fleetOpenWait = 30 * time.Second
 
-func tryOpenFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus) (*FleetShared, error) {
+func tryOpenFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus, local installKey) (*FleetShared, error) {
+	key, err := fleetInstallKey(ctx, cfg, b, local)
+	if err != nil {
+		return nil, err
+	}
 	seen, err := cluster.OpenBucket(ctx, b.JetStream(), cluster.BucketOptions{
 		Name:        cluster.SeenBucket(cfg.Bus.Stream),
 		Description: "cakework-relay: webhook ids accepted by any member (ingest.seen_ttl)",
@@ -73,7 +84,7 @@ func tryOpenFleetShared(ctx context.Context, cfg *config.Config, b *bus.Bus) (*F
 	if err != nil {
 		return nil, err
 	}
-	return &FleetShared{Member: cfg.Cluster.MemberName(), Seen: seen, Sinks: sk, LeaseTTL: cfg.Cluster.LeaseTTL}, nil
+	return &FleetShared{Member: cfg.Cluster.MemberName(), Seen: seen, Sinks: sk, LeaseTTL: cfg.Cluster.LeaseTTL, Key: key}, nil
 }
 
 // ingestFleet is ingest's Fleet for a member, nil for a single relay.
@@ -114,4 +125,46 @@ func fleetMember(d *Core) (string, time.Duration) {
 		return "", 0
 	}
 	return d.Shared.Member, d.Shared.LeaseTTL
+}
+
+// installRecord is the fleet's install key in its bucket.
+type installRecord struct {
+	Key string `json:"key"` // hex
+	IDs string `json:"ids"` // keyed | legacy
+}
+
+// fleetInstallKey is the fleet's install key and event id scheme, kept in
+// the fleet's bucket (key "install"): the first member to start records
+// its own, and every other takes it, so all sign alike and derive the
+// same event ids. A member whose own differs says so once (its data_dir's
+// files are not used).
+//
+// The bucket holds a secret: on an external NATS, give subscribers read
+// rights on the events stream only, never on $KV.RELAY_<stream> (README).
+func fleetInstallKey(ctx context.Context, cfg *config.Config, b *bus.Bus, local installKey) (installKey, error) {
+	kv, err := cluster.OpenBucket(ctx, b.JetStream(), cluster.BucketOptions{
+		Name:        cluster.Bucket(cfg.Bus.Stream),
+		Description: "cakework-relay fleet: the lease, the leader's knowledge and the install key",
+		Replicas:    cfg.Bus.Replicas,
+	})
+	if err != nil {
+		return installKey{}, err
+	}
+	mine, _ := json.Marshal(installRecord{Key: hex.EncodeToString(local.mac), IDs: local.scheme})
+	if _, err := kv.Create(ctx, "install", mine); err == nil {
+		return local, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return installKey{}, fmt.Errorf("cluster: record the fleet's install key: %w", err)
+	}
+	e, err := kv.Get(ctx, "install")
+	if err != nil {
+		return installKey{}, fmt.Errorf("cluster: read the fleet's install key: %w", err)
+	}
+	var rec installRecord
+	err = json.Unmarshal(e.Value(), &rec)
+	key, kerr := hex.DecodeString(rec.Key)
+	if err != nil || kerr != nil || len(key) < 16 || rec.IDs != "keyed" && rec.IDs != "legacy" {
+		return installKey{}, fmt.Errorf("cluster: the fleet's install key in bucket %s is unreadable; restore it, or delete the key \"install\" while no member runs (events published before then no longer verify)", cluster.Bucket(cfg.Bus.Stream))
+	}
+	return newInstallKey(key, rec.IDs), nil
 }

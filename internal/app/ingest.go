@@ -10,6 +10,7 @@ func newIngest(d *Core) (*ingest.Ingest, error) {
 		MaxBodyBytes:         d.Config.HTTP.MaxBodyBytes,
 		MaxBodyBytesInFlight: d.Config.HTTP.MaxBodyBytesInFlight,
 		SubjectPrefix:        d.Config.Bus.SubjectPrefix,
+		IDs:                  d.IDs,
 		Store:                d.Store,
 		Clock:                d.Clock,
 		Logger:               d.Logger,

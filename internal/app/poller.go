@@ -27,6 +27,7 @@ func newPoller(d *Core) (*poller.Poller, error) {
 			HTTPClient: d.HTTPClient,
 		},
 		SubjectPrefix: d.Config.Bus.SubjectPrefix,
+		IDs:           d.IDs,
 		Store:         poller.StateStore(d.Store),
 		NATS:          d.Bus.Conn(),
 		Clock:         d.Clock,

@@ -55,9 +55,11 @@ type Options struct {
 	Stopper       Stopper
 	Store         Store
 	SubjectPrefix string
-	Clock         clock.Clock
-	Logger        *slog.Logger
-	Registerer    prometheus.Registerer
+	// IDs derives event ids (zero: the legacy unkeyed scheme).
+	IDs        event.IDs
+	Clock      clock.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // record is kept per VM in bbolt.
@@ -445,7 +447,7 @@ func (a *AutoStop) plan(vm VM, r record, now time.Time) plan {
 
 func (a *AutoStop) emitWarning(ctx context.Context, p plan, now time.Time) error {
 	stopAt := latest(p.idleSince.Add(a.o.Config.IdleAfter), now.Add(a.o.Config.WarnBefore))
-	ev, err := event.New(event.KindVM, p.vm.ID, "idle", event.AutostopID(p.vm.ID, "idle", p.idleSince), now, map[string]any{
+	ev, err := event.New(event.KindVM, p.vm.ID, "idle", a.o.IDs.AutostopID(p.vm.ID, "idle", p.idleSince), now, map[string]any{
 		"vmId":       p.vm.ID,
 		"imageId":    p.vm.ImageID,
 		"idleSince":  p.idleSince.UTC(),
@@ -611,7 +613,7 @@ func (a *AutoStop) callStop(ctx context.Context, p plan, now time.Time) error {
 	}
 	delete(a.retry, p.vm.ID)
 	idle := now.Sub(p.idleSince)
-	ev, err := event.New(event.KindVM, p.vm.ID, "autostopped", event.AutostopID(p.vm.ID, "autostopped", p.idleSince), now, map[string]any{
+	ev, err := event.New(event.KindVM, p.vm.ID, "autostopped", a.o.IDs.AutostopID(p.vm.ID, "autostopped", p.idleSince), now, map[string]any{
 		"vmId":           p.vm.ID,
 		"imageId":        p.vm.ImageID,
 		"idleSince":      p.idleSince.UTC(),

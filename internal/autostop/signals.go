@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go"
 
+	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
@@ -93,6 +94,9 @@ func (s Signals) Mount(r *mux.Router) {
 // {"ok": true} or {"error": "..."}.
 func (s Signals) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 	sub, err := nc.Subscribe(ActivitySubject, func(m *nats.Msg) {
+		if !bus.FromClient(m) {
+			return // the stream delivered to this subject by a consumer
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = m.Respond(s.handle(ctx, m.Data))

@@ -48,7 +48,18 @@ type Options struct {
 	// EmbeddedListen is host:port for the embedded server; empty means
 	// in-process connections only.
 	EmbeddedListen string
-	EmbeddedToken  string
+	// EmbeddedToken is the subscriber's password (user "subscriber"):
+	// read-only rights, see subscriberPermissions. Empty: no subscriber
+	// can connect.
+	EmbeddedToken string
+	// EmbeddedControlToken is the control user's password: a subscriber
+	// that may also publish the ControlSubjects. Empty: nobody over TCP
+	// may.
+	EmbeddedControlToken string
+	// ReservedConsumers are the durable names of the sinks' consumers on
+	// the event stream: subscribers may not create, pull from, ack or
+	// delete them.
+	ReservedConsumers []string
 	// StoreDir holds the embedded JetStream store (data_dir/jetstream).
 	StoreDir string
 
@@ -63,10 +74,21 @@ type Options struct {
 	// on it (Nats-Expected-Last-Subject-Sequence-Subject).
 	ExtraSubjects []string
 
+	// MACKey signs every message the relay publishes (HdrMAC); Verify
+	// checks it. Empty: a random key, good for this process only.
+	MACKey []byte
+	// CutoverFile records, at the first start that signs, the last
+	// sequence of each stream: messages up to it pass Verify unsigned.
+	// Empty: nothing unsigned passes.
+	CutoverFile string
+
 	// ReadyTimeout bounds the embedded server start and the first stream
 	// creation. Default 10s.
 	ReadyTimeout time.Duration
-	Logger       *slog.Logger
+	// CheckInterval is how often the streams are checked to still exist
+	// (on Clock). Default 10s; negative: never.
+	CheckInterval time.Duration
+	Logger        *slog.Logger
 	// Clock paces the retries of stream creation. Default the wall clock.
 	Clock clock.Clock
 }
@@ -78,6 +100,13 @@ type Bus struct {
 	srv  *server.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
+
+	relayPW string // the in-process user's password (tests check TCP refuses it)
+	signer  atomic.Pointer[signer]
+	cutover atomic.Pointer[Cutover]
+
+	inc       incidents
+	watchDone chan struct{}
 
 	streamsReady atomic.Bool
 	streamErr    atomic.Pointer[string]
@@ -112,8 +141,12 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
+	if len(opts.MACKey) == 0 {
+		opts.MACKey = randomKey()
+	}
 	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}),
-		storageDone: make(chan struct{}), freeBytes: freeBytes}
+		storageDone: make(chan struct{}), freeBytes: freeBytes, watchDone: make(chan struct{})}
+	b.signer.Store(newSigner(opts.MACKey))
 	var err error
 	if opts.URL == "" {
 		err = b.startEmbedded()
@@ -151,6 +184,14 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 		b.shutdown()
 		return nil, err
 	}
+	if opts.CheckInterval == 0 {
+		opts.CheckInterval = 10 * time.Second
+	}
+	if opts.CheckInterval > 0 {
+		go b.watchStreams(opts.CheckInterval)
+	} else {
+		close(b.watchDone)
+	}
 	return b, nil
 }
 
@@ -183,7 +224,6 @@ func (b *Bus) startEmbedded() error {
 		if port == 0 {
 			o.Port = server.RANDOM_PORT
 		}
-		o.Authorization = b.opts.EmbeddedToken
 		// The server only reports a busy port by timing out; probe first so
 		// the error is immediate and says what to change.
 		if port != 0 {
@@ -194,6 +234,14 @@ func (b *Bus) startEmbedded() error {
 			ln.Close()
 		}
 	}
+	// No anonymous client: the relay's own in-process user, the
+	// subscriber and the control user (auth.go).
+	users, relayPW, err := embeddedUsers(b.opts)
+	if err != nil {
+		return err
+	}
+	o.Users = users
+	b.relayPW = relayPW
 	srv, err := server.NewServer(o)
 	if err != nil {
 		return fmt.Errorf("bus: embedded NATS: %w", err)
@@ -207,11 +255,10 @@ func (b *Bus) startEmbedded() error {
 		}
 		return errors.New("bus: embedded NATS did not start; check the data_dir's jetstream directory is writable")
 	}
-	copts := []nats.Option{nats.InProcessServer(srv), nats.Name("cakework-relay"), nats.MaxReconnects(-1)}
-	if b.opts.EmbeddedToken != "" {
-		copts = append(copts, nats.Token(b.opts.EmbeddedToken))
-	}
-	nc, err := nats.Connect("", copts...)
+	// Its own inbox prefix: subscribers may subscribe to _INBOX.>, and
+	// need not see the relay's replies.
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("cakework-relay"), nats.MaxReconnects(-1),
+		nats.UserInfo(UserRelay, relayPW), nats.CustomInboxPrefix("_RELAY_INBOX"))
 	if err != nil {
 		return fmt.Errorf("bus: connect to embedded NATS: %w", err)
 	}
@@ -290,6 +337,11 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 	for _, cfg := range b.streamConfigs() {
 		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("bus: create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	if b.cutover.Load() == nil {
+		if err := b.loadCutover(ctx); err != nil {
+			return err
 		}
 	}
 	b.streamsReady.Store(true)
@@ -412,8 +464,24 @@ func (b *Bus) msg(subject, msgID string, data []byte, hdr nats.Header) *nats.Msg
 		m.Header = hdr
 	}
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	b.signer.Load().sign(m)
 	return m
 }
+
+// Sign adds the relay's MAC (HdrMAC) to m, for a message the caller
+// publishes itself (a fleet leader's fenced publishes). Set every Relay-*
+// header first: the MAC covers them.
+func (b *Bus) Sign(m *nats.Msg) {
+	if m.Header == nil {
+		m.Header = nats.Header{}
+	}
+	b.signer.Load().sign(m)
+}
+
+// SetMACKey replaces the install key: a fleet member takes the fleet's,
+// read from the fleet's bucket once the bus is open, before it publishes
+// anything.
+func (b *Bus) SetMACKey(key []byte) { b.signer.Store(newSigner(key)) }
 
 // ConsumerOptions describe a sink's durable consumer.
 type ConsumerOptions struct {
@@ -424,7 +492,15 @@ type ConsumerOptions struct {
 	// DeliverAll starts a new consumer at the beginning of the stream;
 	// otherwise it starts with the next event.
 	DeliverAll bool
-	Stream     string // default: the event stream
+	// AckedUpTo is the last stream sequence the sink is known to have
+	// finished (kept by the caller). A consumer that is missing although
+	// one was acked (it was deleted) is re-created from the next one,
+	// and the incident shows on /readyz.
+	AckedUpTo uint64
+	// Existed says the caller had this consumer before: if it is missing
+	// now, it was deleted, and is re-created from AckedUpTo+1.
+	Existed bool
+	Stream  string // default: the event stream
 	// PinnedGroup, when set, makes the consumer a priority group of that
 	// name with the pinned_client policy: the server delivers to one
 	// client at a time, and pins another after PinnedTTL without a pull
@@ -466,13 +542,24 @@ func (b *Bus) EnsureConsumer(ctx context.Context, o ConsumerOptions) (jetstream.
 	} else {
 		cfg.FilterSubjects = o.FilterSubjects
 	}
-	if c, err := b.js.Consumer(ctx, stream, o.Durable); err == nil {
+	c, err := b.js.Consumer(ctx, stream, o.Durable)
+	switch {
+	case err == nil:
 		// Keep the original deliver policy: it cannot change once created.
 		cfg.DeliverPolicy = c.CachedInfo().Config.DeliverPolicy
 		cfg.OptStartSeq = c.CachedInfo().Config.OptStartSeq
 		cfg.OptStartTime = c.CachedInfo().Config.OptStartTime
+	case errors.Is(err, jetstream.ErrConsumerNotFound) && (o.Existed || o.AckedUpTo > 0):
+		// It existed and was deleted: go on after what was acked, never
+		// from "new" (the gap would never be delivered).
+		from := o.AckedUpTo + 1
+		if s, err := b.js.Stream(ctx, stream); err == nil && s.CachedInfo().State.LastSeq < o.AckedUpTo {
+			from = 1 // the stream was re-created: its sequences began again
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+		b.incident("consumer %s on %s was missing (deleted on the NATS server); re-created from stream sequence %d", o.Durable, stream, from)
 	}
-	c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	c, err = b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", o.Durable, stream, err)
 	}
@@ -490,6 +577,7 @@ func (b *Bus) close(ctx context.Context) error {
 	close(b.stopEnsure)
 	<-b.ensureDone
 	<-b.storageDone
+	<-b.watchDone
 	var errs []error
 	if b.nc != nil && !b.nc.IsClosed() {
 		done := make(chan struct{})

@@ -15,6 +15,7 @@ func openEmbedded(t *testing.T, listen string) *Bus {
 	t.Helper()
 	b, err := Open(context.Background(), Options{
 		EmbeddedListen:  listen,
+		EmbeddedToken:   "sub-token",
 		StoreDir:        t.TempDir(),
 		SubjectPrefix:   "cakework",
 		Stream:          "CAKEWORK",
@@ -57,8 +58,9 @@ func TestEmbeddedStreamsAndDedup(t *testing.T) {
 	if info.State.Msgs != 1 {
 		t.Fatalf("%d messages stored, want 1", info.State.Msgs)
 	}
-	// Another process can reach the embedded server over TCP.
-	nc, err := nats.Connect(b.ClientURL())
+	// Another process can reach the embedded server over TCP, with the
+	// subscriber token.
+	nc, err := nats.Connect(b.ClientURL(), nats.UserInfo(UserSubscriber, "sub-token"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,8 +38,12 @@ type TLSConfig struct {
 type EmbeddedConfig struct {
 	// Listen is the client address. Empty: in-process connections only.
 	Listen string `yaml:"listen"`
-	// Token is required when Listen is not a loopback address.
+	// Token is the subscriber credential (user "subscriber"). Empty: one
+	// is generated into <data_dir>/nats-token (TokenFile).
 	Token string `yaml:"token" secret:"true"`
+	// ControlToken lets a client (user "control") publish
+	// relay.watch.build and relay.vm.activity. Empty: nobody over TCP.
+	ControlToken string `yaml:"control_token" secret:"true"`
 }
 
 // DefaultEmbeddedListen is bus.embedded.listen when the file leaves it
@@ -88,15 +92,18 @@ func (c Config) Validate(v *confcheck.Checker) {
 		if c.Embedded.Listen != "" && c.Embedded.Token == "" && !confcheck.IsLoopback(c.Embedded.Listen) {
 			v.Add("embedded.token", "required when bus.embedded.listen is not a loopback address (or listen on 127.0.0.1)")
 		}
+		if c.Embedded.ControlToken != "" && c.Embedded.ControlToken == c.Embedded.Token {
+			v.Add("embedded.control_token", "must differ from bus.embedded.token: the subscriber credential must not steer the relay")
+		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		v.Add("tls", "set both cert_file and key_file, or neither")
 	}
 	if !validSubjectPrefix(c.SubjectPrefix) {
-		v.Add("subject_prefix", fmt.Sprintf("%q is not a NATS subject prefix; use dot-separated tokens with no spaces, * or > (like cakework or acme.cakework)", c.SubjectPrefix))
+		v.Add("subject_prefix", fmt.Sprintf("%s is not a NATS subject prefix; use dot-separated tokens with no spaces, * or > (like cakework or acme.cakework)", confcheck.Echo(c.SubjectPrefix, false)))
 	}
 	if c.Stream == "" || len(c.Stream) > 200 || strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") || confcheck.HasControl(c.Stream) {
-		v.Add("stream", fmt.Sprintf("%q is not a stream name; use letters, digits, - and _ (like CAKEWORK)", c.Stream))
+		v.Add("stream", fmt.Sprintf("%s is not a stream name; use letters, digits, - and _ (like CAKEWORK)", confcheck.Echo(c.Stream, false)))
 	}
 	v.Duration("duplicate_window", c.DuplicateWindow)
 	v.Duration("max_age", c.MaxAge)

@@ -60,6 +60,10 @@ type StoreOptions struct {
 	Stream        string // bus.stream
 	SubjectPrefix string
 	Logger        *slog.Logger
+	// Sign adds the relay's MAC to an event before it is published (the
+	// sinks deliver only what the relay signed). The relay passes
+	// bus.Bus.Sign; nil publishes unsigned (tests of the store alone).
+	Sign func(*nats.Msg)
 	// Clock stamps the watches folded in from the queue. Default: the
 	// wall clock.
 	Clock clock.Clock
@@ -98,6 +102,9 @@ func NewStore(o StoreOptions) *Store {
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
+	}
+	if o.Sign == nil {
+		o.Sign = func(*nats.Msg) {}
 	}
 	return &Store{o: o, log: o.Logger.With("component", "cluster"), bucket: Bucket(o.Stream), cache: map[string][]byte{}}
 }
@@ -289,6 +296,7 @@ func (s *Store) commit(ctx context.Context, term Term, t *tx) error {
 			_ = json.Unmarshal(t.writes[ck], &rec)
 			msg.Header.Set(HdrCursor, string(rec.Cursor))
 		}
+		s.o.Sign(msg)
 		ack, err := s.o.JS.PublishMsg(ctx, msg, fence)
 		if err != nil {
 			return fenceErr(fmt.Errorf("publish %s: %w", m.subject, err))

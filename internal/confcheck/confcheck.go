@@ -130,19 +130,25 @@ func Check(path string, validate func(*Checker)) error {
 	return nil
 }
 
-// maxEcho bounds how much of a value a problem quotes.
-const maxEcho = 40
+// maxEcho is the longest value a problem quotes: a longer one could be a
+// secret put under the wrong key, and is never shown, not even in part.
+const maxEcho = 24
 
-// Echo quotes a value for a problem, shortened, unless it is secret.
+// Echo quotes a value for a problem, unless it is secret or long enough
+// to be one.
 func Echo(s string, secret bool) string {
 	if secret {
 		return "a value (not shown: secret)"
 	}
 	if len(s) > maxEcho {
-		s = s[:maxEcho] + "..."
+		return fmt.Sprintf("a value of %d characters (not shown: it could be a secret)", len(s))
 	}
 	return strconv.Quote(s)
 }
+
+// Shown says whether Echo shows s (not secret): an error that quotes a
+// value itself (a parser's) is left out when it is not.
+func Shown(s string) bool { return len(s) <= maxEcho }
 
 // OneOf checks that s is one of allowed.
 func (c *Checker) OneOf(key, s string, allowed ...string) {

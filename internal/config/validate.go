@@ -50,9 +50,9 @@ func (c *Config) validateSinks(v *confcheck.Checker) {
 		}
 		switch {
 		case reservedSinkNames[n]:
-			s.Add("name", fmt.Sprintf("%q is reserved; choose another name", n))
+			s.Add("name", fmt.Sprintf("%s is reserved; choose another name", confcheck.Echo(n, false)))
 		case names[n] != "":
-			s.Add("name", fmt.Sprintf("%q is already used by %s; sink names must be unique across all sinks", n, names[n]))
+			s.Add("name", fmt.Sprintf("%s is already used by %s; sink names must be unique across all sinks", confcheck.Echo(n, false), names[n]))
 		default:
 			names[n] = s.Path("")
 		}

@@ -2,6 +2,7 @@ package event
 
 import (
 	"fmt"
+	"github.com/cakework-relay/cakework-relay/internal/confcheck"
 	"strings"
 
 	"github.com/cakework-relay/cakework-relay/internal/suggest"
@@ -86,7 +87,7 @@ func unreachableError(glob string) error {
 	}
 	candidates := append([]string{"build.*", "vm.*", "webhook.*", "function_build.*", "*"}, Types...)
 	best := suggest.Closest(glob, candidates, 3)
-	msg := fmt.Sprintf("event filter %q matches no event the relay emits (types are build.created|succeeded|failed|stuck|log, vm.<state>|log|idle|autostopped, function_build.log, webhook.<receiver>)", glob)
+	msg := fmt.Sprintf("event filter %s matches no event the relay emits (types are build.created|succeeded|failed|stuck|log, vm.<state>|log|idle|autostopped, function_build.log, webhook.<receiver>)", confcheck.Echo(glob, false))
 	if best != "" {
 		msg += fmt.Sprintf("; did you mean %q?", best)
 	}

@@ -6,13 +6,16 @@
 package event
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -183,10 +186,30 @@ func Decode(b []byte) (Event, error) {
 	return e, nil
 }
 
+// IDs derives event ids. The zero value is the legacy scheme: SHA-256 of
+// the parts, which anyone can compute. KeyedIDs uses an HMAC keyed by the
+// install's secret: the same change still gets the same id in one install
+// (across webhook and poller, restarts, and the relays of one fleet that
+// share the key), but nobody without the key can predict the id of a
+// coming change (and pre-publish it so that JetStream's dedup drops the
+// genuine one).
+type IDs struct {
+	pool *sync.Pool // of keyed HMACs; nil: legacy
+}
+
+// KeyedIDs is the keyed scheme with key.
+func KeyedIDs(key []byte) IDs {
+	key = append([]byte(nil), key...)
+	return IDs{pool: &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+}
+
+// Keyed says whether ids are keyed.
+func (g IDs) Keyed() bool { return g.pool != nil }
+
 // ID derives a deterministic event id from the parts that identify one
 // change. The same parts always give the same id; parts are length-prefixed
 // so ("ab","c") and ("a","bc") differ.
-func ID(parts ...string) string {
+func (g IDs) ID(parts ...string) string {
 	// The bytes hashed are fmt's "%d:%s;" per part, appended by hand.
 	n := 0
 	for _, p := range parts {
@@ -199,43 +222,78 @@ func ID(parts ...string) string {
 		b = append(b, p...)
 		b = append(b, ';')
 	}
-	sum := sha256.Sum256(b)
+	var sum [sha256.Size]byte
+	if g.pool == nil {
+		sum = sha256.Sum256(b)
+	} else {
+		m := g.pool.Get().(hash.Hash)
+		m.Reset()
+		m.Write(b)
+		m.Sum(sum[:0])
+		g.pool.Put(m)
+	}
 	return hex.EncodeToString(sum[:16])
 }
 
+// ID is the legacy (unkeyed) id of parts.
+func ID(parts ...string) string { return IDs{}.ID(parts...) }
+
 // The id rules. Each names the facts that make a change the same change,
-// whoever observed it.
+// whoever observed it. The package-level functions are the legacy scheme.
 
 // BuildStatusID: a build reaches each status once, so the build id and the
 // status identify the change. A webhook and a poll of the same success give
 // the same id.
-func BuildStatusID(buildID, status string) string { return ID(KindBuild, buildID, status) }
+func (g IDs) BuildStatusID(buildID, status string) string { return g.ID(KindBuild, buildID, status) }
 
 // VMStateID: a VM can return to a state (cached VMs start and stop again), so
 // the upstream updatedAt tells the visits apart.
-func VMStateID(vmID, state string, updatedAt time.Time) string {
-	return ID(KindVM, vmID, state, updatedAt.UTC().Format(time.RFC3339Nano))
+func (g IDs) VMStateID(vmID, state string, updatedAt time.Time) string {
+	return g.ID(KindVM, vmID, state, updatedAt.UTC().Format(time.RFC3339Nano))
 }
 
 // LogBatchID: a log batch is identified by where it starts in the stream:
 // the timestamp of its first line and how many lines at that millisecond came
 // before it.
-func LogBatchID(kind, resourceID string, firstTimestampMs int64, skipAtFirst int) string {
-	return ID(kind, resourceID, "log", fmt.Sprint(firstTimestampMs), fmt.Sprint(skipAtFirst))
+func (g IDs) LogBatchID(kind, resourceID string, firstTimestampMs int64, skipAtFirst int) string {
+	return g.ID(kind, resourceID, "log", fmt.Sprint(firstTimestampMs), fmt.Sprint(skipAtFirst))
 }
 
 // WebhookID: a generic webhook is identified by the sender's delivery id
 // (webhook-id or the like) when there is one, else by its body.
-func WebhookID(receiver, deliveryID string, body []byte) string {
+func (g IDs) WebhookID(receiver, deliveryID string, body []byte) string {
 	if deliveryID != "" {
-		return ID(KindWebhook, receiver, "delivery", deliveryID)
+		return g.ID(KindWebhook, receiver, "delivery", deliveryID)
 	}
 	sum := sha256.Sum256(body)
-	return ID(KindWebhook, receiver, "body", hex.EncodeToString(sum[:]))
+	return g.ID(KindWebhook, receiver, "body", hex.EncodeToString(sum[:]))
 }
 
 // AutostopID: one warning and one stop per idle period, which starts at the
 // VM's last activity.
+func (g IDs) AutostopID(vmID, action string, idleSince time.Time) string {
+	return g.ID(KindVM, vmID, action, idleSince.UTC().Format(time.RFC3339Nano))
+}
+
+// BuildStatusID is IDs.BuildStatusID in the legacy scheme.
+func BuildStatusID(buildID, status string) string { return IDs{}.BuildStatusID(buildID, status) }
+
+// VMStateID is IDs.VMStateID in the legacy scheme.
+func VMStateID(vmID, state string, updatedAt time.Time) string {
+	return IDs{}.VMStateID(vmID, state, updatedAt)
+}
+
+// LogBatchID is IDs.LogBatchID in the legacy scheme.
+func LogBatchID(kind, resourceID string, firstTimestampMs int64, skipAtFirst int) string {
+	return IDs{}.LogBatchID(kind, resourceID, firstTimestampMs, skipAtFirst)
+}
+
+// WebhookID is IDs.WebhookID in the legacy scheme.
+func WebhookID(receiver, deliveryID string, body []byte) string {
+	return IDs{}.WebhookID(receiver, deliveryID, body)
+}
+
+// AutostopID is IDs.AutostopID in the legacy scheme.
 func AutostopID(vmID, action string, idleSince time.Time) string {
-	return ID(KindVM, vmID, action, idleSince.UTC().Format(time.RFC3339Nano))
+	return IDs{}.AutostopID(vmID, action, idleSince)
 }

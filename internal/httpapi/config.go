@@ -18,7 +18,10 @@ type Config struct {
 	// inside a 256 MB container.
 	MaxBodyBytesInFlight int64 `yaml:"max_body_bytes_in_flight" default:"33554432"`
 	// AdminToken guards /v1/*. Empty turns the admin API off.
-	AdminToken   string        `yaml:"admin_token" secret:"true"`
+	AdminToken string `yaml:"admin_token" secret:"true"`
+	// AdminListen, when set, serves /v1 (admin API, pprof) and /metrics
+	// on this address only, off the public port.
+	AdminListen  string        `yaml:"admin_listen"`
 	ReadTimeout  time.Duration `yaml:"read_timeout" default:"10s"`
 	WriteTimeout time.Duration `yaml:"write_timeout" default:"30s"`
 }
@@ -37,6 +40,12 @@ func (c Config) WithDefaults() Config {
 // Validate reports what is wrong with c.
 func (c Config) Validate(v *confcheck.Checker) {
 	v.HostPort("listen", c.Listen, false)
+	if c.AdminListen != "" {
+		v.HostPort("admin_listen", c.AdminListen, false)
+		if c.AdminListen == c.Listen {
+			v.Add("admin_listen", "must differ from http.listen (or leave it empty to serve everything on http.listen)")
+		}
+	}
 	v.Positive("max_body_bytes", c.MaxBodyBytes)
 	if c.MaxBodyBytesInFlight < c.MaxBodyBytes {
 		v.Add("max_body_bytes_in_flight", fmt.Sprintf("%d is less than max_body_bytes (%d), so a body of the largest allowed size could never be read; raise it", c.MaxBodyBytesInFlight, c.MaxBodyBytes))

@@ -25,7 +25,10 @@ import (
 
 // Options configure the server.
 type Options struct {
-	Listen       string
+	Listen string
+	// AdminListen, when set, is where /v1 and /metrics are served; the
+	// public listener then answers them 404.
+	AdminListen  string
 	MaxBodyBytes int64
 	AdminToken   string
 	ReadTimeout  time.Duration
@@ -45,6 +48,9 @@ type Server struct {
 	admin *mux.Router
 	srv   *http.Server
 	ln    net.Listener
+	// The admin listener, with AdminListen.
+	adminSrv *http.Server
+	adminLn  net.Listener
 
 	// exact routes skip the router's matching and its two request copies
 	// (the webhook hot path); the router still has them, for 405s.
@@ -272,15 +278,49 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 	})
 }
 
-// Listen binds the address now, so a port in use fails at start with one
-// clear error.
+// Listen binds the addresses now, so a port in use fails at start with
+// one clear error.
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.o.Listen)
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: %w (set http.listen to a free address)", s.o.Listen, err)
 	}
 	s.ln = ln
+	if s.o.AdminListen != "" {
+		aln, err := net.Listen("tcp", s.o.AdminListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("http: listen on %s: %w (set http.admin_listen to a free address)", s.o.AdminListen, err)
+		}
+		s.adminLn = aln
+	}
 	return nil
+}
+
+// adminPath says whether a path belongs to the admin listener when there
+// is one: the admin API (and pprof) and the metrics.
+func adminPath(p string) bool {
+	return p == "/metrics" || p == "/v1" || strings.HasPrefix(p, "/v1/")
+}
+
+// only serves the paths for which want(path) holds, and answers 404 to the
+// rest, as the router does for a path it has no route for.
+func (s *Server) only(want func(string) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !want(r.URL.Path) {
+			s.root.NotFoundHandler.ServeHTTP(w, r)
+			return
+		}
+		s.ServeHTTP(w, r)
+	})
+}
+
+// AdminAddr is the bound admin address ("" without http.admin_listen).
+func (s *Server) AdminAddr() string {
+	if s.adminLn == nil {
+		return s.o.AdminListen
+	}
+	return s.adminLn.Addr().String()
 }
 
 // Addr is the bound address (useful with port 0).
@@ -293,15 +333,20 @@ func (s *Server) Addr() string {
 
 // Start serves in the background. Call Listen first.
 func (s *Server) Start() {
-	s.srv = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       s.o.ReadTimeout,
-		WriteTimeout:      s.o.WriteTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	var public http.Handler = s
+	if s.adminLn != nil {
+		public = s.only(func(p string) bool { return !adminPath(p) })
+		s.adminSrv = s.newHTTPServer(s.only(func(p string) bool {
+			return adminPath(p) || p == "/healthz" || p == "/readyz"
+		}))
+		go func() {
+			if err := s.adminSrv.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("http admin server stopped", "err", err)
+			}
+		}()
+		s.log.Info("http admin API and metrics listening", "addr", s.AdminAddr())
 	}
+	s.srv = s.newHTTPServer(public)
 	for _, f := range s.onShutdown {
 		s.srv.RegisterOnShutdown(f)
 	}
@@ -313,19 +358,36 @@ func (s *Server) Start() {
 	s.log.Info("http listening", "addr", s.Addr())
 }
 
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       s.o.ReadTimeout,
+		WriteTimeout:      s.o.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
 // Shutdown stops accepting and waits for in-flight requests, bounded by ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
-		if s.ln != nil {
-			return s.ln.Close()
+	var errs []error
+	for _, p := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{s.srv, s.ln}, {s.adminSrv, s.adminLn}} {
+		switch {
+		case p.srv != nil:
+			if err := p.srv.Shutdown(ctx); err != nil {
+				p.srv.Close()
+				errs = append(errs, err)
+			}
+		case p.ln != nil:
+			errs = append(errs, p.ln.Close())
 		}
-		return nil
 	}
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		s.srv.Close()
-	}
-	return err
+	return errors.Join(errs...)
 }
 
 // WriteJSON answers with v as JSON.

@@ -121,34 +121,37 @@ func newAuth(label, secret, token string, h *HMACConfig, tolerance time.Duration
 
 func (a *auth) none() bool { return a.sw == nil && a.token == nil && a.hmac == nil }
 
-// check authenticates r with body. It returns nil or a message for a 401
-// that says what is wrong and how to fix it, never a secret.
-func (a *auth) check(r *http.Request, body []byte, now time.Time) string {
+// check authenticates r with body. It returns "" or a message for a 401
+// that says what is wrong and how to fix it, never a secret; and whether
+// the method that passed signs the delivery id (Standard Webhooks signs
+// webhook-id; a body HMAC and a token sign none, so a delivery id beside
+// them proves nothing).
+func (a *auth) check(r *http.Request, body []byte, now time.Time) (msg string, signedID bool) {
 	if a.none() {
-		return ""
+		return "", false
 	}
 	var msgs []string
 	if a.sw != nil {
 		err := a.checkStandard(r.Header, body, now)
 		if err == "" {
-			return ""
+			return "", true
 		}
 		msgs = append(msgs, err)
 	}
 	if a.hmac != nil {
 		err := a.checkHMAC(r.Header, body)
 		if err == "" {
-			return ""
+			return "", false
 		}
 		msgs = append(msgs, err)
 	}
 	if a.token != nil {
 		if a.checkToken(r) {
-			return ""
+			return "", false
 		}
 		msgs = append(msgs, "missing or wrong token: send Authorization: Bearer <"+a.label+".token> or ?token=")
 	}
-	return strings.Join(msgs, "; or ")
+	return strings.Join(msgs, "; or "), false
 }
 
 // precheck is the part of check that needs no body: a request none of

@@ -178,7 +178,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 	if err != nil {
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())
 	}
-	id := event.BuildStatusID(b.BuildID, b.Status)
+	id := in.o.IDs.BuildStatusID(b.BuildID, b.Status)
 	at := b.UpdatedAt
 	if at.IsZero() {
 		at = now
@@ -285,7 +285,7 @@ func (in *Ingest) cakeworkBuild(ctx context.Context, body []byte, pathStatus, de
 // webhook recently (before the poller recorded it).
 func (in *Ingest) finishedByWebhook(tx *state.AcceptTx, buildID string, now time.Time) bool {
 	for _, st := range []string{statusSucceeded, statusFailed} {
-		if tx.ChangeAnnounced(event.BuildStatusID(buildID, st), now) {
+		if tx.ChangeAnnounced(in.o.IDs.BuildStatusID(buildID, st), now) {
 			return true
 		}
 	}
@@ -333,7 +333,7 @@ func (in *Ingest) genericWebhook(ctx context.Context, rc *receiver, body []byte,
 		return fail(http.StatusBadRequest, outBadRequest, "the body is not valid JSON")
 	}
 	body = bytes.TrimSpace(body)
-	id := event.WebhookID(rc.name, deliveryID, body)
+	id := in.o.IDs.WebhookID(rc.name, deliveryID, body)
 	ev, err := event.NewWebhook(rc.name, id, now, body)
 	if err != nil {
 		return fail(http.StatusBadRequest, outBadRequest, err.Error())

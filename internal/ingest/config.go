@@ -105,7 +105,7 @@ func (c Config) Validate(v *confcheck.Checker) {
 		case r.Name == CakeworkReceiver:
 			w.Add("name", `"cakework" is the Cakework receiver; configure it under ingest.cakework`)
 		case names[r.Name] != "":
-			w.Add("name", fmt.Sprintf("%q is already used by %s", r.Name, names[r.Name]))
+			w.Add("name", fmt.Sprintf("%s is already used by %s", confcheck.Echo(r.Name, false), names[r.Name]))
 		default:
 			names[r.Name] = w.Path("")
 		}
@@ -117,7 +117,7 @@ func (c Config) Validate(v *confcheck.Checker) {
 			if h.Header == "" {
 				w.Add("hmac.header", "required: the request header that carries the signature (like X-Hub-Signature-256)")
 			} else if !confcheck.IsHeaderName(h.Header) {
-				w.Add("hmac.header", fmt.Sprintf("%q is not an HTTP header name", h.Header))
+				w.Add("hmac.header", fmt.Sprintf("%s is not an HTTP header name", confcheck.Echo(h.Header, false)))
 			}
 			if h.Secret == "" {
 				w.Add("hmac.secret", "required")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
+	"github.com/cakework-relay/cakework-relay/internal/logtest"
 	"github.com/cakework-relay/cakework-relay/internal/outbox"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -55,6 +57,8 @@ type env struct {
 	maxQueued int
 	// noPoller builds ingest as when no poller runs (no API key).
 	noPoller bool
+	log      *slog.Logger
+	rec      *logtest.Recorder
 }
 
 func defaultIngestConfig() ingest.Config {
@@ -81,10 +85,13 @@ func (e *env) open() {
 		t.Fatal(err)
 	}
 	e.store = st
+	if e.rec == nil {
+		e.log, e.rec = logtest.New()
+	}
 	e.reg = prometheus.NewRegistry()
 	in, err := ingest.New(ingest.Options{
 		Config: e.cfg, MaxBodyBytes: e.max, MaxBodyBytesInFlight: e.inFlight, SubjectPrefix: "cakework",
-		Store: st, Clock: e.clock, Registerer: e.reg,
+		Store: st, Clock: e.clock, Registerer: e.reg, Logger: e.log,
 		WatchBuilds:      !e.noPoller, // as when the poller runs
 		MaxQueuedWatches: e.maxQueued,
 	})
@@ -229,11 +236,20 @@ type resp struct {
 	body       map[string]any
 	retryAfter string
 	raw        string
+	// log is what the relay logged while answering (env.do only).
+	log string
 }
 
 func (e *env) do(r req) resp {
 	e.t.Helper()
-	return doReq(e.t, e.srv.URL, r, e.clock.Now())
+	n := len(e.rec.Records())
+	out := doReq(e.t, e.srv.URL, r, e.clock.Now())
+	var lines []string
+	for _, rec := range e.rec.Records()[n:] {
+		lines = append(lines, rec.Msg)
+	}
+	out.log = strings.Join(lines, "\n")
+	return out
 }
 
 func doReq(t testing.TB, base string, r req, now time.Time) resp {
@@ -323,6 +339,16 @@ func wantErr(t *testing.T, r resp, status int, contains string) {
 	msg, _ := r.body["error"].(string)
 	if msg == "" || len(r.body) != 1 {
 		t.Fatalf("error body %s, want {\"error\": ...}", r.raw)
+	}
+	if status == http.StatusUnauthorized {
+		// Unauthenticated callers learn nothing: the reason is logged.
+		if !strings.HasPrefix(msg, "unauthorized: ") {
+			t.Fatalf("401 error %q is not the generic one", msg)
+		}
+		if contains != "" && !strings.Contains(r.log, contains) {
+			t.Fatalf("the log %q does not mention %q", r.log, contains)
+		}
+		return
 	}
 	if contains != "" && !bytes.Contains([]byte(msg), []byte(contains)) {
 		t.Fatalf("error %q does not mention %q", msg, contains)

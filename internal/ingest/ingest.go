@@ -16,6 +16,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/confcheck"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -49,10 +50,12 @@ type Options struct {
 	// Retry-After before its body is read. Default 32 MiB.
 	MaxBodyBytesInFlight int64
 	SubjectPrefix        string
-	Store                Store
-	Clock                clock.Clock
-	Logger               *slog.Logger
-	Registerer           prometheus.Registerer
+	// IDs derives event ids (zero: the legacy unkeyed scheme).
+	IDs        event.IDs
+	Store      Store
+	Clock      clock.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// WatchBuilds queues a poller watch for every build seen by webhook. Set
 	// it when the poller runs; without one nothing would empty the queue.
 	WatchBuilds bool
@@ -100,6 +103,7 @@ type Ingest struct {
 	cakework *receiver
 	generic  []*receiver
 	unknown  *receiver
+	busyLog  everyMinute
 	metrics  *metrics
 	bufs     sync.Pool
 	inFlight bodyBudget
@@ -107,7 +111,8 @@ type Ingest struct {
 
 // receiver is one webhook endpoint's settings and metrics.
 type receiver struct {
-	name string
+	name    string
+	authLog everyMinute
 	// off, when set, is why the receiver answers 503 to everything.
 	off  string
 	auth *auth
@@ -236,6 +241,30 @@ type Router interface {
 	Router() *mux.Router
 }
 
+// The answers to requests not yet authenticated: the same for every
+// receiver name, known or not, whatever the relay's state.
+const (
+	msgUnauthorized = "unauthorized: the signature or token is missing or wrong for this receiver (the relay's log says which)"
+	msgBusy         = "the relay cannot accept webhooks right now; retry later"
+)
+
+// everyMinute runs f at most once a minute.
+type everyMinute struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (e *everyMinute) Do(now time.Time, f func()) {
+	e.mu.Lock()
+	if !e.last.IsZero() && now.Sub(e.last) < time.Minute && now.Sub(e.last) > -time.Minute {
+		e.mu.Unlock()
+		return
+	}
+	e.last = now
+	e.mu.Unlock()
+	f()
+}
+
 // answer is the outcome of one request, before it is written.
 type answer struct {
 	status     int
@@ -262,9 +291,10 @@ func (in *Ingest) serve(w http.ResponseWriter, r *http.Request, rc *receiver, pa
 }
 
 func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[]byte) answer {
-	if rc == in.unknown {
-		return fail(http.StatusNotFound, outNotFound, fmt.Sprintf("no webhook receiver at %s; add one under ingest.webhooks, or use /webhooks/cakework", r.URL.Path))
-	}
+	// Before auth nothing is said about the relay's state or its
+	// receivers: an unknown name goes through the same checks as a known
+	// one and ends in the same 401; a failing state store or a full outbox
+	// gets the same generic 503 (the log has the details).
 	if rc.off != "" {
 		a := fail(http.StatusServiceUnavailable, outOff, rc.off)
 		a.retryAfter = retryOff
@@ -272,11 +302,16 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 	}
 	// Refuse early and cheaply under backpressure: no body read, no tx.
 	if err := in.store.Ready(); err != nil {
-		return in.unavailable(err)
+		a := in.unavailable(err)
+		a.msg = msgBusy
+		return a
 	}
 	if d := in.store.OutboxDepth(); d >= in.limit {
-		a := fail(http.StatusServiceUnavailable, outUnavailable,
-			fmt.Sprintf("the outbox is full (%d events waiting for the bus, ingest.outbox_limit %d); retry later", d, in.limit))
+		in.busyLog.Do(in.clock.Now(), func() {
+			in.log.Warn("webhooks refused: the outbox is full; the bus is down or slow (raise ingest.outbox_limit to buffer more)",
+				"depth", d, "outbox_limit", in.limit)
+		})
+		a := fail(http.StatusServiceUnavailable, outUnavailable, msgBusy)
 		a.retryAfter = retryOutboxFull
 		return a
 	}
@@ -291,7 +326,7 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 	// Headers, timestamp and token before the body: a forged flood costs
 	// no body bytes.
 	if msg := rc.auth.precheck(r, now); msg != "" {
-		return fail(http.StatusUnauthorized, outUnauthorized, msg)
+		return in.refuseAuth(rc, msg, now)
 	}
 	// Reserve the body's bytes (the most it may be when its length is not
 	// declared) in the budget shared by all requests.
@@ -320,8 +355,13 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 		}
 		return fail(http.StatusBadRequest, outBadRequest, "could not read the request body: "+err.Error())
 	}
-	if msg := rc.auth.check(r, body, now); msg != "" {
-		return fail(http.StatusUnauthorized, outUnauthorized, msg)
+	if rc == in.unknown {
+		in.log.Debug("webhook refused: no receiver at this path; add one under ingest.webhooks", "path", clip(r.URL.Path))
+		return fail(http.StatusUnauthorized, outNotFound, msgUnauthorized)
+	}
+	msg, signedID := rc.auth.check(r, body, now)
+	if msg != "" {
+		return in.refuseAuth(rc, msg, now)
 	}
 	if len(body) == 0 {
 		return fail(http.StatusBadRequest, outBadRequest, "the body is empty; send a JSON object")
@@ -335,6 +375,12 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 	}
 	if rc == in.cakework {
 		return in.cakeworkBuild(r.Context(), body, pathStatus, deliveryID, now)
+	}
+	if !signedID && !rc.auth.none() {
+		// A delivery id the signature does not cover can be changed by
+		// whoever replays the request: dedup on the body instead, for
+		// seen_ttl (event.WebhookID of no delivery id is the body's hash).
+		deliveryID = ""
 	}
 	return in.genericWebhook(r.Context(), rc, body, deliveryID, now)
 }
@@ -473,4 +519,16 @@ func clip(s string) string {
 		return s[:64] + "..."
 	}
 	return s
+}
+
+// refuseAuth answers a request whose auth failed with the generic 401. The
+// reason (which header, which config key) is for the operator, not for
+// whoever sent the request: it goes to the log, at debug level every time
+// and at WARN at most once a minute a receiver.
+func (in *Ingest) refuseAuth(rc *receiver, msg string, now time.Time) answer {
+	in.log.Debug("webhook refused: "+msg, "receiver", rc.name)
+	rc.authLog.Do(now, func() {
+		in.log.Warn("webhooks refused: "+msg, "receiver", rc.name, "note", "logged at most once a minute a receiver; every refusal at debug level")
+	})
+	return fail(http.StatusUnauthorized, outUnauthorized, msgUnauthorized)
 }

@@ -172,7 +172,7 @@ func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
 			if at.IsZero() {
 				at = now
 			}
-			id := event.BuildStatusID(b.BuildID, b.Status)
+			id := p.o.IDs.BuildStatusID(b.BuildID, b.Status)
 			// A change a webhook announced is recorded, not announced again
 			// (JetStream's dedup window may have passed).
 			if !tx.ChangeAnnounced(id, now) {
@@ -203,7 +203,7 @@ func (p *Poller) applyBuild(ctx context.Context, b cakework.Build) error {
 			if now.Sub(origin) >= stuckAfter {
 				sb := b
 				sb.Status = next.Status
-				evs = append(evs, ev{"stuck", event.BuildStatusID(b.BuildID, "stuck"), now,
+				evs = append(evs, ev{"stuck", p.o.IDs.BuildStatusID(b.BuildID, "stuck"), now,
 					buildData{Build: sb, ObservedBy: ObservedBy, StuckAfter: stuckAfter.String()}})
 				next.StuckEmitted, changed = true, true
 			}

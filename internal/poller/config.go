@@ -91,7 +91,17 @@ func (c Config) Validate(v *confcheck.Checker) {
 
 func checkSchedule(v *confcheck.Checker, key, spec string) {
 	if _, err := ParseSchedule(spec); err != nil {
-		v.Add(key, fmt.Sprintf(`%s is not a schedule (%v); use "@every 15s" or a cron expression like "*/5 * * * *"`, confcheck.Echo(spec, false), err))
+		why := err.Error()
+		if !confcheck.Shown(spec) {
+			// The parser quotes the value's fields: not a long one's.
+			for _, f := range strings.Fields(spec) {
+				if len(f) >= 8 {
+					why = strings.ReplaceAll(why, f, "...")
+				}
+			}
+		}
+		why = " (" + why + ")"
+		v.Add(key, fmt.Sprintf(`%s is not a schedule%s; use "@every 15s" or a cron expression like "*/5 * * * *"`, confcheck.Echo(spec, false), why))
 	}
 }
 

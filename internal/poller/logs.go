@@ -532,7 +532,7 @@ func (p *Poller) logEvents(s stream, lines []emitted) ([]preparedEvent, error) {
 			end++
 		}
 		first := lines[start]
-		id := event.LogBatchID(s.kind, s.id, first.line.Timestamp, first.before)
+		id := p.o.IDs.LogBatchID(s.kind, s.id, first.line.Timestamp, first.before)
 		ev, err := event.New(s.kind, s.id, "log", id, lines[end-1].line.Time(),
 			map[string]any{dataKey: s.id, "lines": batch})
 		if err != nil {

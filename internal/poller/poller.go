@@ -19,6 +19,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -55,6 +56,8 @@ type Options struct {
 	Cakework cakework.Options
 	// SubjectPrefix is bus.subject_prefix ("cakework" when empty).
 	SubjectPrefix string
+	// IDs derives event ids (zero: the legacy unkeyed scheme).
+	IDs event.IDs
 	// Store keeps the poller's knowledge (StateStore: the relay's bbolt).
 	Store Store
 	// NATS, when set, serves relay.watch.build and relay.unwatch.build

@@ -261,7 +261,7 @@ func (p *Poller) applyVMChanges(ctx context.Context, changes []vmChange, base ba
 			if !c.emit {
 				continue
 			}
-			id := event.VMStateID(c.vm.ID, c.vm.State, c.vm.UpdatedAt)
+			id := p.o.IDs.VMStateID(c.vm.ID, c.vm.State, c.vm.UpdatedAt)
 			ev, err := event.New(event.KindVM, c.vm.ID, c.vm.State, id, c.at,
 				vmData{VM: c.vm, PreviousState: c.prev, ObservedBy: ObservedBy})
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go"
 
+	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/health"
 	"github.com/cakework-relay/cakework-relay/internal/httpapi"
@@ -252,9 +253,9 @@ func (p *Poller) natsWatch(ctx context.Context, id string) error {
 }
 
 // natsUnwatch serves relay.unwatch.build. It removes only a watch made
-// over NATS: the bus has no per-client credentials yet, so any local
-// process could otherwise silence a build a webhook or the admin API asked
-// to follow. The answer is the same whether the build is not watched or
+// over NATS: whoever holds bus.embedded.control_token (or, on an external
+// NATS, may publish there) must not silence a build a webhook or the admin
+// API asked to follow. The answer is the same whether the build is not watched or
 // watched from elsewhere, so it does not tell which builds are watched.
 func (p *Poller) natsUnwatch(ctx context.Context, id string) error {
 	removed, err := p.unwatch(ctx, state.KindBuild, id, SourceNATS)
@@ -268,6 +269,9 @@ func (p *Poller) natsUnwatch(ctx context.Context, id string) error {
 // {"id": "<build id>"}, reply {"ok": true} or {"error": "..."}.
 func natsBuildRequest(do func(ctx context.Context, id string) error) nats.MsgHandler {
 	return func(m *nats.Msg) {
+		if !bus.FromClient(m) {
+			return // the stream delivered to this subject by a consumer
+		}
 		reply := func(v any) {
 			if m.Reply == "" {
 				return

@@ -75,7 +75,7 @@ func (s *Sender) Post(ctx context.Context, url, msgID string, body []byte) (Answ
 // GenericEventID is the event id the relay gives a generic webhook with
 // delivery id msgID (see event.WebhookID).
 func GenericEventID(msgID string, body []byte) string {
-	return event.WebhookID(GenericReceiver, msgID, body)
+	return IDs.WebhookID(GenericReceiver, msgID, body)
 }
 
 // StreamMsg is one message read back from JetStream.

@@ -3,6 +3,7 @@ package reliability
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
 // Secrets used by every harness run. They are test values.
@@ -19,6 +23,9 @@ const (
 	CallbackSecret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 	APIKey         = "sim-key"
 	AdminToken     = "admin-token"
+	// NATSToken is bus.embedded.token: the harness reads the stream as
+	// the subscriber.
+	NATSToken = "harness-subscriber-token"
 	// GenericReceiver is the generic webhook receiver (Standard Webhooks
 	// auth) the load goes to: its events do not make the poller watch
 	// anything, so the webhook rate does not turn into API calls.
@@ -81,7 +88,7 @@ func (c RelayConfig) YAML() string {
 	if c.BusURL != "" {
 		fmt.Fprintf(&b, "  url: %q\n", c.BusURL)
 	} else {
-		fmt.Fprintf(&b, "  embedded: {listen: %q}\n", c.EmbeddedAddr)
+		fmt.Fprintf(&b, "  embedded: {listen: %q, token: %q}\n", c.EmbeddedAddr, NATSToken)
 	}
 	if c.Replicas > 0 {
 		fmt.Fprintf(&b, "  replicas: %d\n", c.Replicas)
@@ -167,10 +174,14 @@ type Relay struct {
 	Env []string
 }
 
-// NewRelay writes the config file into dir.
+// NewRelay writes the config file into dir, and the install key (InstallKey)
+// into the data_dir, so the harness knows the relay's event ids (IDs).
 func NewRelay(bin, dir string, cfg RelayConfig) (*Relay, error) {
 	p := filepath.Join(dir, "relay.yaml")
 	if err := os.WriteFile(p, []byte(cfg.YAML()), 0o600); err != nil {
+		return nil, err
+	}
+	if err := PrepareDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	return &Relay{Bin: bin, Cfg: cfg, CfgPath: p}, nil
@@ -194,12 +205,33 @@ func (r *Relay) Start() error {
 // URL is a URL on the relay's HTTP server.
 func (r *Relay) URL(path string) string { return "http://" + r.Cfg.HTTPAddr + path }
 
+// InstallKey is the install key of every relay the harness starts; IDs
+// derives their event ids.
+var InstallKey = []byte("reliability harness install key!")
+
+// PrepareDataDir puts InstallKey into a relay's data_dir (unless it has
+// one), so IDs are its event ids.
+func PrepareDataDir(dataDir string) error {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return err
+	}
+	kp := filepath.Join(dataDir, "install-key")
+	if _, err := os.Stat(kp); os.IsNotExist(err) {
+		return os.WriteFile(kp, []byte(hex.EncodeToString(InstallKey)+"\n"), 0o600)
+	}
+	return nil
+}
+
+// IDs are the event ids of the relays the harness starts (fresh data_dirs:
+// keyed ids).
+var IDs = event.KeyedIDs(InstallKey)
+
 // NATSURL is where the relay's events can be read.
 func (r *Relay) NATSURL() string {
 	if r.Cfg.BusURL != "" {
 		return r.Cfg.BusURL
 	}
-	return "nats://" + r.Cfg.EmbeddedAddr
+	return "nats://" + bus.UserSubscriber + ":" + NATSToken + "@" + r.Cfg.EmbeddedAddr
 }
 
 // Ready fetches /readyz: its status and body.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/cakework"
 	"github.com/cakework-relay/cakework-relay/internal/cakework/cakeworksim"
-	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
 // World is the outside of a relay under test: a Cakework simulator whose
@@ -169,7 +168,7 @@ func (w *World) NewHooks(relayURL string, n, buildEvery int) {
 			h.url = relayURL + "/webhooks/cakework"
 			h.msgID = "msg_" + id
 			h.body = fmt.Appendf(nil, `{"buildId":%q,"imageId":%q}`, id, b.ImageID)
-			h.eventID = event.BuildStatusID(id, cakework.BuildSucceeded)
+			h.eventID = IDs.BuildStatusID(id, cakework.BuildSucceeded)
 			h.build = id
 		} else {
 			h.url = relayURL + "/webhooks/" + GenericReceiver

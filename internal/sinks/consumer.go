@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,10 +37,21 @@ type consumer struct {
 	log     *slog.Logger
 	filter  event.Filter
 	ackWait time.Duration
+	// verify says whether the relay published a message; dropped is
+	// told of each it did not (they are terminated, never delivered).
+	verify  func(jetstream.Msg, uint64) error
+	dropped func(subject string, seq uint64)
 
+	// iter is replaced when the consumer was deleted under the relay
+	// (reopen); mu guards it against drain and close.
+	mu       sync.Mutex
+	iter     jetstream.MessagesContext
+	draining bool
+	reopen   func() (jetstream.MessagesContext, error)
+	floor    *ackFloor
+	gate     *startGate // only the dispatch loop touches it
+	// durable is the consumer as last opened (for its lag in the status).
 	durable jetstream.Consumer
-	iter    jetstream.MessagesContext
-	gate    *startGate // only the dispatch loop touches it
 
 	// pin follows which member the fleet's consumer is pinned to (nil
 	// for a single relay).
@@ -53,20 +65,41 @@ type consumer struct {
 
 // openConsumer creates or updates the durable consumer of sink o.Name and
 // starts pulling (but dispatches nothing until run).
-func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slog.Logger) (*consumer, error) {
-	cons, err := o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
-		Durable:        DurableName(o.Name),
-		FilterSubjects: filter.Subjects(o.Bus.SubjectPrefix()),
-		AckWait:        o.AckWait,
-		MaxAckPending:  o.MaxAckPending,
-		DeliverAll:     o.DeliverAll,
-		PinnedGroup:    pinnedGroupOf(o),
-		PinnedTTL:      o.PinnedTTL,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sink %s: %w", o.Name, err)
+func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slog.Logger, dropped func(string, uint64)) (*consumer, error) {
+	floor := &ackFloor{store: o.Store, sink: o.Name, log: log}
+	existed := floor.load()
+	ensure := func(ctx context.Context) (jetstream.Consumer, error) {
+		cons, err := o.Bus.EnsureConsumer(ctx, bus.ConsumerOptions{
+			Durable:        DurableName(o.Name),
+			FilterSubjects: filter.Subjects(o.Bus.SubjectPrefix()),
+			AckWait:        o.AckWait,
+			MaxAckPending:  o.MaxAckPending,
+			DeliverAll:     o.DeliverAll,
+			AckedUpTo:      floor.get(),
+			Existed:        existed,
+			PinnedGroup:    pinnedGroupOf(o),
+			PinnedTTL:      o.PinnedTTL,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", o.Name, err)
+		}
+		existed = true
+		floor.setConsumer(cons)
+		floor.observe(cons.CachedInfo().AckFloor.Stream)
+		return cons, nil
 	}
-	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, durable: cons, held: heldSet{m: map[*item]struct{}{}}}
+	cons, err := ensure(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stream := o.Bus.Stream()
+	c := &consumer{log: log, filter: filter, ackWait: o.AckWait, held: heldSet{m: map[*item]struct{}{}},
+		verify: func(m jetstream.Msg, seq uint64) error {
+			return o.Bus.Verify(stream, seq, m.Subject(), m.Headers(), m.Data())
+		},
+		dropped: dropped,
+		durable: cons,
+	}
 	pullOpts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(o.MaxAckPending, 256))}
 	if o.Member != "" {
 		// A fleet member: the previous run's unacked messages may be
@@ -86,11 +119,32 @@ func openConsumer(ctx context.Context, o *Options, filter event.Filter, log *slo
 		log.Info("sink: waiting for unacknowledged events of the previous run before newer ones",
 			"pending", info.NumAckPending, "at_most", o.AckWait+5*time.Second)
 	}
-	iter, err := cons.Messages(pullOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("sink %s: pull: %w", o.Name, err)
+	pull := func(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
+		iter, err := cons.Messages(pullOpts...)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: pull: %w", o.Name, err)
+		}
+		return iter, nil
 	}
-	c.iter = iter
+	if c.iter, err = pull(cons); err != nil {
+		return nil, err
+	}
+	c.floor = floor
+	c.reopen = func() (jetstream.MessagesContext, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cons, err := ensure(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.durable = cons
+		c.mu.Unlock()
+		if c.pin != nil {
+			c.pin.setConsumer(cons)
+		}
+		return pull(cons)
+	}
 	return c, nil
 }
 
@@ -145,11 +199,21 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 			msg, err = c.iter.Next()
 		}
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if c.isDraining() {
 				if c.gate != nil {
 					c.openGate(pass)
 				}
 				return
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+				errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// Not stopped by the relay: the consumer (or the stream) was
+				// deleted, or the server lost it. Pull again from a consumer
+				// that exists, re-created after the last acked sequence.
+				if !c.reopenIter(err, stop) {
+					return
+				}
+				continue
 			}
 			if c.gate != nil && (time.Now().After(c.gate.deadline) || (c.pin != nil && errors.Is(err, nats.ErrTimeout))) {
 				continue
@@ -174,6 +238,17 @@ func (c *consumer) dispatch(stop <-chan struct{}, push func(*item) bool) {
 			if g := c.pin.changed(msg, c.held.len()); g != nil {
 				c.gate = g
 			}
+		}
+		if c.verify(msg, it.seq) != nil {
+			// Not the relay's own: never delivered, never signed by a sink.
+			_ = msg.Term()
+			c.dropped(msg.Subject(), it.seq)
+			if g := c.gate; g != nil && it.seq <= g.last {
+				if g.seen++; g.seen >= g.pending {
+					c.openGate(pass)
+				}
+			}
+			continue
 		}
 		it.ev, it.decodeErr = event.Decode(msg.Data())
 		if it.decodeErr == nil && !c.filter.Match(it.ev.ShortType()) {
@@ -219,7 +294,46 @@ func (c *consumer) openGate(pass func(*item)) {
 
 // drain stops pulling; run ends once the messages already pulled are
 // dispatched.
-func (c *consumer) drain() { c.iter.Drain() }
+func (c *consumer) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.draining = true
+	c.iter.Drain()
+}
+
+func (c *consumer) isDraining() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.draining
+}
+
+// reopenIter replaces the iterator after it ended on its own, retrying
+// every second until it works or stop (false).
+func (c *consumer) reopenIter(cause error, stop <-chan struct{}) bool {
+	c.log.Warn("sink: the consumer stopped delivering; opening it again", "err", cause)
+	for {
+		// First wait: a server that just deleted the consumer removes its
+		// files after answering, and would remove a new one's with them.
+		select {
+		case <-time.After(time.Second):
+		case <-stop:
+			return false
+		}
+		iter, err := c.reopen()
+		if err == nil {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			old := c.iter
+			c.iter = iter
+			if c.draining {
+				iter.Drain()
+			}
+			old.Stop()
+			return true
+		}
+		c.log.Warn("sink: cannot open the consumer again yet", "err", err)
+	}
+}
 
 // release forgets a held item: it was acked, or is being handed back.
 func (c *consumer) release(it *item) { c.held.remove(it) }
@@ -228,13 +342,6 @@ func (c *consumer) release(it *item) { c.held.remove(it) }
 func (c *consumer) handBack(it *item) {
 	c.release(it)
 	c.back.add(it.msg)
-}
-
-// giveBack releases it and naks it now: a fleet member that lost its pin
-// returns what it has not sent, for the pinned member to send in order.
-func (c *consumer) giveBack(it *item) {
-	c.release(it)
-	nakNow(it.msg)
 }
 
 // inFlight is how many messages are held.
@@ -247,7 +354,10 @@ func (c *consumer) close() {
 	if c.keepDone != nil {
 		close(c.keepDone)
 	}
+	c.floor.save()
+	c.mu.Lock()
 	c.iter.Stop()
+	c.mu.Unlock()
 }
 
 // keepAlive tells the server that held messages (queued behind a lane's
@@ -265,5 +375,20 @@ func (c *consumer) keepAlive() {
 		for _, m := range c.held.msgs() {
 			_ = m.InProgress()
 		}
+		c.floor.save()
 	}
+}
+
+// giveBack releases it and naks it now: a fleet member that lost its pin
+// returns what it has not sent, for the pinned member to send in order.
+func (c *consumer) giveBack(it *item) {
+	c.release(it)
+	nakNow(it.msg)
+}
+
+// current is the durable consumer as last opened.
+func (c *consumer) current() jetstream.Consumer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.durable
 }

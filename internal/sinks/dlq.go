@@ -204,11 +204,15 @@ func ListDLQ(ctx context.Context, b *bus.Bus, sink string, limit int) ([]DeadLet
 		if err != nil {
 			return out, false, fmt.Errorf("read dead letter after %d: %w", seq, err)
 		}
+		seq = m.Sequence + 1
+		if b.Verify(b.DLQStream(), m.Sequence, m.Subject, m.Header, m.Data) != nil {
+			// Not written by this relay: not a dead letter of ours.
+			continue
+		}
 		if len(out) == limit {
 			return out, true, nil
 		}
 		out = append(out, deadLetterFrom(m))
-		seq = m.Sequence + 1
 	}
 }
 
@@ -224,6 +228,9 @@ func getDLQ(ctx context.Context, b *bus.Bus, id uint64) (jetstream.Stream, *jets
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dead letter %d: %w", id, err)
+	}
+	if err := b.Verify(b.DLQStream(), m.Sequence, m.Subject, m.Header, m.Data); err != nil {
+		return nil, nil, fmt.Errorf("dead letter %d: %w", id, ErrDLQNotFound)
 	}
 	return stream, m, nil
 }

@@ -11,6 +11,7 @@ type Metrics struct {
 	dlq       *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	disabled  *prometheus.GaugeVec
+	forged    *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them on reg (nil: not
@@ -36,9 +37,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		disabled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_sink_disabled", Help: "1 while a sink is disabled (its target answered 410 Gone).",
 		}, []string{"sink"}),
+		forged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_sink_unverified_total", Help: "Messages on the stream the relay did not publish (no valid Relay-Mac): dropped, never delivered.",
+		}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.delivered, m.failed, m.retried, m.dlq, m.duration, m.disabled)
+		reg.MustRegister(m.delivered, m.failed, m.retried, m.dlq, m.duration, m.disabled, m.forged)
 	}
 	return m
 }
@@ -48,6 +52,7 @@ type sinkMetrics struct {
 	delivered, failed, retried, dlq prometheus.Counter
 	duration                        prometheus.Observer
 	disabled                        prometheus.Gauge
+	unverified                      prometheus.Counter
 }
 
 func (m *Metrics) forSink(name string) sinkMetrics {
@@ -58,5 +63,7 @@ func (m *Metrics) forSink(name string) sinkMetrics {
 		dlq:       m.dlq.WithLabelValues(name),
 		duration:  m.duration.WithLabelValues(name),
 		disabled:  m.disabled.WithLabelValues(name),
+
+		unverified: m.forged.WithLabelValues(name),
 	}
 }

@@ -42,7 +42,8 @@ func pullExpiry(ttl time.Duration) time.Duration { return max(ttl/3, time.Second
 // are held until they did (a start gate, as after a restart), or until
 // the previous holder acked them all (it was frozen and thawed).
 type pinWatch struct {
-	cons    jetstream.Consumer
+	consMu  sync.Mutex
+	cons    jetstream.Consumer // replaced when the consumer is re-created
 	ackWait time.Duration
 	onPin   func(pin string)
 
@@ -73,7 +74,7 @@ func (p *pinWatch) changed(msg jetstream.Msg, held int) *startGate {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	info, err := p.cons.Info(ctx)
+	info, err := p.consumer().Info(ctx)
 	if err != nil || info.NumAckPending <= held+1 {
 		// Nobody else holds anything (or the server cannot say: the
 		// deadline would be all a gate gives then).
@@ -101,7 +102,7 @@ func (p *pinWatch) othersDone(held int) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	info, err := p.cons.Info(ctx)
+	info, err := p.consumer().Info(ctx)
 	return err == nil && info.NumAckPending <= held
 }
 
@@ -150,7 +151,7 @@ func (p *pinWatch) serverPin() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	p.infoPin, p.infoErr = "", nil
-	info, err := p.cons.Info(ctx)
+	info, err := p.consumer().Info(ctx)
 	if err != nil {
 		p.infoErr = err
 		return "", err
@@ -217,4 +218,17 @@ func (r *Runner) activeMember() string {
 		return rec.Member
 	}
 	return ""
+}
+
+// setConsumer replaces the consumer (re-created after a delete).
+func (p *pinWatch) setConsumer(c jetstream.Consumer) {
+	p.consMu.Lock()
+	p.cons = c
+	p.consMu.Unlock()
+}
+
+func (p *pinWatch) consumer() jetstream.Consumer {
+	p.consMu.Lock()
+	defer p.consMu.Unlock()
+	return p.cons
 }

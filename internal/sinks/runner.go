@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
@@ -129,8 +127,8 @@ type Runner struct {
 	replays *replays
 	cons    *consumer // set by Start
 	lanes   *lanes    // set by Start
-	// durable is the JetStream consumer (a jetstream.Consumer), set by
-	// Start, for the lag in Status.
+	// durable is cons (a *consumer) once Start set it, read by Status for
+	// the lag without racing Start.
 	durable atomic.Value
 
 	stopCtx     context.Context // cancelled when Stop begins
@@ -202,11 +200,11 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("sink %s: connect: %w", r.o.Name, err)
 		}
 	}
-	r.cons, err = openConsumer(ctx, &r.o, r.filter, r.log)
+	r.cons, err = openConsumer(ctx, &r.o, r.filter, r.log, r.stats.Unverified)
 	if err != nil {
 		return err
 	}
-	r.durable.Store(r.cons.durable)
+	r.durable.Store(r.cons)
 	r.lanes = startLanes(r.o.Concurrency, r.stopCtx.Done(), r.process, r.cons.handBack)
 	r.cons.run(r.stopCtx.Done(), r.lanes.push)
 	r.log.Info("sink started", "events", r.o.Events, "concurrency", r.o.Concurrency, "max_attempts", r.o.Retry.MaxAttempts)
@@ -318,11 +316,11 @@ func (r *Runner) Status() Status {
 	if r.o.Member != "" {
 		s.ActiveMember = r.activeMember()
 	}
-	if c, ok := r.durable.Load().(jetstream.Consumer); ok {
+	if c, ok := r.durable.Load().(*consumer); ok && c.current() != nil {
 		// One request to the server; bounded so a stuck bus cannot hang
 		// GET /v1/status.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if info, err := c.Info(ctx); err == nil {
+		if info, err := c.current().Info(ctx); err == nil {
 			n := info.NumPending + uint64(info.NumAckPending)
 			s.Pending = &n
 		}

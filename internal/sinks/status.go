@@ -55,8 +55,28 @@ type tracker struct {
 
 	mu                                       sync.Mutex
 	delivered, failed, retried, deadLettered uint64
+	unverified, unverifiedLogged             uint64
+	unverifiedWarnAt                         time.Time
 	lastErr                                  string
 	lastErrAt                                time.Time
+}
+
+// Unverified counts a message the relay did not publish, dropped
+// undelivered, and WARNs at most once a minute with how many since.
+func (t *tracker) Unverified(subject string, seq uint64) {
+	t.m.unverified.Inc()
+	now := t.clock.Now()
+	t.mu.Lock()
+	t.unverified++
+	if !t.unverifiedWarnAt.IsZero() && now.Sub(t.unverifiedWarnAt) < time.Minute {
+		t.mu.Unlock()
+		return
+	}
+	n := t.unverified - t.unverifiedLogged
+	t.unverifiedLogged, t.unverifiedWarnAt = t.unverified, now
+	t.mu.Unlock()
+	t.log.Warn("sink: dropped messages the relay did not publish (no valid "+bus.HdrMAC+"); something else publishes into the stream",
+		"count", n, "last_subject", subject, "last_seq", seq)
 }
 
 func (t *tracker) Sent(took time.Duration) { t.m.duration.Observe(took.Seconds()) }

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/reliability"
 )
@@ -138,11 +139,14 @@ log: {level: warn}
 http:
   listen: %s
 bus:
-  embedded: {listen: %s}
+  embedded: {listen: %s, token: %s}
 ingest:
   cakework:
     secret: %s
-`, filepath.Join(dir, "data"), httpAddr, natsAddr, secret)
+`, filepath.Join(dir, "data"), httpAddr, natsAddr, reliability.NATSToken, secret)
+	if err := reliability.PrepareDataDir(filepath.Join(dir, "data")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +244,7 @@ ingest:
 	t.Logf("phase 2: retried; %d answered duplicate (committed before the kill or resent after an ack)", dups)
 
 	// Every webhook on the stream exactly once.
-	nc, err := nats.Connect("nats://" + natsAddr)
+	nc, err := nats.Connect("nats://"+natsAddr, nats.UserInfo(bus.UserSubscriber, reliability.NATSToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +281,7 @@ ingest:
 	}
 	want := map[string]int{}
 	for i := range hooks {
-		want[event.BuildStatusID(hooks[i].buildID, "succeeded")] = i
+		want[reliability.IDs.BuildStatusID(hooks[i].buildID, "succeeded")] = i
 	}
 	count := map[string]int{}
 	for n := uint64(0); n < info.State.Msgs; n++ {

@@ -229,6 +229,9 @@ func (e *Env) open(t testing.TB) {
 	b, err := bus.Open(context.Background(), bus.Options{
 		StoreDir: bus.StoreDir(e.Dir), SubjectPrefix: "cakework", Stream: "CAKEWORK",
 		DuplicateWindow: time.Minute, MaxAge: time.Hour,
+		// One key across reopens: a restarted relay verifies what it
+		// published before.
+		MACKey: []byte("sinktest install key"),
 	})
 	if err != nil {
 		t.Fatal(err)

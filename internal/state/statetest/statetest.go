@@ -42,7 +42,8 @@ func CopyDir(t testing.TB, src, dst string) {
 			return err
 		}
 		defer in.Close()
-		out, err := os.Create(filepath.Join(dst, rel))
+		// Modes kept, as cp -a does: secrets in data_dir are 0600.
+		out, err := os.OpenFile(filepath.Join(dst, rel), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm())
 		if err != nil {
 			return err
 		}
