@@ -325,6 +325,11 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 	now := in.clock.Now()
 	// Headers, timestamp and token before the body: a forged flood costs
 	// no body bytes.
+	if rc == in.unknown {
+		// Answered as a known receiver whose auth failed, before the body.
+		in.log.Debug("webhook refused: no receiver at this path; add one under ingest.webhooks", "path", clip(r.URL.Path))
+		return fail(http.StatusUnauthorized, outNotFound, msgUnauthorized)
+	}
 	if msg := rc.auth.precheck(r, now); msg != "" {
 		return in.refuseAuth(rc, msg, now)
 	}
@@ -354,10 +359,6 @@ func (in *Ingest) handle(r *http.Request, rc *receiver, pathStatus string, bp *[
 			return in.tooLarge()
 		}
 		return fail(http.StatusBadRequest, outBadRequest, "could not read the request body: "+err.Error())
-	}
-	if rc == in.unknown {
-		in.log.Debug("webhook refused: no receiver at this path; add one under ingest.webhooks", "path", clip(r.URL.Path))
-		return fail(http.StatusUnauthorized, outNotFound, msgUnauthorized)
 	}
 	msg, signedID := rc.auth.check(r, body, now)
 	if msg != "" {
