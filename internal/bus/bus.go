@@ -117,7 +117,6 @@ type Bus struct {
 	storage     health.Tracker
 	storageErr  atomic.Pointer[string]
 	storageDone chan struct{}
-	freeBytes   func(dir string) (int64, error)
 	offSince    time.Time // watchStorage's goroutine only
 	closeOnce   sync.Once
 	closeErr    error
@@ -145,7 +144,7 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 		opts.MACKey = randomKey()
 	}
 	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}),
-		storageDone: make(chan struct{}), freeBytes: freeBytes, watchDone: make(chan struct{})}
+		storageDone: make(chan struct{}), watchDone: make(chan struct{})}
 	b.signer.Store(newSigner(opts.MACKey))
 	var err error
 	if opts.URL == "" {
@@ -386,9 +385,9 @@ func (b *Bus) Ready() error {
 		return fmt.Errorf("bus: not connected to NATS (%s)", st)
 	}
 	if b.srv != nil && !b.srv.JetStreamEnabled() {
-		msg := "it stopped storing (a write failed: is the disk holding " + b.opts.StoreDir + " full?); events wait in the outbox, and it starts again by itself once a probe write there succeeds"
+		msg := "it stopped storing (a write failed: is the disk holding " + b.opts.StoreDir + " full?); events wait in the outbox; free space and restart the relay"
 		if p := b.storageErr.Load(); p != nil {
-			msg += " (last try: " + *p + ")"
+			msg += " (" + *p + ")"
 		}
 		return fmt.Errorf("%w: %s", ErrStorageOff, msg)
 	}

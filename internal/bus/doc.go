@@ -17,10 +17,10 @@
 //   - An external connection reconnects forever with exponential backoff
 //     (500ms doubling to 8s) and logs each disconnect and reconnect. While it is down, publishes fail
 //     fast; callers (the outbox publisher) keep the events and retry.
-//   - The embedded JetStream stores again without a restart once the disk
-//     has room (storage.go): when nats-server turned it off after a failed
-//     write, or sized its limit on a fuller disk, a probe write every 10 s
-//     decides when to start it again. Ready says so meanwhile.
+//   - When nats-server turned the embedded JetStream off after a failed
+//     write (a full disk), Ready says so, and a probe write every 10 s says
+//     when the disk has room again; a restart of the relay starts it
+//     (storage.go says why not in the running server).
 //   - Close drains the connection and shuts the embedded server down, and is
 //     safe to call twice.
 //

@@ -1,14 +1,11 @@
 package bus
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
 )
 
 // storageCheck is how often the embedded server's storage is checked.
@@ -22,16 +19,18 @@ const probeBytes = 1 << 20
 // ErrStorageOff is wrapped by Ready while the embedded JetStream is off.
 var ErrStorageOff = errors.New("bus: the embedded JetStream is off")
 
-// watchStorage keeps the embedded JetStream storing once the disk has room
-// again, without a restart. nats-server shuts JetStream down when a write
-// fails for lack of space, and sizes its storage limit from the disk's free
-// space when JetStream starts: a relay started on a nearly full disk is
-// refused ("insufficient resources") even after space is freed. Every
-// storageCheck, when JetStream is off, or its stored bytes are near that
-// limit while the disk now has more room than the limit allowed for, a
-// probe file is written and synced in the store directory; once that
-// succeeds JetStream is started again (it recovers the streams and
-// consumers from disk) with its limit sized from the disk as it is now.
+// watchStorage watches the embedded JetStream's storage. nats-server
+// shuts JetStream down when a write fails for lack of space, and sizes its
+// storage limit from the disk's free space when JetStream starts. Every
+// storageCheck, while JetStream is off, a probe file is written and synced
+// in the store directory, and Ready says whether the disk has room again.
+//
+// It does not start JetStream again in the running server: nats-server's
+// EnableJetStream rewrites the account's JetStream exports while API
+// requests (the sinks' pulls) are dispatched through them, a data race in
+// nats-server v2.15.3 that the race detector found. A restart of the relay
+// starts it safely (and sizes the limit from the disk as it is then);
+// events wait in the journal and the outbox meanwhile.
 func (b *Bus) watchStorage() {
 	defer close(b.storageDone)
 	for {
@@ -47,36 +46,23 @@ func (b *Bus) watchStorage() {
 // checkStorage is one pass of watchStorage.
 func (b *Bus) checkStorage() {
 	now := b.opts.Clock.Now()
-	off := !b.srv.JetStreamEnabled()
-	if off && b.offSince.IsZero() {
-		b.offSince = now
-		b.log.Warn("bus: the embedded JetStream stopped storing (a write failed: is the disk full?); events wait in the outbox, and it starts again by itself once the disk has room",
-			"store_dir", b.opts.StoreDir)
-	}
-	if !off && !b.needsResize() {
+	if b.srv.JetStreamEnabled() {
 		return
+	}
+	if b.offSince.IsZero() {
+		b.offSince = now
+		b.log.Warn("bus: the embedded JetStream stopped storing (a write failed: is the disk full?); events wait in the outbox; restart the relay once the disk has room",
+			"store_dir", b.opts.StoreDir)
 	}
 	if err := probe(b.opts.StoreDir); err != nil {
 		b.storageHealth(fmt.Errorf("probe write in %s: %w", b.opts.StoreDir, err))
 		return
 	}
-	if !off {
-		b.log.Warn("bus: JetStream's storage limit was sized on a fuller disk; restarting JetStream to size it from the disk as it is now")
-		if err := b.srv.ShutdownJetStream(); err != nil {
-			b.storageHealth(fmt.Errorf("stop JetStream to resize it: %w", err))
-			return
-		}
+	s := "the disk has room again (a probe write succeeded): restart the relay to start JetStream"
+	if b.storageErr.Load() == nil || *b.storageErr.Load() != s {
+		b.log.Warn("bus: " + s)
 	}
-	if err := b.srv.EnableJetStream(b.jsConfig()); err != nil {
-		b.storageHealth(fmt.Errorf("start JetStream again: %w", err))
-		return
-	}
-	b.storageErr.Store(nil)
-	b.storage.OK(now)
-	if off {
-		b.log.Warn("bus: the embedded JetStream is storing again", "was_off_for", now.Sub(b.offSince).Round(time.Second))
-	}
-	b.offSince = time.Time{}
+	b.storageErr.Store(&s)
 }
 
 // storageHealth records a failed recovery, logged when it starts and at
@@ -85,41 +71,8 @@ func (b *Bus) storageHealth(err error) {
 	s := err.Error()
 	b.storageErr.Store(&s)
 	if ch, _ := b.storage.Fail(b.opts.Clock.Now(), err); ch != 0 {
-		b.log.Warn("bus: the embedded JetStream cannot store; it starts again by itself once the disk has room", "err", err, "store_dir", b.opts.StoreDir)
+		b.log.Warn("bus: the embedded JetStream cannot store; restart the relay once the disk has room", "err", err, "store_dir", b.opts.StoreDir)
 	}
-}
-
-// needsResize: the stored bytes are within a tenth of JetStream's limit,
-// and the disk now has room for a limit at least a quarter larger.
-func (b *Bus) needsResize() bool {
-	cfg := b.srv.JetStreamConfig()
-	if cfg == nil || cfg.MaxStore <= 0 {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	info, err := b.js.AccountInfo(ctx)
-	if err != nil {
-		return false
-	}
-	free, err := b.freeBytes(b.opts.StoreDir)
-	if err != nil {
-		return false
-	}
-	return resizeHelps(int64(info.Store), cfg.MaxStore, free)
-}
-
-// resizeHelps decides needsResize: used of limit bytes stored, free bytes
-// on the disk. JetStream sizes a dynamic limit as what it stores plus three
-// quarters of the free space.
-func resizeHelps(used, limit, free int64) bool {
-	return used >= limit-limit/10 && used+free/4*3 >= limit+limit/4
-}
-
-// jsConfig is the JetStream configuration the server started with, minus
-// the limits, so EnableJetStream sizes them again (as at start).
-func (b *Bus) jsConfig() *server.JetStreamConfig {
-	return &server.JetStreamConfig{StoreDir: b.opts.StoreDir}
 }
 
 // probe writes and syncs probeBytes in dir, then removes the file.
