@@ -136,12 +136,9 @@ func natsOutage(ctx context.Context, bin, dir string, args []string) int {
 	fs.IntVar(&o.OutboxLimit, "outbox-limit", 5000, "ingest.outbox_limit")
 	fs.IntVar(&o.VMs, "vms", 8, "log VMs (and as many churning VMs)")
 	fs.Parse(args)
-	nats, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if o.NATSBin = buildNATS(dir); o.NATSBin == "" {
 		return 1
 	}
-	o.NATSBin = nats
 	fmt.Printf("# external NATS outage: %s up, %s down (SIGKILL), %s up again; %.0f webhooks/s, outbox_limit %d, %d log VMs\n",
 		o.Before, o.Outage, o.After, o.Rate, o.OutboxLimit, o.VMs)
 	res, err := reliability.NATSOutage(ctx, o)
@@ -164,12 +161,9 @@ func fleetChaos(ctx context.Context, bin, dir string, args []string) int {
 	fs.IntVar(&o.IdleVMs, "idle", 4, "idle VMs to be auto-stopped")
 	fs.DurationVar(&o.IdleAfter, "idle-after", 45*time.Second, "sinks.autostop.idle_after")
 	fs.Parse(args)
-	nats, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if o.NATSBin = buildNATS(dir); o.NATSBin == "" {
 		return 1
 	}
-	o.NATSBin = nats
 	fmt.Printf("# fleet: 3 relays on 3 NATS nodes, lease_ttl %s, ticks %s; %d leader kills, %d freezes, one NATS node killed half way; %d log VMs, %d idle VMs (idle_after %s)\n",
 		o.LeaseTTL, o.Tick, o.Kills, o.Freezes, o.LogVMs, o.IdleVMs, o.IdleAfter)
 	res, err := reliability.FleetChaos(ctx, o)
@@ -192,12 +186,9 @@ func fleetSinks(ctx context.Context, bin, dir string, args []string) int {
 	fs.DurationVar(&o.Freeze, "freeze", 6*time.Second, "how long the frozen member stays frozen")
 	fs.DurationVar(&o.Settle, "settle", 90*time.Second, "bound on the wait for every event at the callback")
 	fs.Parse(args)
-	nats, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if o.NATSBin = buildNATS(dir); o.NATSBin == "" {
 		return 1
 	}
-	o.NATSBin = nats
 	fmt.Printf("# fleet sinks: 3 relays on 3 NATS nodes, webhooks round-robin for %s around each fault; %d runs\n", o.Load, *runs)
 	var problems []string
 	for i := range *runs {
@@ -216,6 +207,16 @@ func fleetSinks(ctx context.Context, bin, dir string, args []string) int {
 		problems = append(problems, res.Problems...)
 	}
 	return problemsExit(problems)
+}
+
+// buildNATS builds nats-server into dir, or says why not and returns "".
+func buildNATS(dir string) string {
+	bin, err := reliability.Build(dir, reliability.NATSPkg, "nats-server")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return ""
+	}
+	return bin
 }
 
 // problemsExit prints each problem and is the exit code: 1 if there is one.

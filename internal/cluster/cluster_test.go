@@ -219,16 +219,7 @@ func TestCursorIsTakenFromTheStream(t *testing.T) {
 	raw, _ := json.Marshal(cur{N: 2})
 	msg := &nats.Msg{Subject: prefix + ".vm.vm9.log", Data: []byte(`{}`), Header: nats.Header{}}
 	msg.Header.Set(cluster.HdrCursor, string(raw))
-	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(t1.StreamFence, cluster.FenceSubject(stream))); err != nil {
-		t.Fatal(err)
-	}
-	a.stop()
-	<-a.done
-	b := join(t, c, 1, "b")
-	_, t2 := leaderOf(t, 3*ttl, b)
-	if err := b.store.Begin(ctx, t2); err != nil {
-		t.Fatal(err)
-	}
+	b := diesAfter(t, c, a, t1, msg)
 	var got cur
 	if err := b.store.View(func(tx poller.Tx) error { _, err := tx.GetCursor(state.KindVM, "vm9", &got); return err }); err != nil {
 		t.Fatal(err)
@@ -365,16 +356,7 @@ func TestRepeatedFirstPageTakesTheStreamsCursor(t *testing.T) {
 	msg := &nats.Msg{Subject: subj, Data: []byte(`{"lines":["a","b","c"]}`), Header: nats.Header{}}
 	msg.Header.Set(nats.MsgIdHdr, "log-b1-X")
 	msg.Header.Set(cluster.HdrCursor, `{"n":3}`)
-	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(t1.StreamFence, cluster.FenceSubject(stream))); err != nil {
-		t.Fatal(err)
-	}
-	a.stop()
-	<-a.done
-	b := join(t, c, 1, "b")
-	_, t2 := leaderOf(t, 3*ttl, b)
-	if err := b.store.Begin(ctx, t2); err != nil {
-		t.Fatal(err)
-	}
+	b := diesAfter(t, c, a, t1, msg)
 	var got cur
 	var have bool
 	_ = b.store.View(func(tx poller.Tx) error { have, _ = tx.GetCursor(state.KindBuild, "b1", &got); return nil })
@@ -404,4 +386,23 @@ func TestRepeatedFirstPageTakesTheStreamsCursor(t *testing.T) {
 	if err != nil {
 		t.Errorf("a repeat with the same lines: %v", err)
 	}
+}
+
+// diesAfter is leader a of term t1 publishing msg (fenced, as its commit
+// would) and stopping before it writes anything to the bucket; it returns
+// the member that leads next, its knowledge loaded.
+func diesAfter(t *testing.T, c *clustertest.Cluster, a *member, t1 cluster.Term, msg *nats.Msg) *member {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(t1.StreamFence, cluster.FenceSubject(stream))); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	<-a.done
+	b := join(t, c, 1, "b")
+	_, t2 := leaderOf(t, 3*ttl, b)
+	if err := b.store.Begin(ctx, t2); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
