@@ -115,9 +115,12 @@
 // (builds, VMs, log cursors, watches, the baseline) and the events that
 // announce them only through the Store and Tx interfaces it declares
 // (store.go), in transactions that commit a change with its event.
-// StateStore is the one implementation today, on the relay's bbolt file. A
-// fleet can give the knowledge a second home (a replicated JetStream KV) by
-// implementing Store and Tx and passing it in Options.Store; nothing in
-// the poller switches on where it is. The in-memory view (knowledge.go) is
-// rebuilt from the Store at Start.
+// StateStore puts them in the relay's bbolt file. In a fleet,
+// cluster.Store keeps them in a replicated JetStream bucket, and only the
+// leader runs the poller: each term starts it (knowledge reloaded from the
+// Store) and stops it. How a member that lost the lease is kept from
+// publishing, advancing a cursor or stopping a VM (fences on every write)
+// is in internal/cluster's package doc. Nothing in the poller switches on
+// where the knowledge is; the in-memory view (knowledge.go) is rebuilt
+// from the Store at each Start.
 package poller
