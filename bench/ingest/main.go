@@ -1,5 +1,6 @@
-// Command ingest measures webhook ingest against a bare net/http handler, in
-// one run, with one load generator: N keep-alive senders that sign every
+// Command ingest measures webhook ingest against a bare net/http handler and
+// against the hand-written glue (verify, publish to JetStream, 202; its own
+// process, see serveGlue), in one run, with one load generator: N keep-alive senders that sign every
 // request with Standard Webhooks (the reference library), each request a new
 // build and a new webhook-id, for a fixed duration per target.
 //
@@ -51,12 +52,25 @@ func run() int {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the relay run (or of the bare run with -only bare) to this file")
 	traceFile := flag.String("trace", "", "write a 1 s execution trace of the relay run (after the warm-up) to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile (whole process, load generator included) after the relay run to this file")
-	only := flag.String("only", "", "run only bare or relay")
+	only := flag.String("only", "", "run only bare, glue or relay")
+	serveGlueAddr := flag.String("serve-glue", "", "internal: serve the hand-written glue on this address (the bench runs itself with it)")
+	glueDir := flag.String("glue-dir", "", "internal: the glue's JetStream store directory")
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
 	natsNodes := flag.Int("nats", 0, "run the relays on an external NATS cluster of this many nats-server processes (0: the embedded server)")
 	members := flag.Int("members", 1, "in-process relays on the same bus (with -nats); the senders go round-robin to them")
 	fleet := flag.Bool("fleet", false, "with -nats: cluster.enabled (a 2xx after the replicated stream's ack and the fleet's seen bucket); without: the local journal and outbox (bus.replicas is min(nats, 3) either way)")
 	flag.Parse()
+	if *serveGlueAddr != "" {
+		if err := serveGlue(*serveGlueAddr, *glueDir); err != nil {
+			fmt.Fprintln(os.Stderr, "glue:", err)
+			return 1
+		}
+		return 0
+	}
+	if *only != "" && *only != "bare" && *only != "glue" && *only != "relay" {
+		fmt.Fprintln(os.Stderr, "-only: use bare, glue or relay")
+		return 2
+	}
 	if *members > 1 && *natsNodes == 0 {
 		fmt.Fprintln(os.Stderr, "-members needs -nats: in-process relays share an external NATS")
 		return 2
@@ -77,8 +91,8 @@ func run() int {
 	fmt.Printf("ingest benchmark: %d senders, %s each (after %s warm-up), %s ids, GOMAXPROCS=%d, GOGC=%d, %s\n",
 		*senders, *duration, *warmup, *ids, procs, gcPercent, runtime.Version())
 
-	var bare, relay result
-	if *only != "relay" {
+	var bare, glue, relay result
+	if *only == "" || *only == "bare" {
 		addr, stop, err := startBare()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -92,7 +106,17 @@ func run() int {
 		stop()
 		bare.print()
 	}
-	if *only != "bare" {
+	if *only == "" || *only == "glue" {
+		addr, stop, err := startGlue()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		glue = load("glue", "http://"+addr+"/webhooks/cakework", *senders, *warmup, *duration, "")
+		stop()
+		glue.print()
+	}
+	if *only == "" || *only == "relay" {
 		busURL, replicas := "", 1
 		if *natsNodes > 0 {
 			nc, stopNATS, err := startNATS(*natsNodes)
@@ -178,6 +202,13 @@ func run() int {
 	if bare.n > 0 && relay.n > 0 {
 		fmt.Printf("ratio relay/bare throughput: %.2f (target >= 0.50); relay p99 %s (target < 20ms)\n",
 			relay.rps()/bare.rps(), relay.p(0.99))
+	}
+	if glue.n > 0 && relay.n > 0 {
+		fmt.Printf("ratio relay/glue throughput: %.2f (target >= 1.0); p99 relay %s, glue %s\n",
+			relay.rps()/glue.rps(), relay.p(0.99), glue.p(0.99))
+	}
+	if glue.n > 0 && bare.n > 0 {
+		fmt.Printf("ratio glue/bare throughput: %.2f\n", glue.rps()/bare.rps())
 	}
 	return 0
 }
@@ -327,8 +358,12 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 		var ru1 syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
-		fmt.Printf("%-5s: process CPU %.2f cores, %.0f µs/request (load generator included)\n", name,
-			cpu.Seconds()/time.Since(start).Seconds(), float64(cpu.Microseconds())/float64(max(total.Load(), 1)))
+		what := "load generator included"
+		if name == "glue" {
+			what = "the load generator only: the glue is its own process"
+		}
+		fmt.Printf("%-5s: process CPU %.2f cores, %.0f µs/request (%s)\n", name,
+			cpu.Seconds()/time.Since(start).Seconds(), float64(cpu.Microseconds())/float64(max(total.Load(), 1)), what)
 	}()
 	var prof *os.File
 	if cpuprofile != "" {

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+// serveGlue is the peer the relay is measured against: the glue a user
+// would write by hand. A plain net/http handler verifies the Standard
+// Webhooks signature with the reference library, reads buildId from the
+// JSON body, publishes to an embedded JetStream (file store in dir, the
+// server's default sync settings) with Nats-Msg-Id set to the webhook-id,
+// and answers 202 after the publish is acknowledged. It runs in its own
+// process (the bench starts its own binary with -serve-glue), with Go's
+// default GOMAXPROCS and GOGC, and prints "listening ADDR" once it serves.
+func serveGlue(addr, dir string) error {
+	ns, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  dir,
+		NoSigs:    true,
+	})
+	if err != nil {
+		return err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return errors.New("glue: the embedded nats-server did not start")
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:     "CAKEWORK",
+		Subjects: []string{"cakework.>"},
+		Storage:  jetstream.FileStorage,
+	}); err != nil {
+		return err
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return err
+	}
+	http.HandleFunc("POST /webhooks/cakework", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := wh.Verify(body, r.Header); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var p struct {
+			BuildID string `json:"buildId"`
+		}
+		if err := json.Unmarshal(body, &p); err != nil || p.BuildID == "" {
+			http.Error(w, "need a JSON body with buildId", http.StatusBadRequest)
+			return
+		}
+		if _, err := js.Publish(r.Context(), "cakework.build."+p.BuildID, body, jetstream.WithMsgID(r.Header.Get("webhook-id"))); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("listening %s\n", ln.Addr())
+	return http.Serve(ln, nil)
+}
+
+// startGlue runs this binary with -serve-glue in a new process and waits
+// for its address. stop kills it and removes its store.
+func startGlue() (string, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "relay-bench-glue-*")
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(exe, "-serve-glue", "127.0.0.1:0", "-glue-dir", dir)
+	cmd.Stderr = os.Stderr
+	// The environment is inherited: without GOMAXPROCS or GOGC in it, the
+	// glue runs with Go's defaults, as a user's would, not the relay's tuning.
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	stop := func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		os.RemoveAll(dir)
+	}
+	got := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
+				got <- a
+			}
+		}
+		close(got)
+	}()
+	select {
+	case a, ok := <-got:
+		if !ok {
+			stop()
+			return "", nil, errors.New("glue: the process exited before it listened")
+		}
+		return a, stop, nil
+	case <-time.After(30 * time.Second):
+		stop()
+		return "", nil, errors.New("glue: no address after 30 s")
+	}
+}
