@@ -3,6 +3,7 @@
 package clustertest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -69,7 +70,38 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	t.Cleanup(c.Shutdown)
 	c.WaitMeta()
+	c.WaitPlacement()
 	return c
+}
+
+// WaitPlacement waits until a stream with a replica on every node can be
+// placed: until then JetStream answers "no suitable peers for placement",
+// and a relay started on the cluster would not be ready at once.
+func (c *Cluster) WaitPlacement() {
+	c.t.Helper()
+	nc, err := nats.Connect(c.NodeURL(0))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CLUSTERTEST_PROBE", Subjects: []string{"clustertest.probe"},
+			Replicas: len(c.Servers), Storage: jetstream.MemoryStorage})
+		if err == nil {
+			_ = js.DeleteStream(ctx, "CLUSTERTEST_PROBE")
+			return
+		}
+		if ctx.Err() != nil {
+			c.t.Fatalf("no stream with %d replicas could be placed in 30s: %v", len(c.Servers), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // StartNode (re)starts node i on its port and store.
