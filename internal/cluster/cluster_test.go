@@ -331,8 +331,10 @@ func staleResign(t *testing.T, withStandby bool) {
 	time.Sleep(3 * time.Second)
 	t.Logf("standby terms %d", bTerms.Load())
 	t.Logf("terms after one Resign in 3s: %d (begin failures %d, store resigns %d)", terms.Load()-before, beginFails.Load(), resigns.Load())
-	if terms.Load()-before > 2 {
-		t.Errorf("one Resign started %d terms in 3s", terms.Load()-before)
+	// A commit that really failed (a slow machine) resigns its own term;
+	// those are not the loop this guards against (hundreds of terms).
+	if n := terms.Load() - before; n > 2+resigns.Load() || n > 10 {
+		t.Errorf("one Resign started %d terms in 3s (%d after commits that failed)", n, resigns.Load())
 	}
 }
 
