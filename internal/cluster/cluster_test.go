@@ -188,10 +188,7 @@ func TestFailoverFencesTheOldLeader(t *testing.T) {
 	}
 	// Nor did it write its cursor: the new leader's view is the one the
 	// old leader committed before it was fenced.
-	var got cur
-	if err := next.store.View(func(tx poller.Tx) error { _, err := tx.GetCursor(state.KindVM, "vm1", &got); return err }); err != nil {
-		t.Fatal(err)
-	}
+	got, _ := cursorIn(t, next.store, state.KindVM, "vm1")
 	if got.N != 1 {
 		t.Errorf("cursor after failover = %d, want 1 (the last committed one)", got.N)
 	}
@@ -220,10 +217,7 @@ func TestCursorIsTakenFromTheStream(t *testing.T) {
 	msg := &nats.Msg{Subject: prefix + ".vm.vm9.log", Data: []byte(`{}`), Header: nats.Header{}}
 	msg.Header.Set(cluster.HdrCursor, string(raw))
 	b := diesAfter(t, c, a, t1, msg)
-	var got cur
-	if err := b.store.View(func(tx poller.Tx) error { _, err := tx.GetCursor(state.KindVM, "vm9", &got); return err }); err != nil {
-		t.Fatal(err)
-	}
+	got, _ := cursorIn(t, b.store, state.KindVM, "vm9")
 	if got.N != 2 {
 		t.Fatalf("cursor = %d, want 2 (from the last log event's header)", got.N)
 	}
@@ -359,9 +353,6 @@ func TestRepeatedFirstPageTakesTheStreamsCursor(t *testing.T) {
 	msg.Header.Set(nats.MsgIdHdr, "log-b1-X")
 	msg.Header.Set(cluster.HdrCursor, `{"n":3}`)
 	b := diesAfter(t, c, a, t1, msg)
-	var got cur
-	var have bool
-	_ = b.store.View(func(tx poller.Tx) error { have, _ = tx.GetCursor(state.KindBuild, "b1", &got); return nil })
 	// b polls from the start: same first line, same id, more lines now.
 	// JetStream drops the repeat; the commit takes the stream's cursor
 	// instead of its own, so lines d and e are read again next pass.
@@ -374,7 +365,7 @@ func TestRepeatedFirstPageTakesTheStreamsCursor(t *testing.T) {
 	if err == nil {
 		t.Fatal("the commit of a repeated first page with more lines succeeded; lines d and e would be lost")
 	}
-	_ = b.store.View(func(tx poller.Tx) error { have, _ = tx.GetCursor(state.KindBuild, "b1", &got); return nil })
+	got, have := cursorIn(t, b.store, state.KindBuild, "b1")
 	if !have || got.N != 3 {
 		t.Errorf("cursor after the repeat = %v %+v, want {N:3} (the stream's)", have, got)
 	}
@@ -407,4 +398,19 @@ func diesAfter(t *testing.T, c *clustertest.Cluster, a *member, t1 cluster.Term,
 		t.Fatal(err)
 	}
 	return b
+}
+
+// cursorIn reads the log cursor of kind/id in the store's knowledge.
+func cursorIn(t *testing.T, s *cluster.Store, kind, id string) (cur, bool) {
+	t.Helper()
+	var c cur
+	var have bool
+	if err := s.View(func(tx poller.Tx) error {
+		var err error
+		have, err = tx.GetCursor(kind, id, &c)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c, have
 }

@@ -55,11 +55,9 @@ type ElectorOptions struct {
 	Logger   *slog.Logger
 	Metrics  *Metrics
 	// Lead is called when this member becomes leader, in its own
-	// goroutine; ctx ends when the term does, and Lead must then return.
-	// Follow (optional) is called after Lead returned, before the next
-	// term can begin.
-	Lead   func(ctx context.Context, t Term)
-	Follow func()
+	// goroutine; ctx ends when the term does, and Lead must then return
+	// (the next term cannot begin before).
+	Lead func(ctx context.Context, t Term)
 }
 
 // Elector takes, keeps and gives up the fleet's lease: a compare-and-set
@@ -95,9 +93,6 @@ type Elector struct {
 func NewElector(o ElectorOptions) (*Elector, error) {
 	if o.JS == nil || o.KV == nil || o.Member == "" || o.LeaseTTL <= 0 || o.Lead == nil {
 		return nil, errors.New("cluster: elector needs JetStream, the bucket, a member name, a lease TTL and Lead")
-	}
-	if o.Follow == nil {
-		o.Follow = func() {}
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -381,7 +376,7 @@ func (e *Elector) validUntilNow() time.Time {
 	return e.validUntil
 }
 
-// stepDown ends the term: Lead's context is cancelled and Follow called.
+// stepDown ends the term: Lead's context is cancelled, and Lead returns.
 // With release, the lease is handed back so a standby need not wait.
 func (e *Elector) stepDown(why string, release bool) {
 	e.mu.Lock()
@@ -397,7 +392,6 @@ func (e *Elector) stepDown(why string, release bool) {
 		e.cancelTerm()
 		<-e.termDone
 	}
-	e.o.Follow()
 	if release {
 		e.release()
 	}

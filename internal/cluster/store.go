@@ -291,8 +291,9 @@ func (s *Store) commit(ctx context.Context, term Term, t *tx) error {
 		msg := &nats.Msg{Subject: m.subject, Data: m.payload, Header: nats.Header{}}
 		msg.Header.Set(nats.MsgIdHdr, m.msgID)
 		ck, hasCursor := cursorOf[m.subject]
-		if hasCursor && lastLog[m.subject] == i {
-			var rec cursorRecord
+		carries := hasCursor && lastLog[m.subject] == i // the stream's cursor rides on it
+		var rec cursorRecord
+		if carries {
 			_ = json.Unmarshal(t.writes[ck], &rec)
 			msg.Header.Set(HdrCursor, string(rec.Cursor))
 		}
@@ -311,9 +312,7 @@ func (s *Store) commit(ctx context.Context, term Term, t *tx) error {
 				return err
 			}
 		}
-		if hasCursor && lastLog[m.subject] == i {
-			var rec cursorRecord
-			_ = json.Unmarshal(t.writes[ck], &rec)
+		if carries {
 			rec.Seq = ack.Sequence
 			t.writes[ck], _ = json.Marshal(rec)
 		}

@@ -76,70 +76,30 @@ func (s *Store) ApplyWatchQueueCapped(ctx context.Context, maxBuilds int) (added
 }
 
 func (s *Store) applyWatchQueue(ctx context.Context, maxBuilds int) (int, int, error) {
-	const chunk = 5000
-	total, totalRefused := 0, 0
-	for {
-		added, refused, folded, more := 0, 0, 0, false
-		err := s.Update(ctx, func(tx *Tx) error {
-			added, refused, folded, more = 0, 0, 0, false
-			q := tx.tx.Bucket(bWatchQueue)
-			w := tx.tx.Bucket(bWatches)
-			builds := -1 // counted once a build watch is queued
-			c := q.Cursor()
-			var done [][]byte
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if len(done) == chunk {
-					more = true
-					break
-				}
-				done = append(done, append([]byte(nil), k...))
-				var qw queuedWatch
-				if err := json.Unmarshal(v, &qw); err != nil || qw.Kind == "" || qw.ID == "" {
-					continue // unreadable: dropped rather than blocking the queue
-				}
-				wk := key(qw.Kind, qw.ID)
-				if w.Get(wk) != nil {
-					continue
-				}
-				if qw.Kind == KindBuild && maxBuilds > 0 {
-					if builds < 0 {
-						builds = countPrefix(w, KindBuild)
-					}
-					if builds >= maxBuilds {
-						refused++
-						continue
-					}
-					builds++
-				}
-				raw, err := json.Marshal(qw.Watch)
-				if err != nil {
-					return err
-				}
-				if err := w.Put(wk, raw); err != nil {
-					return err
-				}
-				added++
+	return s.foldWatchQueue(ctx, 5000, func(tx *Tx) func(queuedWatch) (bool, bool, error) {
+		w := tx.tx.Bucket(bWatches)
+		builds := -1 // counted once a build watch is queued
+		return func(qw queuedWatch) (added, refused bool, err error) {
+			wk := key(qw.Kind, qw.ID)
+			if w.Get(wk) != nil {
+				return false, false, nil
 			}
-			for _, k := range done {
-				if err := q.Delete(k); err != nil {
-					return err
+			if qw.Kind == KindBuild && maxBuilds > 0 {
+				if builds < 0 {
+					builds = countPrefix(w, KindBuild)
 				}
+				if builds >= maxBuilds {
+					return false, true, nil
+				}
+				builds++
 			}
-			folded = len(done)
-			return nil
-		})
-		if err == nil {
-			s.queuedWatches.Add(-int64(folded))
+			raw, err := json.Marshal(qw.Watch)
+			if err != nil {
+				return false, false, err
+			}
+			return true, false, w.Put(wk, raw)
 		}
-		if err != nil {
-			return total, totalRefused, fmt.Errorf("apply queued watches: %w", err)
-		}
-		total += added
-		totalRefused += refused
-		if !more {
-			return total, totalRefused, nil
-		}
-	}
+	})
 }
 
 // DrainWatchQueue hands every queued watch to fn, then removes it from the
@@ -150,13 +110,25 @@ func (s *Store) DrainWatchQueue(ctx context.Context, fn func(kind, id string, w 
 	if err := s.Checkpoint(ctx); err != nil {
 		return 0, fmt.Errorf("drain queued watches: %w", err)
 	}
-	const chunk = 500
-	total := 0
+	n, _, err := s.foldWatchQueue(ctx, 500, func(*Tx) func(queuedWatch) (bool, bool, error) {
+		return func(qw queuedWatch) (bool, bool, error) { return true, false, fn(qw.Kind, qw.ID, qw.Watch) }
+	})
+	return n, err
+}
+
+// foldWatchQueue takes the queue in chunks, in the order it was queued:
+// for each transaction, per(tx) gives the function that handles one
+// readable entry (it says whether it was added, or refused); the chunk is
+// deleted in the same transaction. Unreadable entries are dropped rather
+// than blocking the queue.
+func (s *Store) foldWatchQueue(ctx context.Context, chunk int, per func(tx *Tx) func(queuedWatch) (added, refused bool, err error)) (int, int, error) {
+	total, totalRefused := 0, 0
 	for {
-		n, more := 0, false
+		added, refused, folded, more := 0, 0, 0, false
 		err := s.Update(ctx, func(tx *Tx) error {
-			n, more = 0, false
+			added, refused, folded, more = 0, 0, 0, false
 			q := tx.tx.Bucket(bWatchQueue)
+			apply := per(tx)
 			c := q.Cursor()
 			var done [][]byte
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -164,29 +136,38 @@ func (s *Store) DrainWatchQueue(ctx context.Context, fn func(kind, id string, w 
 					more = true
 					break
 				}
-				var qw queuedWatch
-				if err := json.Unmarshal(v, &qw); err == nil && qw.Kind != "" && qw.ID != "" {
-					if err := fn(qw.Kind, qw.ID, qw.Watch); err != nil {
-						return err
-					}
-				}
 				done = append(done, append([]byte(nil), k...))
+				var qw queuedWatch
+				if err := json.Unmarshal(v, &qw); err != nil || qw.Kind == "" || qw.ID == "" {
+					continue
+				}
+				a, r, err := apply(qw)
+				if err != nil {
+					return err
+				}
+				if a {
+					added++
+				}
+				if r {
+					refused++
+				}
 			}
 			for _, k := range done {
 				if err := q.Delete(k); err != nil {
 					return err
 				}
 			}
-			n = len(done)
+			folded = len(done)
 			return nil
 		})
 		if err != nil {
-			return total, fmt.Errorf("drain queued watches: %w", err)
+			return total, totalRefused, fmt.Errorf("apply queued watches: %w", err)
 		}
-		s.queuedWatches.Add(-int64(n))
-		total += n
+		s.queuedWatches.Add(-int64(folded))
+		total += added
+		totalRefused += refused
 		if !more {
-			return total, nil
+			return total, totalRefused, nil
 		}
 	}
 }
