@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,14 +99,14 @@ func serveGlue(addr, dir string) error {
 
 // startGlue runs this binary with -serve-glue in a new process and waits
 // for its address. stop kills it and removes its store.
-func startGlue() (string, func(), error) {
+func startGlue() (string, int, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	dir, err := os.MkdirTemp("", "relay-bench-glue-*")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command(exe, "-serve-glue", "127.0.0.1:0", "-glue-dir", dir)
 	cmd.Stderr = os.Stderr
@@ -114,11 +115,11 @@ func startGlue() (string, func(), error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop := func() {
 		cmd.Process.Kill()
@@ -139,11 +140,40 @@ func startGlue() (string, func(), error) {
 	case a, ok := <-got:
 		if !ok {
 			stop()
-			return "", nil, errors.New("glue: the process exited before it listened")
+			return "", 0, nil, errors.New("glue: the process exited before it listened")
 		}
-		return a, stop, nil
+		return a, cmd.Process.Pid, stop, nil
 	case <-time.After(30 * time.Second):
 		stop()
-		return "", nil, errors.New("glue: no address after 30 s")
+		return "", 0, nil, errors.New("glue: no address after 30 s")
 	}
+}
+
+// procCPU is the CPU time (user and system) the process pid has used so
+// far, from /proc/<pid>/stat; 0 where that cannot be read.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after it
+	// start past its closing parenthesis. utime and stime are fields 14
+	// and 15, in clock ticks (100 per second on Linux).
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100)
 }

@@ -58,11 +58,24 @@ func run() int {
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
 	natsNodes := flag.Int("nats", 0, "run the relays on an external NATS cluster of this many nats-server processes (0: the embedded server)")
 	members := flag.Int("members", 1, "in-process relays on the same bus (with -nats); the senders go round-robin to them")
+	inProcess := flag.Bool("inprocess", false, "run the relay inside the bench process (sessions 1-6 measured it so; its collector then also sees the load generator's heap) instead of as its own process")
+	member := flag.String("member", "m1", "internal, with -serve-relay: the member name")
+	busURLFlag := flag.String("bus-url", "", "internal, with -serve-relay: the external NATS")
+	replicasFlag := flag.Int("replicas", 1, "internal, with -serve-relay: the stream's replicas")
+	serveRelayFlag := flag.Bool("serve-relay", false, "internal: serve a relay (the bench runs itself with it) and answer mark/report on stdin")
 	fleet := flag.Bool("fleet", false, "with -nats: cluster.enabled (a 2xx after the replicated stream's ack and the fleet's seen bucket); without: the local journal and outbox (bus.replicas is min(nats, 3) either way)")
 	flag.Parse()
 	if *serveGlueAddr != "" {
 		if err := serveGlue(*serveGlueAddr, *glueDir); err != nil {
 			fmt.Fprintln(os.Stderr, "glue:", err)
+			return 1
+		}
+		return 0
+	}
+	if *serveRelayFlag {
+		if err := serveRelay(relayArgs{busURL: *busURLFlag, replicas: *replicasFlag, fleet: *fleet, member: *member,
+			cpuprofile: *cpuprofile, memprofile: *memprofile, trace: *traceFile}); err != nil {
+			fmt.Fprintln(os.Stderr, "relay:", err)
 			return 1
 		}
 		return 0
@@ -107,12 +120,17 @@ func run() int {
 		bare.print()
 	}
 	if *only == "" || *only == "glue" {
-		addr, stop, err := startGlue()
+		addr, pid, stop, err := startGlue()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		cpu0, t0 := procCPU(pid), time.Now()
 		glue = load("glue", "http://"+addr+"/webhooks/cakework", *senders, *warmup, *duration, "")
+		if cpu := procCPU(pid) - cpu0; cpu > 0 {
+			fmt.Printf("glue : its own process: CPU %.2f cores, %.0f µs/request\n",
+				cpu.Seconds()/time.Since(t0).Seconds(), float64(cpu.Microseconds())/float64(max(glue.all, 1)))
+		}
 		stop()
 		glue.print()
 	}
@@ -131,73 +149,17 @@ func run() int {
 			replicas = min(*natsNodes, 3)
 			fmt.Printf("bus: %d nats-server nodes, %d relay(s), fleet %v, replicas %d\n", *natsNodes, *members, *fleet, replicas)
 		}
-		var urls []string
-		var extra []*app.App
-		a, dir, err := startRelay(busURL, replicas, *fleet, "m1")
+		var err error
+		if *inProcess {
+			relay, err = relayInProcess(busURL, replicas, *fleet, *members, *senders, *warmup, *duration, *cpuprofile, *memprofile, *traceFile)
+		} else {
+			relay, err = relayProcesses(relayArgs{busURL: busURL, replicas: replicas, fleet: *fleet, cpuprofile: *cpuprofile, memprofile: *memprofile, trace: *traceFile},
+				*members, *senders, *warmup, *duration)
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		urls = append(urls, "http://"+a.HTTPAddr()+"/webhooks/cakework")
-		for i := 2; i <= *members; i++ {
-			b, bdir, err := startRelay(busURL, replicas, *fleet, fmt.Sprintf("m%d", i))
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(bdir)
-			extra = append(extra, b)
-			urls = append(urls, "http://"+b.HTTPAddr()+"/webhooks/cakework")
-		}
-		defer func() {
-			for _, b := range extra {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				b.Stop(ctx)
-				cancel()
-			}
-		}()
-		var ms0, ms1 runtime.MemStats
-		runtime.ReadMemStats(&ms0)
-		st0 := a.Core().Store.Stats()
-		if *traceFile != "" {
-			go writeTrace(*traceFile, *warmup)
-		}
-		relay = load("relay", strings.Join(urls, ","), *senders, *warmup, *duration, *cpuprofile)
-		st1 := a.Core().Store.Stats()
-		runtime.ReadMemStats(&ms1)
-		depth := a.Core().Store.OutboxDepth()
-		t0 := time.Now()
-		for a.Core().Store.OutboxDepth() > 0 && time.Since(t0) < 30*time.Second {
-			time.Sleep(10 * time.Millisecond)
-		}
-		relay.print()
-		if *memprofile != "" {
-			if err := writeAllocs(*memprofile); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-			}
-		}
-		fmt.Printf("relay: %d GC cycles during the load, heap in use %.0f MB after it, total pause %s\n",
-			ms1.NumGC-ms0.NumGC, float64(ms1.HeapInuse)/(1<<20), time.Duration(ms1.PauseTotalNs-ms0.PauseTotalNs).Round(time.Microsecond))
-		if c, u := st1.Commits-st0.Commits, st1.Updates-st0.Updates; c > 0 && u > 0 {
-			// Updates are the poller's, the publisher's and the journal checkpoints.
-			fmt.Printf("relay: %d commits, %.1f updates/commit, %.2f pages written/update, write+sync %s/commit\n",
-				c, float64(u)/float64(c), float64(st1.PagesWritten-st0.PagesWritten)/float64(u),
-				((st1.WriteTime - st0.WriteTime) / time.Duration(c)).Round(time.Microsecond))
-		}
-		if b := st1.JournalBatches - st0.JournalBatches; b > 0 {
-			fmt.Printf("relay: journal %d batches, %.1f webhooks/batch, write+sync %s/batch\n",
-				b, float64(st1.JournalRecords-st0.JournalRecords)/float64(b),
-				((st1.JournalWriteTime - st0.JournalWriteTime) / time.Duration(b)).Round(time.Microsecond))
-		}
-		if n := st1.BusSyncs + st1.BusSyncErrors - st0.BusSyncs - st0.BusSyncErrors; n > 0 {
-			fmt.Printf("relay: JetStream file syncs %d (%d failed), %s each\n",
-				n, st1.BusSyncErrors-st0.BusSyncErrors, ((st1.BusSyncTime - st0.BusSyncTime) / time.Duration(n)).Round(time.Microsecond))
-		}
-		fmt.Printf("relay: outbox depth at end of load %d, drained to JetStream in %s\n", depth, time.Since(t0).Round(time.Millisecond))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		a.Stop(ctx)
-		cancel()
-		os.RemoveAll(dir)
 	}
 	if bare.n > 0 && relay.n > 0 {
 		fmt.Printf("ratio relay/bare throughput: %.2f (target >= 0.50); relay p99 %s (target < 20ms)\n",
@@ -319,6 +281,9 @@ type result struct {
 	errs    int64
 	elapsed time.Duration
 	lat     []time.Duration
+	// all counts every request, warm-up included (CPU per request
+	// divides by it).
+	all int64
 }
 
 func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -433,11 +398,55 @@ func load(name, url string, senders int, warmup, duration time.Duration, cpuprof
 		pprof.StopCPUProfile()
 		prof.Close()
 	}
-	r := result{name: name, errs: errs.Load(), elapsed: duration}
+	r := result{name: name, errs: errs.Load(), elapsed: duration, all: total.Load()}
 	for _, l := range lats {
 		r.lat = append(r.lat, l...)
 	}
 	slices.Sort(r.lat)
 	r.n = len(r.lat)
 	return r
+}
+
+// relayInProcess measures members relays inside this process (-inprocess)
+// and prints the first one's report.
+func relayInProcess(busURL string, replicas int, fleet bool, members, senders int, warmup, duration time.Duration, cpuprofile, memprofile, traceFile string) (result, error) {
+	var urls []string
+	var all []*app.App
+	defer func() {
+		for _, b := range all {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			b.Stop(ctx)
+			cancel()
+		}
+	}()
+	var dirs []string
+	defer func() {
+		for _, d := range dirs {
+			os.RemoveAll(d)
+		}
+	}()
+	for i := 1; i <= members; i++ {
+		b, dir, err := startRelay(busURL, replicas, fleet, fmt.Sprintf("m%d", i))
+		if err != nil {
+			return result{}, err
+		}
+		all, dirs = append(all, b), append(dirs, dir)
+		urls = append(urls, "http://"+b.HTTPAddr()+"/webhooks/cakework")
+	}
+	m := markRelay(all[0])
+	if traceFile != "" {
+		go writeTrace(traceFile, warmup)
+	}
+	r := load("relay", strings.Join(urls, ","), senders, warmup, duration, cpuprofile)
+	lines := m.report(all[0])
+	r.print()
+	if memprofile != "" {
+		if err := writeAllocs(memprofile); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return r, nil
 }
