@@ -13,7 +13,7 @@
 //     64 senders go, with the poller on against the in-process Cakework
 //     simulator (which knows none of the builds: each is a stray).
 //
-//     go run ./bench/flood [-only forged,stalled,builds] [-builds 600000] [-bin /path/to/relay] [-memlimit 230MiB]
+//     go run ./bench/flood [-only forged,stalled,builds] [-builds 600000] [-bin /path/to/relay] [-memlimit 230MiB] [-cgroup 256MiB]
 //
 // -bin runs another relay binary (say, one built from an older commit) for
 // a before/after in the same minutes; by default it builds this module's.
@@ -55,6 +55,8 @@ func run() int {
 	uploads := flag.Int("uploads", 1000, "stalled uploads")
 	builds := flag.Int("builds", 600000, "distinct build webhooks")
 	bodyMiB := flag.Int("body", 1, "forged and stalled body size, MiB")
+	heapProfile = flag.String("heapprofile", "", "after the builds flood, write the relay's heap profile (/v1/debug/pprof/heap) to this file")
+	flag.StringVar(&cgroupLimit, "cgroup", "", "run the relay in a memory cgroup of this size (say 256MiB, needs root): a container of that size; relay serve sizes its Go memory limit from it, the kernel reclaims its page cache, and past the limit kills it")
 	memlimit := flag.String("memlimit", "", "GOMEMLIMIT for the relay, e.g. 230MiB: what relay serve sets in a 256 MB container (none here: the machine has no cgroup limit)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "relay-flood-")
@@ -147,6 +149,9 @@ func rssParts(p *reliability.Proc) string {
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/1e6) }
 
+// cgroupLimit is -cgroup.
+var cgroupLimit string
+
 func withRelay(bin, dir, memlimit, name string, poller bool, flood func(*reliability.Relay, *monitor) (string, error)) error {
 	addrs, err := reliability.FreeAddrs(2)
 	if err != nil {
@@ -172,6 +177,21 @@ func withRelay(bin, dir, memlimit, name string, poller bool, flood func(*reliabi
 	}
 	if memlimit != "" {
 		r.Env = []string{"GOMEMLIMIT=" + memlimit}
+	}
+	if cgroupLimit != "" {
+		limit, err := reliability.ParseBytes(cgroupLimit)
+		if err != nil {
+			return fmt.Errorf("-cgroup: %w", err)
+		}
+		cg, err := reliability.NewMemCgroup(fmt.Sprintf("relay-flood-%d-%s", os.Getpid(), name), limit)
+		if err != nil {
+			return err
+		}
+		r.Cgroup = cg
+		defer func() {
+			fmt.Printf("%-8s cgroup limit %s: peak charge %s (anonymous memory and page cache), OOM kills %d\n", name, cgroupLimit, mb(cg.Peak()), cg.OOMKills())
+			cg.Close()
+		}()
 	}
 	if err := r.Start(); err != nil {
 		return err
@@ -268,6 +288,11 @@ func forged(r *reliability.Relay, senders, size int, d time.Duration) string {
 		}()
 	}
 	wg.Wait()
+	if *heapProfile != "" {
+		if err := saveHeap(r, *heapProfile); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	return c.String()
 }
 
@@ -327,6 +352,33 @@ func stalled(r *reliability.Relay, uploads, size int, d time.Duration) (string, 
 
 // distinctBuilds sends n signed build webhooks, each a new build, from 64
 // senders.
+// heapProfile is -heapprofile.
+var heapProfile *string
+
+// saveHeap writes the relay's heap profile to path.
+func saveHeap(r *reliability.Relay, path string) error {
+	req, err := http.NewRequest(http.MethodGet, r.URL("/v1/debug/pprof/heap"), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+reliability.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
 func distinctBuilds(r *reliability.Relay, n int, m *monitor) string {
 	s := reliability.NewSender(64)
 	var c codes
@@ -357,5 +409,10 @@ func distinctBuilds(r *reliability.Relay, n int, m *monitor) string {
 		}()
 	}
 	wg.Wait()
+	if *heapProfile != "" {
+		if err := saveHeap(r, *heapProfile); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	return c.String()
 }

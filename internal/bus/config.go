@@ -20,7 +20,7 @@ type Config struct {
 	Embedded        EmbeddedConfig `yaml:"embedded"`
 	SubjectPrefix   string         `yaml:"subject_prefix" default:"cakework"`
 	Stream          string         `yaml:"stream" default:"CAKEWORK"`
-	DuplicateWindow time.Duration  `yaml:"duplicate_window" default:"2m"`
+	DuplicateWindow time.Duration  `yaml:"duplicate_window" default:"30s"`
 	MaxAge          time.Duration  `yaml:"max_age" default:"168h"`
 	// Replicas is the streams' replica count: 3 on a NATS cluster, so an
 	// acknowledged event survives the loss of a node.

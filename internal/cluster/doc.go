@@ -72,7 +72,8 @@
 // between the two, the next one finds the old records and polls the same
 // change again: state events (build, VM, vm.idle, vm.autostopped) have
 // deterministic ids, and JetStream drops the repeat within
-// bus.duplicate_window (far longer than a failover). Log events are not
+// bus.duplicate_window (at least 3x lease_ttl, which config checks, so
+// longer than a failover). Log events are not
 // safe that way (a later poll may cut a batch differently), so the last
 // log event of a stream in each commit carries the stream's cursor in the
 // header Relay-Cursor, and a new term takes a log stream's cursor from its

@@ -2,8 +2,11 @@
 //
 // Events are read in commit order, published with their Nats-Msg-Id, and
 // deleted from the outbox only after JetStream acknowledged them. A crash
-// between the acknowledgement and the delete republishes the event on the
-// next start; the duplicate window drops it. Publishes are pipelined (async,
+// between the acknowledgement and the delete leaves the event in the
+// outbox; before its first publish after a start, the publisher looks up
+// the ids of the stream's last messages and deletes what the stream holds
+// instead of publishing it again (checkStored), so a restart does not lean
+// on the duplicate window. Publishes are pipelined (async,
 // one batch at a time); when any acknowledgement in a batch fails, only the
 // acknowledged prefix is deleted and the rest is retried after a backoff, so
 // per-resource order holds unless a single message fails while the ones
@@ -87,6 +90,19 @@ type Publisher struct {
 	lastSeq   uint64
 	lastMsgID string
 	seqKnown  bool
+	// started: the check after a start (checkStored) is done; stored
+	// holds the ids it found on the stream, until every one is met or
+	// storedLeft entries were looked at (held under running).
+	started    bool
+	stored     map[string]struct{}
+	storedLeft int
+	skipped    prometheus.Counter
+}
+
+// StoredIDs is implemented by a Bus that can list the ids of its stream's
+// last messages (bus.Bus).
+type StoredIDs interface {
+	StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, error)
 }
 
 // New builds a Publisher. Metrics are registered on o.Registerer when set.
@@ -115,13 +131,16 @@ func New(o Options) *Publisher {
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_outbox_publish_errors_total", Help: "Outbox batches that failed to publish and will be retried.",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_outbox_already_stored_total", Help: "Events found on the stream after a start (stored before a crash, not yet deleted from the outbox) and deleted without being published again.",
+		}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_outbox_batches_total",
 			Help: "Outbox batches published, by how they were acknowledged: one (only the last message), each (every message), or one_then_each (the last ack showed a message missing or another publisher in between, so published again with an ack each).",
 		}, []string{"acks"}),
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(r.published, r.failures, r.batches,
+		o.Registerer.MustRegister(r.published, r.failures, r.batches, r.skipped,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "relay_outbox_depth", Help: "Events committed and not yet published to JetStream (a published polled event counts until the checkpoint that deletes it, about 100 ms later).",
 			}, func() float64 { return float64(o.Store.OutboxDepth()) }))
@@ -249,9 +268,22 @@ func (r *Publisher) PublishOnce(ctx context.Context) (int, error) {
 	// Run and Drain may overlap at shutdown; one batch at a time keeps order.
 	r.running.Lock()
 	defer r.running.Unlock()
+	if !r.started {
+		if err := r.checkStored(ctx); err != nil {
+			r.failures.Inc()
+			r.setErr(err)
+			return 0, err
+		}
+	}
 	entries, err := r.o.Store.PeekOutbox(r.o.Batch)
 	if err != nil || len(entries) == 0 {
 		return 0, err
+	}
+	var skipped int
+	if r.stored != nil {
+		if entries, skipped, err = r.dropStored(ctx, entries); err != nil || len(entries) == 0 {
+			return skipped, err
+		}
 	}
 	var acked int
 	how := "each"
@@ -282,10 +314,76 @@ func (r *Publisher) PublishOnce(ctx context.Context) (int, error) {
 		r.failures.Inc()
 		err = fmt.Errorf("outbox: publish: %w", err)
 		r.setErr(err)
-		return acked, err
+		return skipped + acked, err
 	}
 	r.setErr(nil)
-	return acked, nil
+	return skipped + acked, nil
+}
+
+// checkStored runs once after a start, before the first publish. What the
+// outbox still holds may have been stored just before a crash (JetStream
+// acknowledged it, the outbox had not yet deleted it). Those are among the
+// stream's last messages (as many as the outbox holds: with one relay
+// publishing, everything after the outbox's oldest event is its own), so
+// their ids are looked up there, and dropStored deletes them instead of
+// publishing them again. So a restart does not depend on the duplicate
+// window, however long the relay was down. A bus that cannot list ids
+// leaves it to the window, with a warning.
+func (r *Publisher) checkStored(ctx context.Context) error {
+	depth := r.o.Store.OutboxDepth()
+	sb, ok := r.o.Bus.(StoredIDs)
+	if depth == 0 || !ok {
+		r.started = true
+		return nil
+	}
+	ids, err := sb.StoredMsgIDs(ctx, depth)
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+	case errors.Is(err, nats.ErrPermissionViolation), errors.As(err, &apiErr):
+		// Not a passing outage: the check cannot work on this bus.
+		r.log.Warn("cannot read the stream's last messages to skip events stored before the restart; publishing them again (JetStream drops those still inside bus.duplicate_window)",
+			"err", err, "depth", depth)
+		r.started = true
+		return nil
+	default:
+		return fmt.Errorf("outbox: read which of %d waiting events the stream already holds: %w", depth, err)
+	}
+	r.started = true
+	if len(ids) > 0 {
+		r.stored, r.storedLeft = ids, depth
+	}
+	return nil
+}
+
+// dropStored deletes the entries checkStored found on the stream, and
+// returns the others.
+func (r *Publisher) dropStored(ctx context.Context, entries []state.OutboxEntry) ([]state.OutboxEntry, int, error) {
+	var stored []state.OutboxEntry
+	rest := entries[:0:0]
+	for _, e := range entries {
+		if r.storedLeft > 0 {
+			r.storedLeft--
+			if _, ok := r.stored[e.MsgID]; ok {
+				delete(r.stored, e.MsgID)
+				stored = append(stored, e)
+				continue
+			}
+		}
+		rest = append(rest, e)
+	}
+	if r.storedLeft == 0 || len(r.stored) == 0 {
+		r.stored = nil
+	}
+	if len(stored) == 0 {
+		return entries, 0, nil
+	}
+	if err := r.o.Store.DeleteOutbox(context.WithoutCancel(ctx), stored); err != nil {
+		return nil, 0, fmt.Errorf("outbox: delete events already on the stream: %w", err)
+	}
+	r.skipped.Add(float64(len(stored)))
+	r.log.Info("events stored before the restart were not published again", "count", len(stored))
+	return rest, len(stored), nil
 }
 
 // errCodeWrongLastMsgID is JetStream's answer to a message whose

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
@@ -377,5 +380,67 @@ func TestDrainWithTheBusSync(t *testing.T) {
 	}
 	if st.OutboxDepth() != 3 {
 		t.Fatalf("depth %d, want the 3 published events kept", st.OutboxDepth())
+	}
+}
+
+// countingBus counts what is published through it, by message id.
+type countingBus struct {
+	*bus.Bus
+	mu   sync.Mutex
+	sent map[string]int
+}
+
+func (c *countingBus) count(id string) {
+	c.mu.Lock()
+	c.sent[id]++
+	c.mu.Unlock()
+}
+
+func (c *countingBus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
+	c.count(msgID)
+	return c.Bus.PublishAsync(subject, msgID, data, hdr)
+}
+
+func (c *countingBus) PublishNoAck(subject, msgID string, data []byte, expectLast string) error {
+	c.count(msgID)
+	return c.Bus.PublishNoAck(subject, msgID, data, expectLast)
+}
+
+// After a crash between JetStream's ack and the outbox delete, the events
+// already on the stream are not sent again at all: the restart does not
+// lean on the duplicate window (which a relay down for longer has left).
+func TestRestartDoesNotResendWhatTheStreamHolds(t *testing.T) {
+	dir := t.TempDir()
+	st, b, crash := openAll(t, dir)
+	enqueue(t, st, 20)
+	entries, _ := st.PeekOutbox(100)
+	for _, e := range entries[:12] {
+		if _, err := b.Publish(context.Background(), e.Subject, e.MsgID, e.Payload, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crash()
+
+	st, b, _ = openAll(t, dir)
+	cb := &countingBus{Bus: b, sent: map[string]int{}}
+	r := New(Options{Store: st, Bus: cb, Batch: 5, Registerer: prometheus.NewRegistry()})
+	if err := r.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		id, want := fmt.Sprintf("evt-%d", i), 0
+		if i >= 12 {
+			want = 1
+		}
+		if got := cb.sent[id]; got != want {
+			t.Errorf("%s published %d times after the restart, want %d", id, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(r.skipped); got != 12 {
+		t.Errorf("relay_outbox_already_stored_total %v, want 12", got)
+	}
+	wantInOrder(t, streamMsgs(t, b), 20)
+	if st.OutboxDepth() != 0 {
+		t.Fatalf("outbox depth %d after the drain", st.OutboxDepth())
 	}
 }

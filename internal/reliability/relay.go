@@ -172,6 +172,9 @@ type Relay struct {
 	LogFile *os.File
 	// Env is added to the relay's environment (say, GOMEMLIMIT=230MiB).
 	Env []string
+	// Cgroup, when set, is the memory cgroup the relay runs in from its
+	// first instruction (so relay serve sizes its memory limit from it).
+	Cgroup *MemCgroup
 }
 
 // NewRelay writes the config file into dir, and the install key (InstallKey)
@@ -190,7 +193,12 @@ func NewRelay(bin, dir string, cfg RelayConfig) (*Relay, error) {
 // Start runs the relay and waits for /healthz.
 func (r *Relay) Start() error {
 	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, r.Env...)
-	p, err := Start(r.Bin, []string{"serve", "-config", r.CfgPath}, env, r.LogFile)
+	bin, args := r.Bin, []string{"serve", "-config", r.CfgPath}
+	if r.Cgroup != nil {
+		// The shell joins the cgroup, then becomes the relay (same pid).
+		bin, args = "/bin/sh", append([]string{"-c", `echo $$ > "$1/cgroup.procs" && shift && exec "$@"`, "sh", r.Cgroup.Path, r.Bin}, args...)
+	}
+	p, err := Start(bin, args, env, r.LogFile)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,76 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxStoredScan bounds StoredMsgIDs: a restart never reads more of the
+// stream than this many messages (about 50 B each while it runs).
+const maxStoredScan = 1 << 20
+
+// StoredMsgIDs returns the Nats-Msg-Id of each of the event stream's last n
+// messages (at most maxStoredScan), reading headers only. The outbox asks
+// it once after a start: every event it still holds that is among them was
+// stored before the crash, so it is not published again, however long ago
+// that was (JetStream's duplicate window only covers bus.duplicate_window).
+func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, error) {
+	n = min(n, maxStoredScan)
+	if n <= 0 {
+		return nil, nil
+	}
+	s, err := b.js.Stream(ctx, b.opts.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("read the stream's state: %w", err)
+	}
+	st := s.CachedInfo().State
+	if st.Msgs == 0 {
+		return map[string]struct{}{}, nil
+	}
+	from := st.FirstSeq
+	if st.LastSeq >= uint64(n) && st.LastSeq-uint64(n)+1 > from {
+		from = st.LastSeq - uint64(n) + 1
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+		HeadersOnly:   true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
+	}
+	ids := make(map[string]struct{}, min(n, int(st.LastSeq-from+1)))
+	for {
+		// A fetch that waits a second and gets nothing means the
+		// stream has no more for us (messages deleted at its end).
+		batch, err := c.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+				ids[id] = struct{}{}
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			if md.Sequence.Stream >= st.LastSeq || md.NumPending == 0 {
+				return ids, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
+		}
+		if got == 0 {
+			return ids, ctx.Err()
+		}
+	}
+}
