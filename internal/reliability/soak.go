@@ -44,6 +44,8 @@ type SoakOptions struct {
 	// Out gets one line per sample; RelayLog the relay's output.
 	Out      io.Writer
 	RelayLog *os.File
+	// Cgroup, when set, is the memory cgroup the relay runs in.
+	Cgroup *MemCgroup
 }
 
 // SoakSample is one interval's figures.
@@ -147,6 +149,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		return nil, err
 	}
 	relay.LogFile = o.RelayLog
+	relay.Cgroup = o.Cgroup
 	if err := relay.Start(); err != nil {
 		return nil, err
 	}
