@@ -165,7 +165,7 @@ func (b *Bus) newServer(withJS bool) (*server.Server, error) {
 // store, users and address: its JetStream starts afresh (sizing its limit
 // from the disk as it is now), which nats-server cannot do safely in a
 // running server (storage.go). The relay's connection is reconnected at
-// once and the streams are ensured. If the new server does not start, one
+// once (checkStorage then ensures the streams). If the new server does not start, one
 // without JetStream is put back, so the relay's control subjects and TCP
 // subscribers keep working as before, and the error is returned.
 func (b *Bus) restartEmbedded(ctx context.Context) error {
@@ -187,15 +187,14 @@ func (b *Bus) restartEmbedded(ctx context.Context) error {
 	}
 	b.emb.cur.Store(srv)
 	b.restarts.Add(1)
-	if err := b.reconnect(ctx); err != nil {
-		return err
-	}
-	return b.ensureStreams(ctx)
+	return b.reconnect(ctx)
 }
 
 // reconnect makes the relay's connection reconnect now (nats.go would wait
-// its ReconnectWait first) and waits until it did.
+// its ReconnectWait first) and waits until it did, at most ReadyTimeout.
 func (b *Bus) reconnect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.ReadyTimeout)
+	defer cancel()
 	ch := b.nc.StatusChanged(nats.CONNECTED)
 	defer b.nc.RemoveStatusListener(ch)
 	if err := b.nc.ForceReconnect(); err != nil {

@@ -111,11 +111,10 @@ func (b *Bus) restartWhenRoom(ctx context.Context, now time.Time) bool {
 		b.storageHealth(now, fmt.Errorf("probe write in %s: %w", b.opts.StoreDir, err))
 		return false
 	}
-	b.log.Warn("bus: the disk has room again (a probe write succeeded); restarting the embedded NATS server to start JetStream", "store_dir", b.opts.StoreDir)
-	rctx, cancel := context.WithTimeout(ctx, b.opts.ReadyTimeout)
-	err := b.restartEmbedded(rctx)
-	cancel()
-	if err != nil {
+	if b.restartSched.Attempts() == 0 { // later attempts: storageHealth's rate-limited line
+		b.log.Warn("bus: the disk has room again (a probe write succeeded); restarting the embedded NATS server to start JetStream", "store_dir", b.opts.StoreDir)
+	}
+	if err := b.restartEmbedded(ctx); err != nil {
 		b.nextRestart = now.Add(b.restartSched.Next())
 		b.storageHealth(now, fmt.Errorf("restart of the embedded NATS server failed: %w; next attempt at %s", err, b.nextRestart.UTC().Format(time.RFC3339)))
 		return false
