@@ -244,6 +244,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 			Name: "relay_bus_sync_errors_total",
 			Help: "Failed syncs of the embedded JetStream's files; until one succeeds, acknowledged events stay in the journal and the outbox.",
 		}, func() float64 { return float64(a.store.Stats().BusSyncErrors) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "relay_bus_embedded_restarts_total",
+			Help: "In-process restarts of the embedded NATS server that started JetStream again after a full disk had turned it off (0 with an external NATS).",
+		}, func() float64 { return float64(a.bus.EmbeddedRestarts()) }),
 	)
 	a.outbox = outbox.New(outbox.Options{Store: a.store, Bus: a.bus, Clock: a.o.Clock, Logger: a.log, Registerer: reg})
 	a.http.AddReadyCheck("state", a.store.Ready)

@@ -60,8 +60,10 @@ func TestStartReadyStop(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	if !strings.Contains(sb.String(), "relay_outbox_depth") {
-		t.Fatal("/metrics has no relay_outbox_depth")
+	for _, name := range []string{"relay_outbox_depth", "relay_bus_embedded_restarts_total 0"} {
+		if !strings.Contains(sb.String(), name) {
+			t.Fatalf("/metrics has no %s", name)
+		}
 	}
 	req, _ := http.NewRequest("GET", base+"/v1/status", nil)
 	req.Header.Set("Authorization", "Bearer admintoken")

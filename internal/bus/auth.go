@@ -30,15 +30,20 @@ const (
 // relay itself and the control user may publish to them.
 var ControlSubjects = []string{"relay.watch.build", "relay.unwatch.build", "relay.vm.activity"}
 
-// embeddedUsers are the users of the embedded server: the relay (its
-// password is returned), the subscriber and, with a control token, the
-// control user.
-func embeddedUsers(o Options) ([]*server.User, string, error) {
+// newRelayPassword is the relay's own password, made anew by every
+// process and kept across in-process restarts of the embedded server.
+func newRelayPassword() (string, error) {
 	var pw [32]byte
 	if _, err := rand.Read(pw[:]); err != nil {
-		return nil, "", fmt.Errorf("bus: relay password: %w", err)
+		return "", fmt.Errorf("bus: relay password: %w", err)
 	}
-	relayPW := hex.EncodeToString(pw[:])
+	return hex.EncodeToString(pw[:]), nil
+}
+
+// embeddedUsers are the users of the embedded server: the relay (with
+// relayPW), the subscriber and, with a control token, the control user.
+// Every server start gets its own copies.
+func embeddedUsers(o Options, relayPW string) []*server.User {
 	users := []*server.User{{
 		Username:               UserRelay,
 		Password:               relayPW,
@@ -50,7 +55,7 @@ func embeddedUsers(o Options) ([]*server.User, string, error) {
 	if o.EmbeddedControlToken != "" {
 		users = append(users, &server.User{Username: UserControl, Password: o.EmbeddedControlToken, Permissions: subscriberPermissions(o, true)})
 	}
-	return users, relayPW, nil
+	return users
 }
 
 // subscriberPermissions: subscribe to <prefix>.> and inboxes; read the

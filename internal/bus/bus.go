@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -97,7 +94,7 @@ type Options struct {
 type Bus struct {
 	opts Options
 	log  *slog.Logger
-	srv  *server.Server
+	emb  *embedded // nil with an external NATS (embedded.go)
 	nc   *nats.Conn
 	js   jetstream.JetStream
 
@@ -114,12 +111,16 @@ type Bus struct {
 	ensureDone   chan struct{}
 
 	// The embedded server's storage (storage.go).
-	storage     health.Tracker
-	storageErr  atomic.Pointer[string]
-	storageDone chan struct{}
-	offSince    time.Time // watchStorage's goroutine only
-	closeOnce   sync.Once
-	closeErr    error
+	storage      health.Tracker
+	storageErr   atomic.Pointer[string]
+	storageDone  chan struct{}
+	restarts     atomic.Uint64
+	storageMu    sync.Mutex // checkStorage; it guards the fields below
+	offSince     time.Time  // when JetStream was found off; zero while on
+	nextRestart  time.Time  // no restart before, after a failed one
+	restartSched backoff.Backoff
+	closeOnce    sync.Once
+	closeErr     error
 }
 
 // Open starts the embedded server or connects to the external one, and
@@ -144,7 +145,7 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 		opts.MACKey = randomKey()
 	}
 	b := &Bus{opts: opts, log: opts.Logger.With("component", "bus"), stopEnsure: make(chan struct{}), ensureDone: make(chan struct{}),
-		storageDone: make(chan struct{}), watchDone: make(chan struct{})}
+		storageDone: make(chan struct{}), watchDone: make(chan struct{}), restartSched: newRestartSched()}
 	b.signer.Store(newSigner(opts.MACKey))
 	var err error
 	if opts.URL == "" {
@@ -165,7 +166,7 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	ectx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
 	err = b.ensureStreams(ectx)
 	cancel()
-	if b.srv != nil && err == nil {
+	if b.emb != nil && err == nil {
 		go b.watchStorage()
 	} else {
 		close(b.storageDone)
@@ -192,77 +193,6 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 		close(b.watchDone)
 	}
 	return b, nil
-}
-
-func (b *Bus) startEmbedded() error {
-	o := &server.Options{
-		ServerName: "cakework-relay",
-		JetStream:  true,
-		StoreDir:   b.opts.StoreDir,
-		NoSigs:     true,
-		NoLog:      false,
-		// The relay's own server holds at most a few sinks' consumers; keep
-		// its footprint small.
-		MaxPayload: 8 << 20,
-	}
-	if b.opts.StoreDir == "" {
-		return errors.New("bus: embedded server needs a store directory (data_dir)")
-	}
-	if b.opts.EmbeddedListen == "" {
-		o.DontListen = true
-	} else {
-		host, portStr, err := net.SplitHostPort(b.opts.EmbeddedListen)
-		if err != nil {
-			return fmt.Errorf("bus.embedded.listen %q: %w (use host:port, or \"\" for in-process only)", b.opts.EmbeddedListen, err)
-		}
-		port, err := strconv.Atoi(portStr)
-		if err != nil {
-			return fmt.Errorf("bus.embedded.listen %q: bad port", b.opts.EmbeddedListen)
-		}
-		o.Host, o.Port = host, port
-		if port == 0 {
-			o.Port = server.RANDOM_PORT
-		}
-		// The server only reports a busy port by timing out; probe first so
-		// the error is immediate and says what to change.
-		if port != 0 {
-			ln, err := net.Listen("tcp", b.opts.EmbeddedListen)
-			if err != nil {
-				return fmt.Errorf("bus: embedded NATS cannot listen on %s: %w (is the port in use? set bus.embedded.listen to a free address, or \"\" for in-process only)", b.opts.EmbeddedListen, err)
-			}
-			ln.Close()
-		}
-	}
-	// No anonymous client: the relay's own in-process user, the
-	// subscriber and the control user (auth.go).
-	users, relayPW, err := embeddedUsers(b.opts)
-	if err != nil {
-		return err
-	}
-	o.Users = users
-	b.relayPW = relayPW
-	srv, err := server.NewServer(o)
-	if err != nil {
-		return fmt.Errorf("bus: embedded NATS: %w", err)
-	}
-	srv.SetLoggerV2(&natsLogger{log: b.log}, false, false, false)
-	b.srv = srv
-	go srv.Start()
-	if !srv.ReadyForConnections(b.opts.ReadyTimeout) {
-		if b.opts.EmbeddedListen != "" {
-			return fmt.Errorf("bus: embedded NATS did not start on %s (is the port in use? set bus.embedded.listen to a free address, or \"\" for in-process only)", b.opts.EmbeddedListen)
-		}
-		return errors.New("bus: embedded NATS did not start; check the data_dir's jetstream directory is writable")
-	}
-	// Its own inbox prefix: subscribers may subscribe to _INBOX.>, and
-	// need not see the relay's replies.
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("cakework-relay"), nats.MaxReconnects(-1),
-		nats.UserInfo(UserRelay, relayPW), nats.CustomInboxPrefix("_RELAY_INBOX"))
-	if err != nil {
-		return fmt.Errorf("bus: connect to embedded NATS: %w", err)
-	}
-	b.nc = nc
-	return nil
 }
 
 func (b *Bus) connectExternal() error {
@@ -381,15 +311,18 @@ func (b *Bus) Ready() error {
 	if b.nc == nil || b.nc.IsClosed() {
 		return errors.New("bus: connection closed")
 	}
+	if b.emb != nil {
+		if srv := b.server(); srv == nil || !srv.JetStreamEnabled() {
+			msg := "it stopped storing (a write failed: is the disk holding " + b.opts.StoreDir + " full?); events wait in the outbox; free space there: every " +
+				storageCheck.String() + " the relay writes a probe file, and once that succeeds it restarts its embedded NATS server, which starts JetStream again"
+			if p := b.storageErr.Load(); p != nil {
+				msg += " (" + *p + ")"
+			}
+			return fmt.Errorf("%w: %s", ErrStorageOff, msg)
+		}
+	}
 	if st := b.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("bus: not connected to NATS (%s)", st)
-	}
-	if b.srv != nil && !b.srv.JetStreamEnabled() {
-		msg := "it stopped storing (a write failed: is the disk holding " + b.opts.StoreDir + " full?); events wait in the outbox; free space and restart the relay"
-		if p := b.storageErr.Load(); p != nil {
-			msg += " (" + *p + ")"
-		}
-		return fmt.Errorf("%w: %s", ErrStorageOff, msg)
 	}
 	if !b.streamsReady.Load() {
 		if p := b.streamErr.Load(); p != nil {
@@ -422,11 +355,8 @@ func DLQSubject(sink string) string { return DLQSubjectPrefix + "." + sink }
 // embedded server's listen address, or the external URL. Empty when the
 // embedded server is in-process only.
 func (b *Bus) ClientURL() string {
-	if b.srv != nil {
-		if b.opts.EmbeddedListen == "" {
-			return ""
-		}
-		return b.srv.ClientURL()
+	if b.emb != nil {
+		return b.emb.clientURL // the same address across restarts
 	}
 	return b.opts.URL
 }
@@ -592,9 +522,9 @@ func (b *Bus) close(ctx context.Context) error {
 			}
 		}
 	}
-	if b.srv != nil {
-		b.srv.Shutdown()
-		waitCtx(ctx, b.srv.WaitForShutdown)
+	if srv := b.server(); srv != nil {
+		srv.Shutdown()
+		waitCtx(ctx, srv.WaitForShutdown)
 	}
 	return errors.Join(errs...)
 }
@@ -604,9 +534,9 @@ func (b *Bus) shutdown() {
 	if b.nc != nil {
 		b.nc.Close()
 	}
-	if b.srv != nil {
-		b.srv.Shutdown()
-		b.srv.WaitForShutdown()
+	if srv := b.server(); srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
 	}
 }
 
@@ -623,15 +553,26 @@ func waitCtx(ctx context.Context, f func()) {
 func StoreDir(dataDir string) string { return filepath.Join(dataDir, "jetstream") }
 
 // natsLogger sends the embedded server's log to slog. Fatalf must not exit
-// the process: the relay reports the failure itself.
-type natsLogger struct{ log *slog.Logger }
+// the process: the relay reports the failure itself, and the first fatal
+// message goes to fatal (when set) so a failed start is known at once.
+type natsLogger struct {
+	log   *slog.Logger
+	fatal chan<- string // buffered
+}
 
 func (l *natsLogger) Noticef(f string, v ...any) { l.log.Debug("nats: " + fmt.Sprintf(f, v...)) }
 func (l *natsLogger) Warnf(f string, v ...any)   { l.log.Warn("nats: " + fmt.Sprintf(f, v...)) }
-func (l *natsLogger) Fatalf(f string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(f, v...)) }
-func (l *natsLogger) Errorf(f string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(f, v...)) }
-func (l *natsLogger) Debugf(f string, v ...any)  {}
-func (l *natsLogger) Tracef(f string, v ...any)  {}
+func (l *natsLogger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	l.log.Error("nats: " + msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+func (l *natsLogger) Errorf(f string, v ...any) { l.log.Error("nats: " + fmt.Sprintf(f, v...)) }
+func (l *natsLogger) Debugf(f string, v ...any) {}
+func (l *natsLogger) Tracef(f string, v ...any) {}
 
 // redactErr hides the credentials of urls in err's text (nats.Connect
 // quotes a URL it cannot parse whole). err is returned as is when it quotes

@@ -18,9 +18,14 @@
 //     (500ms doubling to 8s) and logs each disconnect and reconnect. While it is down, publishes fail
 //     fast; callers (the outbox publisher) keep the events and retry.
 //   - When nats-server turned the embedded JetStream off after a failed
-//     write (a full disk), Ready says so, and a probe write every 10 s says
-//     when the disk has room again; a restart of the relay starts it
-//     (storage.go says why not in the running server).
+//     write (a full disk), Ready says so, and a probe write is tried every
+//     10 s. Once one succeeds, the embedded server is restarted inside the
+//     relay (embedded.go): the same store, users, rights and address, so
+//     the relay's connection, its subscriptions, the sinks' pull consumers
+//     and TCP subscribers reconnect by themselves, and what was stored is
+//     kept. A restart that fails is reported by Ready and retried after a
+//     backoff (30 s doubling to 5 min); meanwhile a server without
+//     JetStream serves core NATS. EmbeddedRestarts counts the restarts.
 //   - Close drains the connection and shuts the embedded server down, and is
 //     safe to call twice.
 //

@@ -31,14 +31,16 @@ func (b *Bus) StreamSyncer() func() error {
 }
 
 func (b *Bus) streamSync() *streamSync {
-	if b.srv == nil {
+	srv := b.server()
+	if srv == nil {
 		return nil
 	}
-	js := b.srv.JetStreamConfig()
+	js := srv.JetStreamConfig()
 	if js == nil {
 		return nil
 	}
-	return newStreamSync(filepath.Join(js.StoreDir, b.srv.GlobalAccount().GetName(), "streams", b.opts.Stream))
+	// The path is the same for every server restartEmbedded starts.
+	return newStreamSync(filepath.Join(js.StoreDir, srv.GlobalAccount().GetName(), "streams", b.opts.Stream))
 }
 
 // streamSync fsyncs a stream directory's message blocks (msgs/<n>.blk).
