@@ -49,7 +49,12 @@
 //     the call; a process frozen in the microseconds between that check
 //     and the request could still send it after a failover, and the new
 //     leader, finding the stop recorded but not completed, would call
-//     again and get 409 (counted as stopped): two calls, one stop.
+//     again and get 409 (counted as stopped): two calls, one stop. The
+//     same happens, more often, to a call still waiting for its answer
+//     when the term ends (a leader starved of CPU misses its renewals):
+//     the call is cut off, the next leader calls again. That is the
+//     likely cause of 6 calls for 3 stops that TestFleetLeader once saw
+//     on a machine running two test suites at once (not reproduced).
 //   - Fenced writes are sequential: a stream refuses a second conditional
 //     write on a subject while one is in flight, so the Store commits one
 //     transaction at a time, one message at a time. Such a refusal (or a

@@ -119,8 +119,9 @@ func (f *Fleet) WaitLeader(ctx context.Context, timeout time.Duration, not int) 
 // CheckAutostops checks auto-stop's events on the stream against the
 // simulator: every VM auto-stopped got one vm.idle and one vm.autostopped
 // (one idle period each: the VMs never start again), each VM in want among
-// them, and stopVM was called once per VM stopped.
-func CheckAutostops(msgs []StreamMsg, stopCalls int, want []string) []string {
+// them, and stopVM stopped each of them once (stopsDone: calls that
+// stopped a VM; repeats answered 409 are allowed).
+func CheckAutostops(msgs []StreamMsg, stopsDone int, want []string) []string {
 	idle, auto := map[string]int{}, map[string]int{}
 	for _, m := range msgs {
 		switch m.Event.ShortType() {
@@ -141,8 +142,12 @@ func CheckAutostops(msgs []StreamMsg, stopCalls int, want []string) []string {
 			probs = append(probs, fmt.Sprintf("%s: %d vm.idle and %d vm.autostopped, want 1 each", id, idle[id], n))
 		}
 	}
-	if stopCalls != len(auto) {
-		probs = append(probs, fmt.Sprintf("stopVM called %d times for %d VMs auto-stopped, want once each", stopCalls, len(auto)))
+	// A stop call cut off by the end of a term (the leader lost its
+	// lease while the call was in flight) is made again by the next
+	// leader and answered 409: the cluster package's doc says so. So
+	// calls may repeat; a VM is stopped once.
+	if stopsDone != len(auto) {
+		probs = append(probs, fmt.Sprintf("stopVM stopped %d VMs for %d auto-stopped, want once each", stopsDone, len(auto)))
 	}
 	return probs
 }

@@ -194,7 +194,7 @@ func FleetChaos(ctx context.Context, o FleetChaosOptions) (*FleetChaosResult, er
 	<-appended
 	msgs, probs := settleStream(ctx, f.NATS.URL(), world, time.Now().Add(60*time.Second))
 	res.Problems = append(res.Problems, probs...)
-	res.Problems = append(res.Problems, CheckAutostops(msgs, world.Sim.CallCount(cakeworksim.RouteStopVM), idle)...)
+	res.Problems = append(res.Problems, CheckAutostops(msgs, world.Sim.StopsDone(), idle)...)
 	res.Messages, res.Lines = len(msgs), world.LineCount()
 	for _, m := range msgs {
 		if m.Event.ShortType() == "vm.autostopped" {

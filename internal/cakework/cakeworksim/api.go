@@ -222,6 +222,7 @@ func (s *Sim) stopVM(w http.ResponseWriter, r *http.Request) {
 	default:
 		// stopVM is for one-shot VMs: stopping destroys.
 		s.setState(v, cakework.VMDestroyed)
+		s.stopsDone++
 	}
 	s.mu.Unlock()
 	if status != http.StatusOK {

@@ -181,6 +181,14 @@ func (s *Sim) CallCount(route string) int {
 	return s.calls[route]
 }
 
+// StopsDone is how many stopVM calls stopped a VM: CallCount(RouteStopVM)
+// less those answered 404 or 409 (already stopped), and less faults.
+func (s *Sim) StopsDone() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopsDone
+}
+
 // TotalCalls returns the number of requests received on all routes.
 func (s *Sim) TotalCalls() int {
 	s.mu.Lock()

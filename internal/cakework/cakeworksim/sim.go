@@ -112,6 +112,8 @@ type Sim struct {
 	images       map[string]struct{}
 	logs         map[logKey]*stream
 	calls        map[string]int
+	// stopsDone counts stopVM calls that stopped a VM (not the 409s).
+	stopsDone int
 	faults       Faults
 	listPageSize int
 	webhooks     []pendingWebhook
