@@ -104,16 +104,16 @@ type Sim struct {
 	signer *standardwebhooks.Webhook
 	mux    *http.ServeMux
 
-	mu           sync.Mutex
-	rnd          *rand.Rand
-	builds       map[string]*simBuild
-	active       map[string]struct{} // builds the state machine still moves
-	vms          map[string]*simVM
-	images       map[string]struct{}
-	logs         map[logKey]*stream
-	calls        map[string]int
+	mu     sync.Mutex
+	rnd    *rand.Rand
+	builds map[string]*simBuild
+	active map[string]struct{} // builds the state machine still moves
+	vms    map[string]*simVM
+	images map[string]struct{}
+	logs   map[logKey]*stream
+	calls  map[string]int
 	// stopsDone counts stopVM calls that stopped a VM (not the 409s).
-	stopsDone int
+	stopsDone    int
 	faults       Faults
 	listPageSize int
 	webhooks     []pendingWebhook
