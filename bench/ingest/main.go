@@ -58,6 +58,7 @@ func run() int {
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
 	natsNodes := flag.Int("nats", 0, "run the relays on an external NATS cluster of this many nats-server processes (0: the embedded server)")
 	members := flag.Int("members", 1, "in-process relays on the same bus (with -nats); the senders go round-robin to them")
+	relayEnvFlag := flag.String("relay-env", "", "comma-separated VAR=value added to the relay process's environment (say GOMAXPROCS=2)")
 	inProcess := flag.Bool("inprocess", false, "run the relay inside the bench process (sessions 1-6 measured it so; its collector then also sees the load generator's heap) instead of as its own process")
 	member := flag.String("member", "m1", "internal, with -serve-relay: the member name")
 	busURLFlag := flag.String("bus-url", "", "internal, with -serve-relay: the external NATS")
@@ -71,6 +72,9 @@ func run() int {
 			return 1
 		}
 		return 0
+	}
+	if *relayEnvFlag != "" {
+		relayEnv = strings.Split(*relayEnvFlag, ",")
 	}
 	if *serveRelayFlag {
 		if err := serveRelay(relayArgs{busURL: *busURLFlag, replicas: *replicasFlag, fleet: *fleet, member: *member,

@@ -31,6 +31,9 @@ import (
 //     "end";
 //   - EOF: it stops the relay and exits.
 
+// relayEnv is added to a child relay's environment (-relay-env).
+var relayEnv []string
+
 // relayArgs are what a child relay needs to start as the parent would have.
 type relayArgs struct {
 	busURL     string
@@ -173,6 +176,7 @@ func startRelayProc(a relayArgs) (*relayProc, error) {
 	}
 	cmd := exec.Command(exe, a.flags()...)
 	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(), relayEnv...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
