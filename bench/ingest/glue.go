@@ -29,13 +29,16 @@ import (
 // and answers 202 after the publish is acknowledged. It runs in its own
 // process (the bench starts its own binary with -serve-glue), with Go's
 // default GOMAXPROCS and GOGC, and prints "listening ADDR" once it serves.
-func serveGlue(addr, dir string) error {
+func serveGlue(addr, dir string, syncAlways bool) error {
 	ns, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
 		JetStream: true,
 		StoreDir:  dir,
 		NoSigs:    true,
+		// -glue-sync-always: fsync every message before the ack, so
+		// the glue's 202 means "on disk" like the relay's.
+		SyncAlways: syncAlways,
 	})
 	if err != nil {
 		return err
@@ -108,7 +111,11 @@ func startGlue() (string, int, func(), error) {
 	if err != nil {
 		return "", 0, nil, err
 	}
-	cmd := exec.Command(exe, "-serve-glue", "127.0.0.1:0", "-glue-dir", dir)
+	args := []string{"-serve-glue", "127.0.0.1:0", "-glue-dir", dir}
+	if glueSyncAlways {
+		args = append(args, "-glue-sync-always")
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
 	// The environment is inherited: without GOMAXPROCS or GOGC in it, the
 	// glue runs with Go's defaults, as a user's would, not the relay's tuning.

@@ -58,6 +58,7 @@ func run() int {
 	ids := flag.String("ids", "random", "build and webhook ids: random (UUIDv4-like) or ordered (time-ordered, UUIDv7/KSUID-like)")
 	natsNodes := flag.Int("nats", 0, "run the relays on an external NATS cluster of this many nats-server processes (0: the embedded server)")
 	members := flag.Int("members", 1, "in-process relays on the same bus (with -nats); the senders go round-robin to them")
+	flag.BoolVar(&glueSyncAlways, "glue-sync-always", false, "the glue's JetStream fsyncs every message before its ack (sync_always), so its 202 means on disk like the relay's")
 	relayEnvFlag := flag.String("relay-env", "", "comma-separated VAR=value added to the relay process's environment (say GOMAXPROCS=2)")
 	inProcess := flag.Bool("inprocess", false, "run the relay inside the bench process (sessions 1-6 measured it so; its collector then also sees the load generator's heap) instead of as its own process")
 	member := flag.String("member", "m1", "internal, with -serve-relay: the member name")
@@ -67,7 +68,7 @@ func run() int {
 	fleet := flag.Bool("fleet", false, "with -nats: cluster.enabled (a 2xx after the replicated stream's ack and the fleet's seen bucket); without: the local journal and outbox (bus.replicas is min(nats, 3) either way)")
 	flag.Parse()
 	if *serveGlueAddr != "" {
-		if err := serveGlue(*serveGlueAddr, *glueDir); err != nil {
+		if err := serveGlue(*serveGlueAddr, *glueDir, glueSyncAlways); err != nil {
 			fmt.Fprintln(os.Stderr, "glue:", err)
 			return 1
 		}
@@ -278,6 +279,9 @@ func startRelay(busURL string, replicas int, fleet bool, member string) (*app.Ap
 }
 
 var orderedIDs bool
+
+// glueSyncAlways is -glue-sync-always.
+var glueSyncAlways bool
 
 type result struct {
 	name    string
