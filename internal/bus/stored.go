@@ -10,15 +10,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// maxStoredScan bounds StoredMsgIDs: a restart never reads more of the
-// stream than this many messages (about 50 B each while it runs).
-const maxStoredScan = 1 << 20
+// maxStoredScan bounds StoredMsgIDs: a check never reads more of the
+// stream than this many messages, nor keeps more ids (about 100 B each
+// while it runs); past it, the duplicate window covers the rest.
+const maxStoredScan = 100_000
 
 // StoredMsgIDs returns the Nats-Msg-Id of each of the event stream's last n
-// messages (at most maxStoredScan), reading headers only. The outbox asks
-// it once after a start: every event it still holds that is among them was
-// stored before the crash, so it is not published again, however long ago
-// that was (JetStream's duplicate window only covers bus.duplicate_window).
+// messages (at most maxStoredScan) that the relay signed itself: a message
+// whose Relay-Mac does not verify is skipped, so nobody who may publish on
+// an external NATS can hide an event the relay still has to publish. The
+// outbox asks it after a start, and after a publish whose outcome is
+// unknown: every event it still holds that is among them was stored, so it
+// is not published again, however long ago that was (JetStream's duplicate
+// window only covers bus.duplicate_window). It reads through an ordered
+// consumer, which the relay's NATS user must be allowed to create.
 func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, error) {
 	n = min(n, maxStoredScan)
 	if n <= 0 {
@@ -39,13 +44,12 @@ func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, err
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   from,
-		HeadersOnly:   true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
 	}
 	ids := make(map[string]struct{}, min(n, int(st.LastSeq-from+1)))
-	for {
+	for ctx.Err() == nil {
 		// A fetch that waits a second and gets nothing means the
 		// stream has no more for us (messages deleted at its end).
 		batch, err := c.Fetch(500, jetstream.FetchMaxWait(time.Second))
@@ -55,12 +59,13 @@ func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, err
 		got := 0
 		for m := range batch.Messages() {
 			got++
-			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
-				ids[id] = struct{}{}
-			}
 			md, err := m.Metadata()
 			if err != nil {
 				return nil, err
+			}
+			id := m.Headers().Get(jetstream.MsgIDHeader)
+			if id != "" && b.Verify(b.opts.Stream, md.Sequence.Stream, m.Subject(), m.Headers(), m.Data()) == nil {
+				ids[id] = struct{}{}
 			}
 			if md.Sequence.Stream >= st.LastSeq || md.NumPending == 0 {
 				return ids, nil
@@ -73,4 +78,5 @@ func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, err
 			return ids, ctx.Err()
 		}
 	}
+	return nil, ctx.Err()
 }

@@ -69,7 +69,10 @@ type Options struct {
 	AckTimeout time.Duration
 	// Poll is how often the outbox is checked without a notification.
 	// Default 1s.
-	Poll       time.Duration
+	Poll time.Duration
+	// CheckTimeout bounds one look at the stream for events it already
+	// holds (checkStored). Default 10s.
+	CheckTimeout time.Duration
 	Registerer prometheus.Registerer
 }
 
@@ -96,7 +99,12 @@ type Publisher struct {
 	started    bool
 	stored     map[string]struct{}
 	storedLeft int
-	skipped    prometheus.Counter
+	// checkN, when set, is how many of the first entries the next check
+	// looks for (the batch whose publish failed); checkTimeouts counts
+	// checks in a row that timed out.
+	checkN        int
+	checkTimeouts int
+	skipped       prometheus.Counter
 }
 
 // StoredIDs is implemented by a Bus that can list the ids of its stream's
@@ -121,6 +129,9 @@ func New(o Options) *Publisher {
 	}
 	if o.Poll <= 0 {
 		o.Poll = time.Second
+	}
+	if o.CheckTimeout <= 0 {
+		o.CheckTimeout = storedCheckTimeout
 	}
 	r := &Publisher{
 		o:   o,
@@ -314,47 +325,80 @@ func (r *Publisher) PublishOnce(ctx context.Context) (int, error) {
 		r.failures.Inc()
 		err = fmt.Errorf("outbox: publish: %w", err)
 		r.setErr(err)
+		// Some of what was sent may be stored without an ack (a lost
+		// ack, a timeout): look on the stream before sending it again.
+		r.started, r.checkN = false, len(entries)-acked
 		return skipped + acked, err
 	}
 	r.setErr(nil)
 	return skipped + acked, nil
 }
 
-// checkStored runs once after a start, before the first publish. What the
-// outbox still holds may have been stored just before a crash (JetStream
-// acknowledged it, the outbox had not yet deleted it). Those are among the
-// stream's last messages (as many as the outbox holds: with one relay
-// publishing, everything after the outbox's oldest event is its own), so
-// their ids are looked up there, and dropStored deletes them instead of
-// publishing them again. So a restart does not depend on the duplicate
-// window, however long the relay was down. A bus that cannot list ids
-// leaves it to the window, with a warning.
+// checkStored runs before the first publish after a start, and again
+// after a publish whose outcome is unknown. What the outbox still holds may
+// have been stored already (JetStream acknowledged it just before a crash,
+// or stored a batch whose acknowledgement was lost). Those are among the
+// stream's last messages (as many as the outbox holds after a start, the
+// failed batch after a failure: with one relay publishing, everything after
+// them is its own), so their ids are looked up there, and dropStored
+// deletes them instead of publishing them again. So neither a restart nor
+// a long outage leans on the duplicate window.
+//
+// A check that fails is retried like a publish (the bus may be down), but
+// one that times out storedCheckTries times in a row, or that JetStream
+// refuses for good (say, the relay's user may not create consumers on an
+// external NATS, which shows as a timeout), is given up with a warning: the
+// events are published, and the window drops repeats inside it.
 func (r *Publisher) checkStored(ctx context.Context) error {
-	depth := r.o.Store.OutboxDepth()
+	n := r.o.Store.OutboxDepth()
+	if r.checkN > 0 {
+		n = min(n, r.checkN)
+	}
 	sb, ok := r.o.Bus.(StoredIDs)
-	if depth == 0 || !ok {
-		r.started = true
+	if n == 0 || !ok {
+		r.checked(nil, 0)
 		return nil
 	}
-	ids, err := sb.StoredMsgIDs(ctx, depth)
+	cctx, cancel := context.WithTimeout(ctx, r.o.CheckTimeout)
+	ids, err := sb.StoredMsgIDs(cctx, n)
+	cancel()
+	if err == nil {
+		r.checked(ids, n)
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	var apiErr *jetstream.APIError
-	switch {
-	case err == nil:
-	case errors.Is(err, nats.ErrPermissionViolation), errors.As(err, &apiErr):
-		// Not a passing outage: the check cannot work on this bus.
-		r.log.Warn("cannot read the stream's last messages to skip events stored before the restart; publishing them again (JetStream drops those still inside bus.duplicate_window)",
-			"err", err, "depth", depth)
-		r.started = true
+	final := errors.As(err, &apiErr) && apiErr.Code != 503 // 503: JetStream not available yet
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		r.checkTimeouts++
+		final = r.checkTimeouts >= storedCheckTries
+	}
+	if final {
+		r.log.Warn("cannot read the stream's last messages to skip events it already holds; publishing them (JetStream drops repeats inside bus.duplicate_window): allow the relay's NATS user to create consumers on the stream",
+			"err", err, "events", n)
+		r.checked(nil, 0)
 		return nil
-	default:
-		return fmt.Errorf("outbox: read which of %d waiting events the stream already holds: %w", depth, err)
 	}
-	r.started = true
-	if len(ids) > 0 {
-		r.stored, r.storedLeft = ids, depth
-	}
-	return nil
+	return fmt.Errorf("outbox: read which of %d waiting events the stream already holds: %w", n, err)
 }
+
+// checked ends a check: ids are what it found among the first n entries.
+func (r *Publisher) checked(ids map[string]struct{}, n int) {
+	r.started, r.checkN, r.checkTimeouts = true, 0, 0
+	r.stored, r.storedLeft = nil, 0
+	if len(ids) > 0 {
+		r.stored, r.storedLeft = ids, n
+	}
+}
+
+// storedCheckTimeout bounds one check; storedCheckTries checks in a row
+// that time out give it up.
+const (
+	storedCheckTimeout = 10 * time.Second
+	storedCheckTries   = 3
+)
 
 // dropStored deletes the entries checkStored found on the stream, and
 // returns the others.

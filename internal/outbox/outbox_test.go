@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +28,9 @@ func openAll(t testing.TB, dir string) (*state.Store, *bus.Bus, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bus.Open(context.Background(), bus.Options{StoreDir: filepath.Join(dir, "jetstream"), Stream: "CAKEWORK", SubjectPrefix: "cakework", DuplicateWindow: time.Hour})
+	// One install key across "crashes", as the app keeps it in data_dir:
+	// the stored check counts only what this install signed.
+	b, err := bus.Open(context.Background(), bus.Options{StoreDir: filepath.Join(dir, "jetstream"), Stream: "CAKEWORK", SubjectPrefix: "cakework", DuplicateWindow: time.Hour, MACKey: []byte("outbox test install key, 32 B!!")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,5 +445,125 @@ func TestRestartDoesNotResendWhatTheStreamHolds(t *testing.T) {
 	wantInOrder(t, streamMsgs(t, b), 20)
 	if st.OutboxDepth() != 0 {
 		t.Fatalf("outbox depth %d after the drain", st.OutboxDepth())
+	}
+}
+
+// lostAckBus stores what it is given but loses the first lose acks (a
+// connection that dropped after the server stored the batch).
+type lostAckBus struct {
+	*countingBus
+	lose int
+}
+
+type neverFuture struct{ m *nats.Msg }
+
+func (f neverFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (f neverFuture) Err() <-chan error            { return nil }
+func (f neverFuture) Msg() *nats.Msg               { return f.m }
+
+func (l *lostAckBus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
+	f, err := l.countingBus.PublishAsync(subject, msgID, data, hdr)
+	if err != nil || l.lose == 0 {
+		return f, err
+	}
+	l.lose--
+	return neverFuture{f.Msg()}, nil
+}
+
+// A batch stored whose ack was lost is looked up on the stream before it
+// is sent again: the retry does not lean on the duplicate window (which a
+// bus away for longer has left). (Found by the session-7 review.)
+func TestLostAckIsNotSentAgain(t *testing.T) {
+	st, b, _ := openAll(t, t.TempDir())
+	enqueue(t, st, 3)
+	lb := &lostAckBus{countingBus: &countingBus{Bus: b, sent: map[string]int{}}, lose: 1}
+	r := New(Options{Store: st, Bus: lb, AckTimeout: 300 * time.Millisecond, Registerer: prometheus.NewRegistry()})
+	if _, err := r.PublishOnce(context.Background()); err == nil {
+		t.Fatal("want the lost ack to fail the first publish")
+	}
+	if err := r.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if id := fmt.Sprintf("evt-%d", i); lb.sent[id] != 1 {
+			t.Errorf("%s sent %d times, want once (the first try was stored, its ack lost)", id, lb.sent[id])
+		}
+	}
+	wantInOrder(t, streamMsgs(t, b), 3)
+}
+
+// On an external NATS whose relay user may not create consumers on the
+// stream, the check cannot run: it shows as a timeout. After a few, the
+// outbox publishes anyway instead of waiting forever. (Found by the
+// session-7 review.)
+func TestStoredCheckRefusedStillPublishes(t *testing.T) {
+	dir := t.TempDir()
+	api := "$JS.API."
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), NoSigs: true,
+		Users: []*server.User{{Username: "relay", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{
+				Allow: []string{"cakework.>", "relay.dlq.>", api + "INFO", api + "STREAM.>"},
+			},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer srv.Shutdown()
+	st, err := state.Open(state.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b, err := bus.Open(context.Background(), bus.Options{URL: "nats://relay:pw@" + srv.Addr().String(), Stream: "CAKEWORK", SubjectPrefix: "cakework", DuplicateWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if _, err := b.Publish(context.Background(), "cakework.vm.v0.started", "before", []byte("x"), nil); err != nil {
+		t.Fatal("publish as the restricted user:", err)
+	}
+	enqueue(t, st, 3) // a restart with events in the outbox
+	r := New(Options{Store: st, Bus: b, CheckTimeout: 300 * time.Millisecond, Registerer: prometheus.NewRegistry()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go r.Run(ctx)
+	for st.OutboxDepth() > 0 && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := st.OutboxDepth(); d > 0 {
+		t.Fatalf("%d events still in the outbox; last error: %v", d, r.LastError())
+	}
+}
+
+// A message on the stream that the relay did not sign (a forger who may
+// publish on an external NATS and predicts an id) does not make the check
+// skip the relay's own event. (Found by the session-7 review.)
+func TestStoredCheckIgnoresUnsignedMessages(t *testing.T) {
+	dir := t.TempDir()
+	st, b, crash := openAll(t, dir)
+	enqueue(t, st, 2)
+	m := nats.NewMsg("cakework.vm.v0.started")
+	m.Header.Set(jetstream.MsgIDHeader, "evt-0")
+	m.Data = []byte("forged")
+	if _, err := b.JetStream().PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	crash()
+
+	st, b, _ = openAll(t, dir)
+	cb := &countingBus{Bus: b, sent: map[string]int{}}
+	r := New(Options{Store: st, Bus: cb, Registerer: prometheus.NewRegistry()})
+	if err := r.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cb.sent["evt-0"] != 1 || cb.sent["evt-1"] != 1 {
+		t.Errorf("published %v, want each event once: the forged message is not the relay's", cb.sent)
 	}
 }
