@@ -20,7 +20,10 @@ type Config struct {
 	Embedded        EmbeddedConfig `yaml:"embedded"`
 	SubjectPrefix   string         `yaml:"subject_prefix" default:"cakework"`
 	Stream          string         `yaml:"stream" default:"CAKEWORK"`
-	DuplicateWindow time.Duration  `yaml:"duplicate_window" default:"30s"`
+	// DuplicateWindow: unset, 30s with the embedded server (its map is in
+	// the relay's memory) and 2m with an external NATS (see
+	// DefaultDuplicateWindow).
+	DuplicateWindow time.Duration  `yaml:"duplicate_window"`
 	MaxAge          time.Duration  `yaml:"max_age" default:"168h"`
 	// Replicas is the streams' replica count: 3 on a NATS cluster, so an
 	// acknowledged event survives the loss of a node.
@@ -57,10 +60,28 @@ func Defaults() Config {
 	return Config{Embedded: EmbeddedConfig{Listen: DefaultEmbeddedListen}}.WithDefaults()
 }
 
+// DefaultDuplicateWindow is bus.duplicate_window when it is not set. With
+// the embedded server JetStream's duplicate map lives in the relay's
+// memory (110-150 B per id): 30 s, enough for repeats while the relay
+// runs, since a restart and a lost ack check the stream itself (package
+// outbox). With an external NATS the map is the server's, and a fleet's
+// new leader may publish again what the last one stored a failover and a
+// poll later (and the poller announces again a build status that came by
+// webhook once it is past the window): 2 m.
+func DefaultDuplicateWindow(url string) time.Duration {
+	if url != "" {
+		return 2 * time.Minute
+	}
+	return 30 * time.Second
+}
+
 // WithDefaults is c with every unset (zero) field at its default (the
 // default tags), but Embedded.Listen (see Defaults).
 func (c Config) WithDefaults() Config {
 	confcheck.ApplyDefaults(&c)
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow(c.URL)
+	}
 	return c
 }
 

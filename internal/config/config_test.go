@@ -811,3 +811,28 @@ func TestClusterNeedsExternalBus(t *testing.T) {
 		t.Errorf("a fleet member's config: %v", err)
 	}
 }
+
+// bus.duplicate_window's default follows where the stream's duplicate map
+// lives: the relay's memory (embedded), or the NATS server's.
+func TestDuplicateWindowDefaultFollowsTheBus(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want time.Duration
+	}{
+		{"", 30 * time.Second},
+		{"bus: {url: 'nats://n:4222'}", 2 * time.Minute},
+		{"bus: {url: 'nats://n:4222', duplicate_window: 45s}", 45 * time.Second},
+		{"bus: {duplicate_window: 5m}", 5 * time.Minute},
+	} {
+		c, err := Parse([]byte(tc.src), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.src, err)
+		}
+		if c.Bus.DuplicateWindow != tc.want {
+			t.Errorf("%q: duplicate_window %s, want %s", tc.src, c.Bus.DuplicateWindow, tc.want)
+		}
+	}
+	if d := Default(nil).Bus.DuplicateWindow; d != 30*time.Second {
+		t.Errorf("no config file: %s, want 30s", d)
+	}
+}

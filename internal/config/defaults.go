@@ -47,6 +47,9 @@ func Default(env func(string) (string, bool)) *Config {
 func preset() *Config {
 	c := &Config{Bus: bus.Defaults(), Poller: poller.Defaults()}
 	fill(c)
+	// Its default depends on bus.url, which the file may set: fill sets
+	// it after decoding.
+	c.Bus.DuplicateWindow = 0
 	return c
 }
 
