@@ -35,6 +35,7 @@ func Default(env func(string) (string, bool)) *Config {
 		env = noEnv
 	}
 	c := preset()
+	fill(c) // what preset leaves for after decoding
 	applyEnv(c, env)
 	return c
 }
