@@ -14,17 +14,17 @@ import (
 // logs.
 type Config struct {
 	// URL of an external NATS. Empty runs the embedded server.
-	URL             string         `yaml:"url"`
-	CredsFile       string         `yaml:"creds_file"`
-	TLS             TLSConfig      `yaml:"tls"`
-	Embedded        EmbeddedConfig `yaml:"embedded"`
-	SubjectPrefix   string         `yaml:"subject_prefix" default:"cakework"`
-	Stream          string         `yaml:"stream" default:"CAKEWORK"`
+	URL           string         `yaml:"url"`
+	CredsFile     string         `yaml:"creds_file"`
+	TLS           TLSConfig      `yaml:"tls"`
+	Embedded      EmbeddedConfig `yaml:"embedded"`
+	SubjectPrefix string         `yaml:"subject_prefix" default:"cakework"`
+	Stream        string         `yaml:"stream" default:"CAKEWORK"`
 	// DuplicateWindow: unset, 30s with the embedded server (its map is in
 	// the relay's memory) and 2m with an external NATS (see
 	// DefaultDuplicateWindow).
-	DuplicateWindow time.Duration  `yaml:"duplicate_window"`
-	MaxAge          time.Duration  `yaml:"max_age" default:"168h"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	MaxAge          time.Duration `yaml:"max_age" default:"168h"`
 	// Replicas is the streams' replica count: 3 on a NATS cluster, so an
 	// acknowledged event survives the loss of a node.
 	Replicas int `yaml:"replicas" default:"1"`

@@ -108,6 +108,10 @@ func (b *Bus) startEmbedded() error {
 	return nil
 }
 
+// embeddedMaxMemory is the embedded JetStream's limit for memory storage,
+// which none of the relay's streams use.
+const embeddedMaxMemory = 64 << 20
+
 // newServer starts an embedded server on the store directory, with the
 // users and the address of b.emb, and waits until it takes connections.
 // withJS false starts one without JetStream (core NATS only).
@@ -122,6 +126,16 @@ func (b *Bus) newServer(withJS bool) (*server.Server, error) {
 		// its footprint small.
 		MaxPayload: 8 << 20,
 		Users:      embeddedUsers(b.opts, e.relayPW),
+	}
+	// By default nats-server caps its store at 75% of the disk's free
+	// space when it starts: started (or restarted after a full disk) with
+	// little room, it refuses every write for good, however much room
+	// comes back. Capped at the filesystem's size instead, it stores until
+	// a write really fails (JetStream then turns off, and watchStorage
+	// restarts it once there is room). Both limits must be set, or it
+	// sizes both itself; no stream of the relay's is in memory.
+	if fs := filesystemSize(b.opts.StoreDir); fs > 0 {
+		o.JetStreamMaxStore, o.JetStreamMaxMemory = fs, embeddedMaxMemory
 	}
 	if e.port < 0 {
 		o.DontListen = true
