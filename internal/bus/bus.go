@@ -111,10 +111,13 @@ type Bus struct {
 	ensureDone   chan struct{}
 
 	// The embedded server's storage (storage.go).
-	storage      health.Tracker
-	storageErr   atomic.Pointer[string]
-	storageDone  chan struct{}
-	restarts     atomic.Uint64
+	storage     health.Tracker
+	storageErr  atomic.Pointer[string]
+	storageDone chan struct{}
+	restarts    atomic.Uint64
+	// listenLost: a restart could not take bus.embedded.listen again
+	// (inProcessOnly); Ready says so.
+	listenLost   atomic.Pointer[string]
 	storageMu    sync.Mutex // checkStorage; it guards the fields below
 	offSince     time.Time  // when JetStream was found off; zero while on
 	nextRestart  time.Time  // no restart before, after a failed one
@@ -323,6 +326,9 @@ func (b *Bus) Ready() error {
 	}
 	if st := b.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("bus: not connected to NATS (%s)", st)
+	}
+	if p := b.listenLost.Load(); p != nil {
+		return errors.New(*p)
 	}
 	if !b.streamsReady.Load() {
 		if p := b.streamErr.Load(); p != nil {

@@ -86,7 +86,7 @@ func (b *Bus) startEmbedded() error {
 	}
 	e.relayPW, b.relayPW = pw, pw
 	b.emb = e
-	srv, err := b.newServer(true)
+	srv, err := b.newServer(true, true)
 	if err != nil {
 		return err
 	}
@@ -114,8 +114,9 @@ const embeddedMaxMemory = 64 << 20
 
 // newServer starts an embedded server on the store directory, with the
 // users and the address of b.emb, and waits until it takes connections.
-// withJS false starts one without JetStream (core NATS only).
-func (b *Bus) newServer(withJS bool) (*server.Server, error) {
+// withJS false starts one without JetStream (core NATS only); listen false
+// one for in-process connections only, whatever bus.embedded.listen says.
+func (b *Bus) newServer(withJS, listen bool) (*server.Server, error) {
 	e := b.emb
 	o := &server.Options{
 		ServerName: "cakework-relay",
@@ -137,7 +138,7 @@ func (b *Bus) newServer(withJS bool) (*server.Server, error) {
 	if fs := filesystemSize(b.opts.StoreDir); fs > 0 {
 		o.JetStreamMaxStore, o.JetStreamMaxMemory = fs, embeddedMaxMemory
 	}
-	if e.port < 0 {
+	if e.port < 0 || !listen {
 		o.DontListen = true
 	} else {
 		o.Host, o.Port = e.host, e.port
@@ -169,7 +170,7 @@ func (b *Bus) newServer(withJS bool) (*server.Server, error) {
 	if why != "" {
 		why = " (" + why + ")"
 	}
-	if e.port >= 0 {
+	if e.port >= 0 && listen {
 		return nil, fmt.Errorf("bus: embedded NATS did not start on %s%s: is the port in use? set bus.embedded.listen to a free address, or \"\" for in-process only; or check the data_dir's jetstream directory is writable", net.JoinHostPort(e.host, strconv.Itoa(e.port)), why)
 	}
 	return nil, fmt.Errorf("bus: embedded NATS did not start%s; check the data_dir's jetstream directory is writable", why)
@@ -187,9 +188,15 @@ func (b *Bus) restartEmbedded(ctx context.Context) error {
 		old.Shutdown()
 		old.WaitForShutdown()
 	}
-	srv, err := b.newServer(true)
+	srv, err := b.newServer(true, true)
+	switch {
+	case err == nil:
+		b.listenLost.Store(nil)
+	case b.emb.port >= 0:
+		srv, err = b.inProcessOnly(err)
+	}
 	if err != nil {
-		fb, ferr := b.newServer(false)
+		fb, ferr := b.newServer(false, true)
 		if ferr != nil {
 			return fmt.Errorf("%w; a server without JetStream did not start either: %v", err, ferr)
 		}
@@ -202,6 +209,24 @@ func (b *Bus) restartEmbedded(ctx context.Context) error {
 	b.emb.cur.Store(srv)
 	b.restarts.Add(1)
 	return b.reconnect(ctx)
+}
+
+// inProcessOnly starts the restarted server for in-process connections
+// only, after one on bus.embedded.listen did not start (why): another
+// process may have taken the address while the old server was down. The
+// relay keeps working; TCP subscribers cannot connect (and should not
+// talk to whoever holds the address), and Ready says so until the relay
+// is restarted.
+func (b *Bus) inProcessOnly(why error) (*server.Server, error) {
+	srv, err := b.newServer(true, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w; in-process only, it did not start either: %v", why, err)
+	}
+	msg := fmt.Sprintf("bus: the embedded NATS server restarted for in-process connections only: %v; TCP subscribers cannot connect, and whatever holds %s now is not the relay (do not give it credentials); restart the relay once the address is free",
+		why, net.JoinHostPort(b.emb.host, strconv.Itoa(b.emb.port)))
+	b.listenLost.Store(&msg)
+	b.log.Error(msg)
+	return srv, nil
 }
 
 // reconnect makes the relay's connection reconnect now (nats.go would wait

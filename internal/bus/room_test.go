@@ -3,9 +3,11 @@ package bus
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +82,35 @@ func TestRestartOnALittleRoomStoresOnceThereIsRoom(t *testing.T) {
 	if err != nil {
 		t.Fatalf("publish after space was freed (~40 MiB free, restarts %d, Ready() = %v): %v (api error: %v)",
 			b.EmbeddedRestarts(), b.Ready(), err, errors.As(err, &apiErr))
+	}
+}
+
+// Another process that takes the listen address while the server restarts
+// does not leave the relay without a server: the new one takes in-process
+// connections only, the relay publishes, and Ready says what happened
+// until the relay is restarted. (Found by the session-7 review.)
+func TestRestartWithTheAddressTakenKeepsTheRelayWorking(t *testing.T) {
+	clk := clock.NewFake(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
+	b := openStorageBus(t, clk, "127.0.0.1:0")
+	addr := b.server().Addr().String()
+	jetStreamOff(t, b)
+	// The gap of a restart, made deterministic: the old server is down
+	// and someone else binds its address before the new one can.
+	old := b.emb.cur.Swap(nil)
+	old.Shutdown()
+	old.WaitForShutdown()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("could not take %s for the test: %v", addr, err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b.checkStorage(ctx)
+	if err := b.Ready(); err == nil || !strings.Contains(err.Error(), "in-process connections only") || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Ready() = %v, want it to say the server is in-process only and whose address was taken", err)
+	}
+	if _, err := b.Publish(ctx, "cakework.vm.v.started", "after", []byte("x"), nil); err != nil {
+		t.Fatalf("the relay cannot publish after the restart: %v", err)
 	}
 }
