@@ -13,6 +13,7 @@ import (
 	"github.com/cakework-relay/cakework-relay/internal/autostop"
 	"github.com/cakework-relay/cakework-relay/internal/backoff"
 	"github.com/cakework-relay/cakework-relay/internal/cluster"
+	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/poller"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
@@ -58,6 +59,7 @@ func newFleet(c *Core) *fleet {
 		Sign:          c.Bus.Sign,
 		Leading:       f.leading,
 		Resign:        f.resign,
+		Announced:     func(id string) bool { return changeAnnounced(c, id) },
 	})
 	f.signals = autostop.Signals{Store: f.store.Autostop(), Clock: c.Clock}
 	c.HTTP.AddStatus("cluster", func() any { return f.status() })
@@ -259,4 +261,17 @@ func (l leaderOps) Watches() (poller.WatchList, error) {
 
 func (l leaderOps) Activity(ctx context.Context, id string) (time.Time, error) {
 	return l.f.signals.Record(ctx, id)
+}
+
+// changeAnnounced reports whether any member's ingest announced the change
+// with this event id (the fleet's seen bucket). A failed read says no: the
+// poller's event then carries the same id, and JetStream's window drops it.
+func changeAnnounced(c *Core, eventID string) bool {
+	if c.Shared == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, seen, err := (&cluster.Ingest{IDs: c.Shared.Seen}).Seen(ctx, ingest.FleetChangeKey(eventID))
+	return err == nil && seen
 }

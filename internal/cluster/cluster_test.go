@@ -414,3 +414,28 @@ func cursorIn(t *testing.T, s *cluster.Store, kind, id string) (cur, bool) {
 	}
 	return c, have
 }
+
+// The leader's poller asks the fleet whether a change was announced by
+// webhook at any member, so it does not announce it again once past the
+// duplicate window. (Found by the session-7 review: it was always no.)
+func TestChangeAnnouncedAsksTheFleet(t *testing.T) {
+	c := setup(t)
+	a := join(t, c, 0, "a")
+	_, t1 := leaderOf(t, 5*ttl, a)
+	s := cluster.NewStore(cluster.StoreOptions{JS: a.js, KV: a.kv, Stream: stream, SubjectPrefix: prefix,
+		Leading: func(tm cluster.Term) bool { return a.e.Leading(tm) }, Resign: func(cluster.Term) {},
+		Announced: func(id string) bool { return id == "by-webhook" }})
+	if err := s.Begin(context.Background(), t1); err != nil {
+		t.Fatal(err)
+	}
+	var announced, other bool
+	if err := s.View(func(tx poller.Tx) error {
+		announced, other = tx.ChangeAnnounced("by-webhook", time.Now()), tx.ChangeAnnounced("by-poller", time.Now())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !announced || other {
+		t.Fatalf("ChangeAnnounced: by-webhook %v, by-poller %v; want true, false", announced, other)
+	}
+}

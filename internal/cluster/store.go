@@ -74,6 +74,11 @@ type StoreOptions struct {
 	// published and what was written are then uncertain, and a new term
 	// reloads.
 	Resign func(t Term)
+	// Announced reports whether a change with this event id was announced
+	// by webhook at any member (the fleet's seen bucket), so the poller
+	// does not announce it again once past the duplicate window. Nil, or
+	// an error reading it: not announced, and the window drops repeats.
+	Announced func(eventID string) bool
 }
 
 // Store is the leader's knowledge in the fleet bucket: the poller's
@@ -669,10 +674,13 @@ func (t *tx) DeleteWatch(kind, id string) (bool, error) {
 func (t *tx) GetMeta(k string, v any) (bool, error) { return t.getJSON(pfxMeta+k, v) }
 func (t *tx) PutMeta(k string, v any) error         { return t.putJSON(pfxMeta+k, v) }
 
-// ChangeAnnounced is false: in a fleet, ingest's marks are on the member
-// that took the webhook. The poller's event for the same change carries
-// the same id, and JetStream drops the repeat (bus.duplicate_window).
-func (t *tx) ChangeAnnounced(string, time.Time) bool { return false }
+// ChangeAnnounced asks the fleet's seen bucket (StoreOptions.Announced),
+// where every member's ingest marks the changes it announced. Without it,
+// the poller's event for the same change carries the same id, and
+// JetStream drops the repeat inside bus.duplicate_window.
+func (t *tx) ChangeAnnounced(eventID string, _ time.Time) bool {
+	return t.s.o.Announced != nil && t.s.o.Announced(eventID)
+}
 
 func (t *tx) Enqueue(subject, msgID string, payload []byte) error {
 	if t.writes == nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"time"
-
-	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
 // Fleet is where a fleet member (cluster.enabled) commits webhooks instead
@@ -38,7 +36,10 @@ type Fleet interface {
 // Keys in the fleet's seen bucket: a receiver's delivery id, or a change
 // announced (the same namespaces as the local seen index).
 func fleetDeliveryKey(receiver, seenKey string) string { return receiver + "/" + seenKey }
-func fleetChangeKey(eventID string) string             { return "change/" + eventID }
+
+// FleetChangeKey is the seen-bucket key of a change announced by webhook
+// (the cluster store asks it for the poller, app/fleet.go).
+func FleetChangeKey(eventID string) string { return "change/" + eventID }
 
 // fleetErr maps a fleet failure to 503: nothing acknowledged, the sender
 // retries (a retry whose event did reach the stream is a duplicate).
@@ -67,14 +68,14 @@ func (in *Ingest) fleetBuild(ctx context.Context, b *buildData, id, deliveryKey,
 			return answer{status: http.StatusOK, outcome: outDuplicate, id: first}
 		}
 	}
-	if _, seen, err := f.Seen(ctx, fleetChangeKey(id)); err != nil {
+	if _, seen, err := f.Seen(ctx, FleetChangeKey(id)); err != nil {
 		return in.fleetErr(ctx, "reading seen ids", err)
 	} else if seen {
 		return in.fleetRemember(ctx, id, answer{status: http.StatusOK, outcome: outDuplicate, id: id}, dk)
 	}
 	if b.Status == statusCreated {
 		for _, st := range []string{statusSucceeded, statusFailed} {
-			_, seen, err := f.Seen(ctx, fleetChangeKey(event.BuildStatusID(b.BuildID, st)))
+			_, seen, err := f.Seen(ctx, FleetChangeKey(in.o.IDs.BuildStatusID(b.BuildID, st)))
 			if err != nil {
 				return in.fleetErr(ctx, "reading seen ids", err)
 			}
@@ -88,7 +89,7 @@ func (in *Ingest) fleetBuild(ctx context.Context, b *buildData, id, deliveryKey,
 			return f.WatchBuild(ctx, b.BuildID)
 		}
 		return nil
-	}, fleetChangeKey(id), dk)
+	}, FleetChangeKey(id), dk)
 }
 
 // fleetGeneric is genericWebhook for a fleet member.
