@@ -381,7 +381,7 @@ func (a *App) expireWebhookIDs(ctx context.Context) {
 		}
 		if now := a.o.Clock.Now(); trimmed > 0 && now.Sub(lastWarn) >= time.Hour {
 			lastWarn = now
-			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (50 to 120 B of memory each) or lower seen_ttl",
+			a.log.Warn("more webhook ids than ingest.seen_max: the oldest are forgotten before ingest.seen_ttl; raise seen_max (36 to 80 B of memory each) or lower seen_ttl",
 				"forgotten", trimmed, "seen_max", a.o.Config.Ingest.SeenMax)
 		}
 		// Often, so a flood passes seen_max by seconds of ids, not a

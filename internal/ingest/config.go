@@ -18,11 +18,11 @@ type Config struct {
 	OutboxLimit int `yaml:"outbox_limit" default:"100000"`
 	// SeenTTL is how long webhook ids are remembered for dedup.
 	SeenTTL time.Duration `yaml:"seen_ttl" default:"72h"`
-	// SeenMax caps how many ids are remembered (about 50 bytes of memory
-	// each, 120 with the id of their event, as a Cakework webhook's is;
+	// SeenMax caps how many ids are remembered (about 36 bytes of memory
+	// each, 80 with the id of their event, as a Cakework webhook's is;
 	// measured with bench/sizing); beyond it the oldest are forgotten
-	// before their seen_ttl. The default, about 36 MB at most, fits a
-	// 256 MB container and is still minutes of ids at 1,000 webhooks/s,
+	// before their seen_ttl. The default, about 20 MB at most, fits a
+	// 256 MiB container and is still minutes of ids at 1,000 webhooks/s,
 	// past bus.duplicate_window.
 	SeenMax int `yaml:"seen_max" default:"300000"`
 	// TimestampTolerance bounds webhook-timestamp skew.
@@ -130,7 +130,7 @@ func (c Config) Validate(v *confcheck.Checker) {
 	}
 	v.Duration("seen_ttl", c.SeenTTL)
 	if c.SeenMax < 1000 {
-		v.Add("seen_max", "must be at least 1000 (each remembered id takes about 50 to 120 bytes of memory)")
+		v.Add("seen_max", "must be at least 1000 (each remembered id takes about 36 to 80 bytes of memory)")
 	}
 	v.Duration("timestamp_tolerance", c.TimestampTolerance)
 }

@@ -34,9 +34,10 @@ import (
 // JetStream acknowledged. A segment whose records are all under both is
 // recycled. Open replays what is over them: seen ids and watches into
 // bbolt, unacknowledged events back into the outbox queue. An event
-// acknowledged after the last checkpoint is published again after a crash,
-// and JetStream's duplicate window drops it, as for an outbox entry deleted
-// after its acknowledgement.
+// acknowledged after the last checkpoint is found on the stream by the
+// outbox publisher after a crash and not published again (package outbox,
+// checkStored), as for an outbox entry not yet deleted after its
+// acknowledgement.
 
 // AcceptTx is one request's view in an Accept batch.
 type AcceptTx struct {

@@ -216,7 +216,7 @@ func (s *Store) WebhookIDCount() int { return s.seen.len() }
 
 // TrimWebhookIDs forgets the ids closest to their expiry until at most keep
 // are remembered (at most max per call), and reports how many went. It
-// bounds memory (about 50 to 120 bytes per id) when ids arrive faster than
+// bounds memory (about 36 to 80 bytes per id) when ids arrive faster than
 // seen_ttl lets them expire.
 func (s *Store) TrimWebhookIDs(ctx context.Context, keep, max int) (int, error) {
 	over := s.WebhookIDCount() - keep
