@@ -20,6 +20,13 @@ func newRestartSched() backoff.Backoff {
 	return backoff.Backoff{Initial: 30 * time.Second, Max: 5 * time.Minute, Jitter: -1}
 }
 
+// minRestartRoom is the free space the embedded server is restarted with
+// at least: 1% of the filesystem, and not less than 16 MiB (nor more than
+// 1 GiB).
+func minRestartRoom(dir string) int64 {
+	return min(max(filesystemSize(dir)/100, 16<<20), 1<<30)
+}
+
 // probeBytes is what a probe writes (and syncs, then removes) in the store
 // directory before JetStream is started again: room for more than one
 // message block's header and index.
@@ -109,6 +116,13 @@ func (b *Bus) restartWhenRoom(ctx context.Context, now time.Time) bool {
 	}
 	if err := probe(b.opts.StoreDir); err != nil {
 		b.storageHealth(now, fmt.Errorf("probe write in %s: %w", b.opts.StoreDir, err))
+		return false
+	}
+	// A disk that hovers at full would have the server restarted (every
+	// TCP client dropped, the store recovered) at every check: wait for
+	// some room first.
+	if free, need := freeSpace(b.opts.StoreDir), minRestartRoom(b.opts.StoreDir); free >= 0 && free < need {
+		b.storageHealth(now, fmt.Errorf("%d MiB free in %s; the embedded NATS server is restarted once %d MiB are", free>>20, b.opts.StoreDir, need>>20))
 		return false
 	}
 	if b.restartSched.Attempts() == 0 { // later attempts: storageHealth's rate-limited line

@@ -23,3 +23,13 @@ func filesystemSize(dir string) int64 {
 		}
 	}
 }
+
+// freeSpace is what an unprivileged process may still write on the
+// filesystem holding dir, or -1 when it cannot be read.
+func freeSpace(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return -1
+	}
+	return int64(st.Bavail) * st.Bsize
+}

@@ -51,8 +51,9 @@
 //     leader, finding the stop recorded but not completed, would call
 //     again and get 409 (counted as stopped): two calls, one stop. The
 //     same happens, more often, to a call still waiting for its answer
-//     when the term ends (a leader starved of CPU misses its renewals):
-//     the call is cut off, the next leader calls again. That is the
+//     when the term ends (a leader starved of CPU misses its renewals)
+//     or past cakework.timeout: the call is cut off, and the next leader
+//     (or the next check, 15 s later) calls again. That is the
 //     likely cause of 6 calls for 3 stops that TestFleetLeader once saw
 //     on a machine running two test suites at once (not reproduced).
 //   - Fenced writes are sequential: a stream refuses a second conditional
