@@ -73,7 +73,7 @@ type Options struct {
 	// CheckTimeout bounds one look at the stream for events it already
 	// holds (checkStored). Default 10s.
 	CheckTimeout time.Duration
-	Registerer prometheus.Registerer
+	Registerer   prometheus.Registerer
 }
 
 // Publisher drains the outbox to the bus.
