@@ -10,6 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ErrNotConnected is returned by StoredMsgIDs while the connection is down.
+var ErrNotConnected = errors.New("bus: not connected to NATS")
+
 // maxStoredScan bounds StoredMsgIDs: a check never reads more of the
 // stream than this many messages, nor keeps more ids (about 100 B each
 // while it runs); past it, the duplicate window covers the rest.
@@ -28,6 +31,11 @@ func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, err
 	n = min(n, maxStoredScan)
 	if n <= 0 {
 		return nil, nil
+	}
+	// Disconnected, a request would wait out ctx: say so at once, so the
+	// outbox retries on its short backoff instead.
+	if st := b.nc.Status(); st != nats.CONNECTED {
+		return nil, fmt.Errorf("%w (%s)", ErrNotConnected, st)
 	}
 	s, err := b.js.Stream(ctx, b.opts.Stream)
 	if err != nil {
