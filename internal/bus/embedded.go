@@ -177,9 +177,9 @@ func (b *Bus) newServer(withJS, listen bool) (*server.Server, error) {
 }
 
 // restartEmbedded replaces the embedded server with a new one on the same
-// store, users and address: its JetStream starts afresh (sizing its limit
-// from the disk as it is now), which nats-server cannot do safely in a
-// running server (storage.go). The relay's connection is reconnected at
+// store, users and address: its JetStream starts afresh, which nats-server
+// cannot do safely in a running server (storage.go); if the address was
+// taken meanwhile, in-process only (inProcessOnly). The relay's connection is reconnected at
 // once (checkStorage then ensures the streams). If the new server does not start, one
 // without JetStream is put back, so the relay's control subjects and TCP
 // subscribers keep working as before, and the error is returned.

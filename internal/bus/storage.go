@@ -36,13 +36,12 @@ const probeBytes = 1 << 20
 var ErrStorageOff = errors.New("bus: the embedded JetStream is off")
 
 // watchStorage watches the embedded JetStream's storage. nats-server
-// shuts JetStream down when a write fails for lack of space, and sizes its
-// storage limit from the disk's free space when JetStream starts. Every
-// storageCheck, while JetStream is off, a probe file is written and synced
-// in the store directory; once that succeeds, the embedded server is
-// restarted in-process (restartEmbedded), which starts JetStream on the
-// same store and sizes the limit from the disk as it is then. Events wait
-// in the journal and the outbox meanwhile.
+// shuts JetStream down when a write fails for lack of space (its storage
+// limit is the filesystem's size: newServer). Every storageCheck, while
+// JetStream is off, a probe file is written and synced in the store
+// directory; once that succeeds and minRestartRoom is free, the embedded
+// server is restarted in-process (restartEmbedded), which starts JetStream
+// on the same store. Events wait in the journal and the outbox meanwhile.
 //
 // It does not call EnableJetStream in the running server: that rewrites
 // the account's JetStream exports while API requests (the sinks' pulls)
