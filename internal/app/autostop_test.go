@@ -98,15 +98,22 @@ func TestAutostopOnPollerKnowledge(t *testing.T) {
 	if got := sim.CallCount(cakeworksim.RouteStopVM); got != 1 {
 		t.Fatalf("stopVM called %d times", got)
 	}
-	// The warning and the stop reach the stream, with the poller's view of
-	// the VM stopping after them.
+	// The warning, then the stop, reach the stream. The poller's
+	// vm.destroyed may come before vm.autostopped: the app's own scheduled
+	// sweep (on this fake clock too) can read the VM between the stop call
+	// and auto-stop's commit, as in production (README "Auto-stop").
 	if err := a.outbox.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got := streamTypes(t, a, "cakework.vm.quiet.>")
-	want := []string{"vm.idle", "vm.autostopped"}
-	if len(got) < 2 || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("events about the idle VM: %v, want %v first", got, want)
+	stops := 0
+	for _, ty := range got {
+		if ty == "vm.autostopped" {
+			stops++
+		}
+	}
+	if len(got) < 2 || got[0] != "vm.idle" || stops != 1 {
+		t.Fatalf("events about the idle VM: %v, want vm.idle first, then one vm.autostopped", got)
 	}
 	if busyEvents := streamTypes(t, a, "cakework.vm.busy.*.idle"); len(busyEvents) != 0 {
 		t.Fatalf("busy VM warned: %v", busyEvents)
