@@ -197,6 +197,9 @@ func (b *Bus) restartEmbedded(ctx context.Context) error {
 	}
 	if err != nil {
 		fb, ferr := b.newServer(false, true)
+		if ferr != nil && b.emb.port >= 0 { // the address taken too: in-process
+			fb, ferr = b.newServer(false, false)
+		}
 		if ferr != nil {
 			return fmt.Errorf("%w; a server without JetStream did not start either: %v", err, ferr)
 		}

@@ -49,18 +49,32 @@ func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, err
 	if st.LastSeq >= uint64(n) && st.LastSeq-uint64(n)+1 > from {
 		from = st.LastSeq - uint64(n) + 1
 	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
+	// A plain ephemeral consumer, not an ordered one: an ordered
+	// consumer's Fetch re-creates it on a context of its own and retries
+	// forever, so a check could outlive ctx (and hold the outbox) for a
+	// whole outage. This one is deleted at the end, or by the server
+	// once idle.
+	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = s.DeleteConsumer(dctx, c.CachedInfo().Name)
+		cancel()
+	}()
 	ids := make(map[string]struct{}, min(n, int(st.LastSeq-from+1)))
 	for ctx.Err() == nil {
 		// A fetch that waits a second and gets nothing means the
-		// stream has no more for us (messages deleted at its end).
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		// stream has no more for us (messages deleted at its end). At
+		// most 4 MiB at a time, whatever the events' size.
+		batch, err := c.FetchBytes(4<<20, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
 		}
@@ -83,6 +97,9 @@ func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, err
 			return nil, fmt.Errorf("read the stream's last %d messages: %w", n, err)
 		}
 		if got == 0 {
+			if st := b.nc.Status(); st != nats.CONNECTED {
+				return nil, fmt.Errorf("%w (%s)", ErrNotConnected, st)
+			}
 			return ids, ctx.Err()
 		}
 	}

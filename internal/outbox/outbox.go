@@ -104,7 +104,11 @@ type Publisher struct {
 	// checks in a row that timed out.
 	checkN        int
 	checkTimeouts int
-	skipped       prometheus.Counter
+	// checkOff: the check timed out storedCheckTries times in a row (a
+	// NATS user that may not create consumers); not tried again in this
+	// process, so every reconnect does not cost those timeouts again.
+	checkOff bool
+	skipped  prometheus.Counter
 }
 
 // StoredIDs is implemented by a Bus that can list the ids of its stream's
@@ -355,7 +359,7 @@ func (r *Publisher) checkStored(ctx context.Context) error {
 		n = min(n, r.checkN)
 	}
 	sb, ok := r.o.Bus.(StoredIDs)
-	if n == 0 || !ok {
+	if n == 0 || !ok || r.checkOff {
 		r.checked(nil, 0)
 		return nil
 	}
@@ -374,9 +378,10 @@ func (r *Publisher) checkStored(ctx context.Context) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 		r.checkTimeouts++
 		final = r.checkTimeouts >= storedCheckTries
+		r.checkOff = final
 	}
 	if final {
-		r.log.Warn("cannot read the stream's last messages to skip events it already holds; publishing them (JetStream drops repeats inside bus.duplicate_window): allow the relay's NATS user to create consumers on the stream",
+		r.log.Warn("cannot read the stream's last messages to skip events it already holds; publishing them (JetStream drops repeats inside bus.duplicate_window), and not trying again until the relay restarts if it timed out: allow the relay's NATS user to create consumers on the stream",
 			"err", err, "events", n)
 		r.checked(nil, 0)
 		return nil
