@@ -25,7 +25,7 @@ const maxStoredScan = 100_000
 // outbox asks it after a start, and after a publish whose outcome is
 // unknown: every event it still holds that is among them was stored, so it
 // is not published again, however long ago that was (JetStream's duplicate
-// window only covers bus.duplicate_window). It reads through an ordered
+// window only covers bus.duplicate_window). It reads through an ephemeral
 // consumer, which the relay's NATS user must be allowed to create.
 func (b *Bus) StoredMsgIDs(ctx context.Context, n int) (map[string]struct{}, error) {
 	n = min(n, maxStoredScan)
