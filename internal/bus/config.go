@@ -53,11 +53,12 @@ type EmbeddedConfig struct {
 // out (see Defaults). The other fields' defaults are their default tags.
 const DefaultEmbeddedListen = "127.0.0.1:4222"
 
-// Defaults is the section with nothing set. Its embedded listen address is
-// not the zero value, so a file that sets it to "" (in-process only) must be
-// decoded over Defaults, not have WithDefaults applied after.
+// Defaults is what a file is decoded over: only the embedded listen
+// address, whose default is not the zero value (a file that sets it to ""
+// means in-process only). WithDefaults fills the rest after decoding, when
+// url, which duplicate_window's default depends on, is known.
 func Defaults() Config {
-	return Config{Embedded: EmbeddedConfig{Listen: DefaultEmbeddedListen}}.WithDefaults()
+	return Config{Embedded: EmbeddedConfig{Listen: DefaultEmbeddedListen}}
 }
 
 // DefaultDuplicateWindow is bus.duplicate_window when it is not set. With

@@ -35,7 +35,7 @@ func Default(env func(string) (string, bool)) *Config {
 		env = noEnv
 	}
 	c := preset()
-	fill(c) // what preset leaves for after decoding
+	fill(c)
 	applyEnv(c, env)
 	return c
 }
@@ -46,12 +46,9 @@ func Default(env func(string) (string, bool)) *Config {
 // bus.embedded.listen (an explicit "" means in-process only); their
 // sections' Defaults set them.
 func preset() *Config {
-	c := &Config{Bus: bus.Defaults(), Poller: poller.Defaults()}
-	fill(c)
-	// Its default depends on bus.url, which the file may set: fill sets
-	// it after decoding.
-	c.Bus.DuplicateWindow = 0
-	return c
+	// The rest is filled after decoding (fill): some defaults depend on
+	// what the file sets (bus.duplicate_window on bus.url).
+	return &Config{Bus: bus.Defaults(), Poller: poller.Defaults()}
 }
 
 // ApplyDefaults fills every unset field with its default, as Parse does after
