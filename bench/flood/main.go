@@ -179,17 +179,13 @@ func withRelay(bin, dir, memlimit, name string, poller bool, flood func(*reliabi
 		r.Env = []string{"GOMEMLIMIT=" + memlimit}
 	}
 	if cgroupLimit != "" {
-		limit, err := reliability.ParseBytes(cgroupLimit)
-		if err != nil {
-			return fmt.Errorf("-cgroup: %w", err)
-		}
-		cg, err := reliability.NewMemCgroup(fmt.Sprintf("relay-flood-%d-%s", os.Getpid(), name), limit)
+		cg, err := reliability.NewMemCgroup(fmt.Sprintf("relay-flood-%d-%s", os.Getpid(), name), cgroupLimit)
 		if err != nil {
 			return err
 		}
 		r.Cgroup = cg
 		defer func() {
-			fmt.Printf("%-8s cgroup limit %s: peak charge %s (anonymous memory and page cache), OOM kills %d\n", name, cgroupLimit, mb(cg.Peak()), cg.OOMKills())
+			fmt.Printf("%-8s %s\n", name, cg.Report())
 			cg.Close()
 		}()
 	}

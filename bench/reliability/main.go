@@ -75,19 +75,14 @@ func soak(ctx context.Context, bin, dir string, args []string) int {
 	cgroup := fs.String("cgroup", "", "run the relay in a memory cgroup of this size (say 256MiB; needs root): a container of that size, which relay serve sizes its memory limit from")
 	fs.Parse(args)
 	if *cgroup != "" {
-		limit, err := reliability.ParseBytes(*cgroup)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "-cgroup:", err)
-			return 2
-		}
-		cg, err := reliability.NewMemCgroup(fmt.Sprintf("relay-soak-%d", os.Getpid()), limit)
+		cg, err := reliability.NewMemCgroup(fmt.Sprintf("relay-soak-%d", os.Getpid()), *cgroup)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		o.Cgroup = cg
 		defer func() {
-			fmt.Printf("# cgroup limit %s: peak charge %.0f MB (anonymous memory and page cache), OOM kills %d\n", *cgroup, float64(cg.Peak())/1e6, cg.OOMKills())
+			fmt.Printf("# %s\n", cg.Report())
 			cg.Close()
 		}()
 	}

@@ -18,18 +18,24 @@ import (
 type MemCgroup struct {
 	Path string
 	v2   bool
+	size string
 }
 
-// NewMemCgroup creates a memory cgroup named name limited to limit bytes.
-func NewMemCgroup(name string, limit int64) (*MemCgroup, error) {
+// NewMemCgroup creates a memory cgroup named name limited to size (say
+// 256MiB, as a -cgroup flag gives it).
+func NewMemCgroup(name, size string) (*MemCgroup, error) {
+	limit, err := parseBytes(size)
+	if err != nil {
+		return nil, fmt.Errorf("-cgroup: %w", err)
+	}
 	for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
 		if b, err := os.ReadFile(filepath.Join(root, "cgroup.subtree_control")); err == nil && strings.Contains(string(b), "memory") {
-			c := &MemCgroup{Path: filepath.Join(root, name), v2: true}
+			c := &MemCgroup{Path: filepath.Join(root, name), v2: true, size: size}
 			return c, c.create("memory.max", limit)
 		}
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
-		c := &MemCgroup{Path: filepath.Join("/sys/fs/cgroup/memory", name)}
+		c := &MemCgroup{Path: filepath.Join("/sys/fs/cgroup/memory", name), size: size}
 		return c, c.create("memory.limit_in_bytes", limit)
 	}
 	return nil, errors.New("no cgroup memory controller here (neither cgroup v2 with memory enabled nor v1's /sys/fs/cgroup/memory); run without a container limit")
@@ -89,11 +95,16 @@ func (c *MemCgroup) OOMKills() int64 {
 	return -1
 }
 
+// Report is the line a benchmark prints once the relay has exited.
+func (c *MemCgroup) Report() string {
+	return fmt.Sprintf("cgroup limit %s: peak charge %.0f MB (anonymous memory and page cache), OOM kills %d", c.size, float64(c.Peak())/1e6, c.OOMKills())
+}
+
 // Close removes the cgroup (once its processes have exited).
 func (c *MemCgroup) Close() error { return os.Remove(c.Path) }
 
-// ParseBytes reads a size such as 256MiB, 256MB or 268435456.
-func ParseBytes(s string) (int64, error) {
+// parseBytes reads a size such as 256MiB, 256MB or 268435456.
+func parseBytes(s string) (int64, error) {
 	units := []struct {
 		suffix string
 		mult   int64
