@@ -165,7 +165,9 @@ type relayProc struct {
 	addr string
 	cmd  *exec.Cmd
 	in   io.WriteCloser
-	out  *bufio.Scanner
+	// lines is the child's stdout, one line each, read by one goroutine
+	// (closed when the child exits).
+	lines chan string
 }
 
 // startRelayProc runs a child relay and waits for its address.
@@ -188,7 +190,14 @@ func startRelayProc(a relayArgs) (*relayProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &relayProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p := &relayProc{cmd: cmd, in: in, lines: make(chan string, 64)}
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+	}()
 	addr, err := p.readUntil(func(l string) bool { return strings.HasPrefix(l, "listening ") })
 	if err != nil {
 		p.stop()
@@ -201,26 +210,21 @@ func startRelayProc(a relayArgs) (*relayProc, error) {
 // readUntil reads the child's lines up to and including the one done
 // accepts (60 s at most).
 func (p *relayProc) readUntil(done func(string) bool) ([]string, error) {
-	got := make(chan []string, 1)
-	go func() {
-		var lines []string
-		for p.out.Scan() {
-			lines = append(lines, p.out.Text())
-			if done(lines[len(lines)-1]) {
-				got <- lines
-				return
+	var lines []string
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				return nil, errors.New("the process exited")
 			}
+			lines = append(lines, l)
+			if done(l) {
+				return lines, nil
+			}
+		case <-timeout:
+			return nil, errors.New("no answer after 60 s")
 		}
-		close(got)
-	}()
-	select {
-	case l, ok := <-got:
-		if !ok {
-			return nil, errors.New("the process exited")
-		}
-		return l, nil
-	case <-time.After(60 * time.Second):
-		return nil, errors.New("no answer after 60 s")
 	}
 }
 
