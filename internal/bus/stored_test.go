@@ -43,6 +43,9 @@ func TestStoredMsgIDsReturnsWhenTheServerGoesAway(t *testing.T) {
 	b.server().Shutdown()
 	select {
 	case err := <-done:
+		if err == nil {
+			t.Skip("the check ended before the server went away: nothing shown on this run")
+		}
 		t.Logf("after the server went away: %v", err)
 	case <-time.After(15 * time.Second):
 		t.Fatal("StoredMsgIDs still running 13 s after its context ended")
