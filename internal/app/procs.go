@@ -47,14 +47,32 @@ func TuneRuntime() (procs, gcPercent int) {
 	return procs, gcPercent
 }
 
-// MemoryLimitRatio is the share of the container's memory limit given to
-// the Go runtime as its soft limit; the rest is room for what the Go
-// runtime does not count (the embedded NATS server's and bbolt's mmaps,
-// thread stacks).
-const MemoryLimitRatio = 0.9
+// MemoryLimitRatio is the largest share of the container's memory limit
+// given to the Go runtime as its soft limit; MemoryLimitReserve is the
+// least left outside it. The rest is room for what the Go runtime does not
+// count but the container is charged for or RSS shows: the relay binary's
+// pages (its text is about 28 MB), bbolt's mmap of relay.db, thread stacks.
+// After the 600k-build flood in a 256 MiB container that was 43 MB of file
+// pages: with 90% (230 MiB) the peak RSS was 266-278 MB, with 195 MiB 243
+// MB (BENCHMARKS.md, session 8).
+const (
+	MemoryLimitRatio   = 0.9
+	MemoryLimitReserve = 64 << 20
+)
+
+// goMemoryLimit is the Go memory limit for a container limit of limit
+// bytes: MemoryLimitRatio of it, or MemoryLimitReserve below it when that
+// is less, but never under half of it (a container too small for the
+// reserve still gets a limit that makes the collector work harder before
+// the kernel kills it).
+func goMemoryLimit(limit uint64) uint64 {
+	l := min(uint64(float64(limit)*MemoryLimitRatio), limit-min(limit, MemoryLimitReserve))
+	return max(l, limit/2)
+}
 
 // SetMemoryLimit sets the Go memory limit from the cgroup's (provider:
-// memlimit.FromCgroup) when GOMEMLIMIT is not in the environment, with
+// memlimit.FromCgroup; goMemoryLimit of it) when GOMEMLIMIT is not in the
+// environment, with
 // github.com/KimMachineGun/automemlimit, and logs what was chosen. Near the
 // limit the garbage collector runs harder instead of letting the heap grow
 // past the container's limit (GOGC 200 alone lets it reach three times the
@@ -65,7 +83,12 @@ func SetMemoryLimit(log *slog.Logger, provider memlimit.Provider) int64 {
 		log.Info("Go memory limit from GOMEMLIMIT", "GOMEMLIMIT", v, "bytes", limit)
 		return limit
 	}
-	limit, err := memlimit.Set(memlimit.WithProvider(provider), memlimit.WithRatio(MemoryLimitRatio))
+	var container uint64
+	limit, err := memlimit.Set(memlimit.WithProvider(func() (uint64, error) {
+		l, err := provider()
+		container = l
+		return goMemoryLimit(l), err
+	}), memlimit.WithRatio(1))
 	switch {
 	case err != nil:
 		log.Info("no container memory limit found; the Go memory limit is off (set GOMEMLIMIT to choose one)", "err", err)
@@ -73,7 +96,7 @@ func SetMemoryLimit(log *slog.Logger, provider memlimit.Provider) int64 {
 		log.Info("the container has no memory limit; the Go memory limit is off (set GOMEMLIMIT to choose one)")
 	default:
 		log.Info("Go memory limit set from the container's memory limit (GOMEMLIMIT overrides it)",
-			"bytes", limit, "mib", limit>>20, "ratio", MemoryLimitRatio)
+			"bytes", limit, "mib", limit>>20, "container_mib", container>>20)
 	}
 	return limit
 }

@@ -52,6 +52,19 @@ func TestTuneRuntime(t *testing.T) {
 	}
 }
 
+func TestGoMemoryLimit(t *testing.T) {
+	for _, c := range []struct{ container, want uint64 }{
+		{256 << 20, 192 << 20},  // the reserve
+		{1000 << 20, 900 << 20}, // 10%
+		{100 << 20, 50 << 20},   // never under half
+		{640 << 20, 576 << 20},  // both: 10% is the reserve
+	} {
+		if got := goMemoryLimit(c.container); got != c.want {
+			t.Errorf("container %d MiB: Go limit %d MiB, want %d MiB", c.container>>20, got>>20, c.want>>20)
+		}
+	}
+}
+
 func TestSetMemoryLimit(t *testing.T) {
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
@@ -60,12 +73,12 @@ func TestSetMemoryLimit(t *testing.T) {
 	unsetenv(t, "GOMEMLIMIT")
 	log, rec := logtest.New()
 	got := SetMemoryLimit(log, func() (uint64, error) { return 256 << 20, nil })
-	ratio := MemoryLimitRatio
-	want := int64(float64(256<<20) * ratio)
+	// 256 MiB: the reserve (64 MiB) is more than 10%.
+	want := int64(192 << 20)
 	if got != want || debug.SetMemoryLimit(-1) != want {
 		t.Fatalf("limit %d (runtime %d), want %d from a 256 MiB cgroup", got, debug.SetMemoryLimit(-1), want)
 	}
-	if l := rec.Find(slog.LevelInfo, "Go memory limit set from the container's memory limit"); len(l) != 1 || l[0].Attrs["mib"] != "230" {
+	if l := rec.Find(slog.LevelInfo, "Go memory limit set from the container's memory limit"); len(l) != 1 || l[0].Attrs["mib"] != "192" || l[0].Attrs["container_mib"] != "256" {
 		t.Fatalf("what was chosen is not logged:\n%s", rec)
 	}
 
