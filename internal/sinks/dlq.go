@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -94,6 +95,14 @@ type deadLetters struct {
 	clock clock.Clock
 	log   *slog.Logger
 	stats *tracker
+	// lookTimeouts counts looks (alreadyStored) in a row that timed out;
+	// after dlqLookTries, lookOff: a NATS user that may not create
+	// consumers on the DLQ stream, so every redelivery does not wait out
+	// the timeout until the relay restarts.
+	lookTimeouts atomic.Int32
+	lookOff      atomic.Bool
+	// lookTimeout, when set, replaces dlqLookTimeout (tests).
+	lookTimeout time.Duration
 }
 
 func (d *deadLetters) msgID(o deadLetterOut) string {
@@ -141,6 +150,8 @@ const (
 	// stream timestamp: in a NATS cluster the two streams' leaders may
 	// stamp by clocks a little apart.
 	dlqLookSkew = 5 * time.Second
+	// dlqLookTries looks in a row that time out turn the look off.
+	dlqLookTries = 3
 )
 
 // storedBefore looks on the DLQ stream for a dead letter with id msgID
@@ -220,14 +231,18 @@ func (d *deadLetters) storedBefore(ctx context.Context, msgID string, since time
 // times out answers false: the dead letter is stored again (at least
 // once).
 func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, o deadLetterOut) bool {
-	if it.delivered <= 1 {
+	if it.delivered <= 1 || d.lookOff.Load() {
 		return false
 	}
 	md, err := it.msg.Metadata()
 	if err != nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), dlqLookTimeout)
+	timeout := dlqLookTimeout
+	if d.lookTimeout > 0 {
+		timeout = d.lookTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	go func() {
 		select {
@@ -238,10 +253,19 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, o deadLetter
 	}()
 	seq, err := d.storedBefore(ctx, d.msgID(o), md.Timestamp)
 	if err != nil {
+		off := false
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			off = d.lookTimeouts.Add(1) >= dlqLookTries && !d.lookOff.Swap(true)
+		}
 		d.log.Warn("sink: cannot look for the dead letter of a redelivered event; storing it (it may be on the DLQ twice)",
 			"event", it.ev.ID, "err", err)
+		if off {
+			d.log.Warn("sink: looks for dead letters keep timing out; not looking again until the relay restarts: allow the relay's NATS user to create consumers on the DLQ stream",
+				"stream", d.bus.DLQStream(), "tries", dlqLookTries)
+		}
 		return false
 	}
+	d.lookTimeouts.Store(0)
 	if seq == 0 {
 		return false
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -43,45 +44,93 @@ func (refusingSender) Send(context.Context, event.Event) Result {
 // dead letter on the DLQ: it acks, and the DLQ holds it once. (Review of
 // session 7.)
 func TestRedeliveredDeadLetterIsNotStoredTwice(t *testing.T) {
-	redeliverAfterDeadLetter(t, func(t *testing.T, r1 *Runner, o deadLetterOut) {
-		if _, err := r1.dead.publish(context.Background(), o); err != nil {
-			t.Fatal(err)
-		}
-	}, 1)
+	redeliverAfterDeadLetter(t, embedded(t), publishDeadLetter, nil, 1, 1)
+}
+
+func publishDeadLetter(t *testing.T, r1 *Runner, o deadLetterOut) {
+	if _, err := r1.dead.publish(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// On an external NATS whose relay user may not create consumers on the
+// DLQ stream, the look times out and the dead letter is stored again: at
+// least once, not held back.
+func TestRedeliveredDeadLetterLookRefusedStoresIt(t *testing.T) {
+	api := "$JS.API."
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(t.TempDir(), "nats"), NoSigs: true,
+		Users: []*server.User{{Username: "relay", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{
+				Allow: []string{"cakework.>", "relay.dlq.>", "$JS.>"},
+				Deny:  []string{api + "CONSUMER.CREATE.CAKEWORK_DLQ", api + "CONSUMER.CREATE.CAKEWORK_DLQ.>"},
+			},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer srv.Shutdown()
+	o := testBusOptions()
+	o.URL = "nats://relay:pw@" + srv.Addr().String()
+	var r2 *Runner
+	redeliverAfterDeadLetter(t, o, publishDeadLetter, func(r *Runner) {
+		r.dead.lookTimeout = 300 * time.Millisecond
+		r2 = r
+	}, 2, 2)
+	if n := r2.dead.lookTimeouts.Load(); n != 1 {
+		t.Fatalf("%d looks timed out, want the one refused", n)
+	}
 }
 
 // A message on the sink's DLQ subject with the dead letter's id that the
 // relay did not sign (someone else who may publish on an external NATS)
 // does not stand for it: the dead letter is stored.
 func TestRedeliveredEventIsDeadLetteredDespiteAForgedOne(t *testing.T) {
-	redeliverAfterDeadLetter(t, func(t *testing.T, r1 *Runner, o deadLetterOut) {
+	redeliverAfterDeadLetter(t, embedded(t), func(t *testing.T, r1 *Runner, o deadLetterOut) {
 		m := nats.NewMsg(bus.DLQSubject("t"))
 		m.Data = o.data
 		m.Header.Set(jetstream.MsgIDHeader, r1.dead.msgID(o))
 		if _, err := r1.o.Bus.JetStream().PublishMsg(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
-	}, 2)
+	}, nil, 1, 2)
+}
+
+// testBusOptions are the bus's options in these tests: the shortest
+// duplicate window JetStream takes. The window runs on the server's clock,
+// so the tests wait it out (waitWindow), for about 0.2 s.
+func testBusOptions() bus.Options {
+	return bus.Options{SubjectPrefix: "cakework", Stream: "CAKEWORK", DuplicateWindow: 100 * time.Millisecond, MaxAge: time.Hour,
+		MACKey: []byte("dlq twice test install key")}
+}
+
+// embedded is testBusOptions with an embedded server.
+func embedded(t *testing.T) bus.Options {
+	o := testBusOptions()
+	o.StoreDir = filepath.Join(t.TempDir(), "nats")
+	return o
 }
 
 // redeliverAfterDeadLetter runs a sink until it holds an event, calls
 // before (what the run wrote to the DLQ before it crashed), stops it
 // without an ack, waits out the duplicate window, and lets the next run
-// dead-letter the redelivered event. want is how many messages the DLQ
-// stream then holds on the sink's subject.
-func redeliverAfterDeadLetter(t *testing.T, before func(*testing.T, *Runner, deadLetterOut), want int) {
+// dead-letter the redelivered event. Then the DLQ stream holds total
+// messages on the sink's subject, signed of them written by the relay.
+// next, when set, sees the next run before it starts.
+func redeliverAfterDeadLetter(t *testing.T, bo bus.Options, before func(*testing.T, *Runner, deadLetterOut), next func(*Runner), signed, total int) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	// The shortest window JetStream takes: it runs on the server's clock,
-	// so the test waits it out (waitWindow), for about 0.2 s.
-	const window = 100 * time.Millisecond
-	b, err := bus.Open(ctx, bus.Options{StoreDir: filepath.Join(dir, "nats"), SubjectPrefix: "cakework", Stream: "CAKEWORK",
-		DuplicateWindow: window, MaxAge: time.Hour, MACKey: []byte("dlq twice test install key")})
+	b, err := bus.Open(ctx, bo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	st, err := state.Open(state.Options{Dir: dir})
+	st, err := state.Open(state.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +177,9 @@ func redeliverAfterDeadLetter(t *testing.T, before func(*testing.T, *Runner, dea
 	if err != nil {
 		t.Fatal(err)
 	}
+	if next != nil {
+		next(r2)
+	}
 	if err := r2.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +206,8 @@ func redeliverAfterDeadLetter(t *testing.T, before func(*testing.T, *Runner, dea
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dls) != 1 || dls[0].EventID != ev.ID {
-		t.Fatalf("%d dead letters of the relay's on the DLQ (%+v), want one", len(dls), dls)
+	if len(dls) != signed || dls[0].EventID != ev.ID {
+		t.Fatalf("%d dead letters of the relay's on the DLQ (%+v), want %d", len(dls), dls, signed)
 	}
 	s, err := b.JetStream().Stream(ctx, b.DLQStream())
 	if err != nil {
@@ -165,8 +217,8 @@ func redeliverAfterDeadLetter(t *testing.T, before func(*testing.T, *Runner, dea
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := info.State.Subjects[bus.DLQSubject("t")]; n != uint64(want) {
-		t.Fatalf("%d messages on %s, want %d", n, bus.DLQSubject("t"), want)
+	if n := info.State.Subjects[bus.DLQSubject("t")]; n != uint64(total) {
+		t.Fatalf("%d messages on %s, want %d", n, bus.DLQSubject("t"), total)
 	}
 	if got := r2.Status().DeadLettered; got != 1 {
 		t.Errorf("status counts %d dead letters, want 1", got)
