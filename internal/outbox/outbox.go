@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -93,23 +94,43 @@ type Publisher struct {
 	lastSeq   uint64
 	lastMsgID string
 	seqKnown  bool
-	// started: the check after a start (checkStored) is done; stored
-	// holds the ids it found on the stream, until every one is met or
-	// storedLeft entries were looked at (held under running).
-	started    bool
-	stored     map[string]struct{}
-	storedLeft int
+	// started: the check after a start (checkStored) is done. checks
+	// are what the checks found on the stream, each kept until every
+	// entry it covers was compared with it (held under running).
+	started bool
+	checks  []storedCheck
 	// checkN, when set, is how many of the first entries the next check
-	// looks for (the batch whose publish failed); checkTimeouts counts
-	// checks in a row that timed out.
+	// looks for (the batch whose publish failed), and checkCovers those
+	// entries; checkTimeouts counts checks in a row that timed out.
 	checkN        int
+	checkCovers   state.OutboxMark
 	checkTimeouts int
 	// checkOff: the check timed out storedCheckTries times in a row (a
 	// NATS user that may not create consumers); not tried again in this
 	// process, so every reconnect does not cost those timeouts again.
 	checkOff bool
 	skipped  prometheus.Counter
+	// storedIDs is how many ids checks holds (read by a gauge).
+	storedIDs atomic.Int64
 }
+
+// storedCheck is what one look at the stream found: ids, those of the
+// stream's last messages, and covers, the outbox entries it looked for
+// (every entry in the outbox after a start; the batch whose publish failed
+// after a failure). looked says which of them were compared with ids
+// since: the check is dropped once none is left to compare. An entry
+// looked at again (after a failed publish or delete) is compared again,
+// which finds what it found before and uses nothing up.
+type storedCheck struct {
+	ids    map[string]struct{}
+	covers state.OutboxMark
+	looked state.OutboxMark
+}
+
+// maxStoredChecks bounds the checks kept at once: the one after a start
+// (up to 100,000 ids) and a few after failed publishes (a batch's worth
+// each), which one peek usually finishes.
+const maxStoredChecks = 8
 
 // StoredIDs is implemented by a Bus that can list the ids of its stream's
 // last messages (bus.Bus).
@@ -158,7 +179,10 @@ func New(o Options) *Publisher {
 		o.Registerer.MustRegister(r.published, r.failures, r.batches, r.skipped,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "relay_outbox_depth", Help: "Events committed and not yet published to JetStream (a published polled event counts until the checkpoint that deletes it, about 100 ms later).",
-			}, func() float64 { return float64(o.Store.OutboxDepth()) }))
+			}, func() float64 { return float64(o.Store.OutboxDepth()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "relay_outbox_stored_check_ids", Help: "Ids of the stream's last messages kept to compare with the outbox after a start or a lost ack (until every entry they cover was compared; at most 8 checks, the first up to 100,000 ids).",
+			}, func() float64 { return float64(r.storedIDs.Load()) }))
 	}
 	return r
 }
@@ -295,7 +319,7 @@ func (r *Publisher) PublishOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var skipped int
-	if r.stored != nil {
+	if len(r.checks) > 0 {
 		if entries, skipped, err = r.dropStored(ctx, entries); err != nil || len(entries) == 0 {
 			return skipped, err
 		}
@@ -332,6 +356,7 @@ func (r *Publisher) PublishOnce(ctx context.Context) (int, error) {
 		// Some of what was sent may be stored without an ack (a lost
 		// ack, a timeout): look on the stream before sending it again.
 		r.started, r.checkN = false, len(entries)-acked
+		r.checkCovers = state.OutboxMark{}.With(entries[acked:]...)
 		return skipped + acked, err
 	}
 	r.setErr(nil)
@@ -360,14 +385,21 @@ func (r *Publisher) checkStored(ctx context.Context) error {
 	}
 	sb, ok := r.o.Bus.(StoredIDs)
 	if n == 0 || !ok || r.checkOff {
-		r.checked(nil, 0)
+		r.checked(nil, state.OutboxMark{})
 		return nil
+	}
+	covers := r.checkCovers
+	if r.checkN == 0 {
+		var err error
+		if covers, err = r.o.Store.OutboxEnd(); err != nil {
+			return fmt.Errorf("outbox: read the outbox's end: %w", err)
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.o.CheckTimeout)
 	ids, err := sb.StoredMsgIDs(cctx, n)
 	cancel()
 	if err == nil {
-		r.checked(ids, n)
+		r.checked(ids, covers)
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -383,19 +415,46 @@ func (r *Publisher) checkStored(ctx context.Context) error {
 	if final {
 		r.log.Warn("cannot read the stream's last messages to skip events it already holds; publishing them (JetStream drops repeats inside bus.duplicate_window), and not trying again until the relay restarts if it timed out: allow the relay's NATS user to create consumers on the stream",
 			"err", err, "events", n)
-		r.checked(nil, 0)
+		r.checked(nil, state.OutboxMark{})
 		return nil
 	}
 	return fmt.Errorf("outbox: read which of %d waiting events the stream already holds: %w", n, err)
 }
 
-// checked ends a check: ids are what it found among the first n entries.
-func (r *Publisher) checked(ids map[string]struct{}, n int) {
-	r.started, r.checkN, r.checkTimeouts = true, 0, 0
-	r.stored, r.storedLeft = nil, 0
-	if len(ids) > 0 {
-		r.stored, r.storedLeft = ids, n
+// checked ends a check: ids are what it found for the entries covers
+// covers. Earlier checks are kept: entries they cover may not have been
+// compared with them yet (the rest of the outbox after a start, when a
+// failed batch is checked again).
+func (r *Publisher) checked(ids map[string]struct{}, covers state.OutboxMark) {
+	r.started, r.checkN, r.checkCovers, r.checkTimeouts = true, 0, state.OutboxMark{}, 0
+	if len(ids) == 0 {
+		return
 	}
+	if len(r.checks) == maxStoredChecks {
+		r.log.Warn("too many looks at the stream are waiting to be compared with the outbox; forgetting the oldest (JetStream drops repeats of its events inside bus.duplicate_window)",
+			"ids", len(r.checks[0].ids))
+		r.checks = slices.Delete(r.checks, 0, 1)
+	}
+	r.checks = append(r.checks, storedCheck{ids: ids, covers: covers})
+	r.countStoredIDs()
+}
+
+func (r *Publisher) countStoredIDs() {
+	n := 0
+	for _, c := range r.checks {
+		n += len(c.ids)
+	}
+	r.storedIDs.Store(int64(n))
+}
+
+// onStream reports whether a check found e on the stream.
+func (r *Publisher) onStream(e state.OutboxEntry) bool {
+	for _, c := range r.checks {
+		if _, ok := c.ids[e.MsgID]; ok && c.covers.Covers(e) {
+			return true
+		}
+	}
+	return false
 }
 
 // storedCheckTimeout bounds one check; storedCheckTries checks in a row
@@ -406,32 +465,37 @@ const (
 )
 
 // dropStored deletes the entries checkStored found on the stream, and
-// returns the others.
+// returns the others. Then every check has been compared with entries
+// (a batch holds, in each of the outbox's queues, the oldest entries
+// waiting); a check none of whose entries is left to compare is dropped.
 func (r *Publisher) dropStored(ctx context.Context, entries []state.OutboxEntry) ([]state.OutboxEntry, int, error) {
 	var stored []state.OutboxEntry
 	rest := entries[:0:0]
 	for _, e := range entries {
-		if r.storedLeft > 0 {
-			r.storedLeft--
-			if _, ok := r.stored[e.MsgID]; ok {
-				delete(r.stored, e.MsgID)
-				stored = append(stored, e)
-				continue
-			}
+		if r.onStream(e) {
+			stored = append(stored, e)
+			continue
 		}
 		rest = append(rest, e)
 	}
-	if r.storedLeft == 0 || len(r.stored) == 0 {
-		r.stored = nil
+	if len(stored) > 0 {
+		if err := r.o.Store.DeleteOutbox(context.WithoutCancel(ctx), stored); err != nil {
+			return nil, 0, fmt.Errorf("outbox: delete events already on the stream: %w", err)
+		}
+		r.skipped.Add(float64(len(stored)))
+		r.log.Info("events stored before the restart were not published again", "count", len(stored))
 	}
+	for i := range r.checks {
+		r.checks[i].looked = r.checks[i].looked.With(entries...)
+	}
+	r.checks = slices.DeleteFunc(r.checks, func(c storedCheck) bool {
+		waits, err := r.o.Store.OutboxWaits(c.looked, c.covers)
+		return err == nil && !waits
+	})
+	r.countStoredIDs()
 	if len(stored) == 0 {
 		return entries, 0, nil
 	}
-	if err := r.o.Store.DeleteOutbox(context.WithoutCancel(ctx), stored); err != nil {
-		return nil, 0, fmt.Errorf("outbox: delete events already on the stream: %w", err)
-	}
-	r.skipped.Add(float64(len(stored)))
-	r.log.Info("events stored before the restart were not published again", "count", len(stored))
 	return rest, len(stored), nil
 }
 

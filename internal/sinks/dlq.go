@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -94,12 +95,22 @@ type deadLetters struct {
 	clock clock.Clock
 	log   *slog.Logger
 	stats *tracker
+	// lookTimeouts counts looks (alreadyStored) in a row that timed out;
+	// after dlqLookTries, lookOff: a NATS user that may not create
+	// consumers on the DLQ stream, so every redelivery does not wait out
+	// the timeout until the relay restarts.
+	lookTimeouts atomic.Int32
+	lookOff      atomic.Bool
+	// lookTimeout, when set, replaces dlqLookTimeout (tests).
+	lookTimeout time.Duration
 }
 
 func (d *deadLetters) msgID(o deadLetterOut) string {
 	// Stable for one failure of one message, so a crash between the DLQ
-	// publish and the ack doesn't store it twice; different for a replay
-	// that fails again, so the window never drops it.
+	// publish and the ack doesn't store it twice (JetStream drops the
+	// repeat inside the duplicate window, alreadyStored finds it after);
+	// different for a replay that fails again, so the window never drops
+	// it.
 	if o.replayOf != 0 {
 		return fmt.Sprintf("%s:%s:r%d", d.name, o.ev.ID, o.replayOf)
 	}
@@ -129,12 +140,160 @@ func (d *deadLetters) publish(ctx context.Context, o deadLetterOut) (uint64, err
 	return ack.Sequence, nil
 }
 
+// Bounds of the look for a dead letter already stored (storedBefore).
+const (
+	// dlqLookMax is how many of the sink's dead letters it reads at most.
+	dlqLookMax = 10_000
+	// dlqLookTimeout bounds the whole look.
+	dlqLookTimeout = 5 * time.Second
+	// dlqLookSkew starts the look this much before the event's own
+	// stream timestamp: in a NATS cluster the two streams' leaders may
+	// stamp by clocks a little apart.
+	dlqLookSkew = 5 * time.Second
+	// dlqLookTries looks in a row that time out turn the look off.
+	dlqLookTries = 3
+)
+
+// storedBefore looks on the DLQ stream for a dead letter with id msgID
+// that this relay wrote (Relay-Mac verified), among the sink's dead
+// letters stored from since on: at most dlqLookMax of them, through an
+// ephemeral consumer filtered on the sink's subject and started by time,
+// which the relay's NATS user must be allowed to create on <stream>_DLQ.
+// It returns the dead letter's id when found, 0 when not.
+func (d *deadLetters) storedBefore(ctx context.Context, msgID string, since time.Time) (uint64, error) {
+	s, err := d.bus.JetStream().Stream(ctx, d.bus.DLQStream())
+	if err != nil {
+		return 0, fmt.Errorf("dead-letter stream %s: %w", d.bus.DLQStream(), err)
+	}
+	start := since.Add(-dlqLookSkew)
+	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     bus.DLQSubject(d.name),
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &start,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read %s on %s: %w", bus.DLQSubject(d.name), d.bus.DLQStream(), err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = s.DeleteConsumer(dctx, c.CachedInfo().Name)
+		cancel()
+	}()
+	left := min(c.CachedInfo().NumPending, dlqLookMax)
+	for left > 0 {
+		// At most 4 MiB at a time, whatever the dead letters' size.
+		batch, err := c.FetchBytes(4<<20, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("read %s on %s: %w", bus.DLQSubject(d.name), d.bus.DLQStream(), err)
+		}
+		got := 0
+		var found uint64
+		for m := range batch.Messages() {
+			got++
+			if left == 0 || found != 0 {
+				continue // drain what the batch holds
+			}
+			left--
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if m.Headers().Get(jetstream.MsgIDHeader) == msgID &&
+				d.bus.Verify(d.bus.DLQStream(), md.Sequence.Stream, m.Subject(), m.Headers(), m.Data()) == nil {
+				found = md.Sequence.Stream
+			}
+			if md.NumPending == 0 {
+				left = 0
+			}
+		}
+		if found != 0 {
+			return found, nil
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+			return 0, fmt.Errorf("read %s on %s: %w", bus.DLQSubject(d.name), d.bus.DLQStream(), err)
+		}
+		if got == 0 {
+			// Nothing more (dead letters deleted meanwhile, by a replay).
+			return 0, ctx.Err()
+		}
+	}
+	return 0, nil
+}
+
+// alreadyStored reports whether a redelivered message (delivered before,
+// by this relay or another fleet member) is on the DLQ already: the run
+// that delivered it may have stored its dead letter and stopped before the
+// ack. Within bus.duplicate_window JetStream would drop the repeat; after
+// it (a relay down for longer) only this look does. A look that fails or
+// times out answers false: the dead letter is stored again (at least
+// once).
+func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, o deadLetterOut) bool {
+	if it.delivered <= 1 || d.lookOff.Load() {
+		return false
+	}
+	md, err := it.msg.Metadata()
+	if err != nil {
+		return false
+	}
+	timeout := dlqLookTimeout
+	if d.lookTimeout > 0 {
+		timeout = d.lookTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	seq, err := d.storedBefore(ctx, d.msgID(o), md.Timestamp)
+	if err != nil {
+		off := false
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			off = d.lookTimeouts.Add(1) >= dlqLookTries && !d.lookOff.Swap(true)
+		}
+		d.log.Warn("sink: cannot look for the dead letter of a redelivered event; storing it (it may be on the DLQ twice)",
+			"event", it.ev.ID, "err", err)
+		if off {
+			d.log.Warn("sink: looks for dead letters keep timing out; not looking again until the relay restarts: allow the relay's NATS user to create consumers on the DLQ stream",
+				"stream", d.bus.DLQStream(), "tries", dlqLookTries)
+		}
+		return false
+	}
+	d.lookTimeouts.Store(0)
+	if seq == 0 {
+		return false
+	}
+	d.log.Info("sink: redelivered event was dead-lettered before; not stored again", "event", it.ev.ID, "dlq_id", seq)
+	return true
+}
+
 // store puts a held message on the DLQ, then acks it. While the bus
 // refuses, it keeps trying every second (real time: it waits for the bus,
 // not for a schedule); once stop is closed it gives up and reports false,
-// and the caller hands the message back (it comes back after restart).
+// and the caller hands the message back (it comes back after restart). A
+// redelivered message whose dead letter is there already is only acked.
 func (d *deadLetters) store(stop <-chan struct{}, it *item, cause error, attempts int) bool {
 	o := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
+	if d.alreadyStored(stop, it, o) {
+		_ = it.msg.Ack()
+		d.stats.deadLetter()
+		return true
+	}
+	if it.delivered > 1 {
+		select {
+		case <-stop:
+			// The look was cut short: hand it back, the next run looks
+			// again.
+			return false
+		default:
+		}
+	}
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		seq, err := d.publish(ctx, o)

@@ -11,6 +11,13 @@
 //     or after it was stored on the dead-letter stream (<stream>_DLQ,
 //     subject relay.dlq.<sink>). Anything else is redelivered: naked at a
 //     clean stop, or after AckWait when the process died.
+//   - One dead letter per failure. Its Nats-Msg-Id is stable, and before
+//     dead-lettering a redelivered message (NumDelivered > 1) the stage
+//     looks for it on the DLQ (deadLetters.alreadyStored: the sink's
+//     subject from the event's timestamp on, bounded, Relay-Mac verified),
+//     so a run that stopped between the DLQ publish and the ack does not
+//     get it stored twice after bus.duplicate_window. A look that fails
+//     stores it again: at least once.
 //   - Per-resource order. Events with the same event.OrderKey (one build,
 //     one VM) go to the same lane, and a lane sends one event at a time,
 //     retrying its head in place (kept alive on the server with

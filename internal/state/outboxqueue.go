@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -395,4 +396,74 @@ func (q *jqueue) remove(seqs []uint64) int {
 	clear(q.q[len(kept):])
 	q.q = kept
 	return removed
+}
+
+// OutboxMark is a place in the outbox: it covers the entries committed up
+// to some moment (in each of the two queues, up to a sequence). The
+// publisher uses it to know which entries a look at the stream covers.
+type OutboxMark struct{ bolt, journal uint64 }
+
+// Covers reports whether e was committed at or before m.
+func (m OutboxMark) Covers(e OutboxEntry) bool {
+	if e.journal {
+		return e.Seq <= m.journal
+	}
+	return e.Seq <= m.bolt
+}
+
+// With returns m moved up to cover es as well (entries PeekOutbox returned).
+func (m OutboxMark) With(es ...OutboxEntry) OutboxMark {
+	for _, e := range es {
+		if e.journal {
+			m.journal = max(m.journal, e.Seq)
+		} else {
+			m.bolt = max(m.bolt, e.Seq)
+		}
+	}
+	return m
+}
+
+// OutboxEnd returns a mark that covers every entry in the outbox now, and
+// none committed later.
+func (s *Store) OutboxEnd() (OutboxMark, error) {
+	var m OutboxMark
+	s.out.jq.mu.Lock()
+	m.journal = s.out.jq.next
+	s.out.jq.mu.Unlock()
+	err := s.View(func(tx *Tx) error {
+		m.bolt = tx.tx.Bucket(bOutbox).Sequence()
+		return nil
+	})
+	return m, err
+}
+
+// OutboxWaits reports whether an entry after after and at or before upTo
+// is still waiting to be published (acknowledged entries held for a bus
+// sync do not count).
+func (s *Store) OutboxWaits(after, upTo OutboxMark) (bool, error) {
+	s.out.jq.mu.Lock()
+	q := s.out.jq.q
+	i, _ := slices.BinarySearchFunc(q, after.journal+1, func(e jEntry, seq uint64) int { return cmp.Compare(e.seq, seq) })
+	waits := i < len(q) && q[i].seq <= upTo.journal
+	s.out.jq.mu.Unlock()
+	if waits || upTo.bolt <= after.bolt || s.out.depth.Load() == 0 {
+		return waits, nil
+	}
+	err := s.View(func(tx *Tx) error {
+		c := tx.tx.Bucket(bOutbox).Cursor()
+		s.out.heldMu.Lock()
+		defer s.out.heldMu.Unlock()
+		for k, _ := c.Seek(u64(after.bolt + 1)); k != nil; k, _ = c.Next() {
+			seq := binary.BigEndian.Uint64(k)
+			if seq > upTo.bolt {
+				return nil
+			}
+			if _, held := s.out.held[seq]; !held {
+				waits = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return waits, err
 }
