@@ -60,8 +60,10 @@ type Options struct {
 	// StoreDir holds the embedded JetStream store (data_dir/jetstream).
 	StoreDir string
 
-	SubjectPrefix   string
-	Stream          string
+	SubjectPrefix string
+	Stream        string
+	// DuplicateWindow of both streams. Zero: DefaultDuplicateWindow(URL),
+	// as for an unset bus.duplicate_window.
 	DuplicateWindow time.Duration
 	MaxAge          time.Duration
 	// Replicas of both streams (default 1).
@@ -140,6 +142,9 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	}
 	if opts.Stream == "" {
 		opts.Stream = "CAKEWORK"
+	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = DefaultDuplicateWindow(opts.URL)
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
