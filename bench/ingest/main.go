@@ -36,7 +36,6 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/cakework-relay/cakework-relay/internal/app"
-	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/config"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
 	"github.com/cakework-relay/cakework-relay/internal/reliability"
@@ -261,7 +260,6 @@ func startRelay(busURL string, replicas int, fleet bool, member string) (*app.Ap
 	cfg.Bus.Embedded.Listen = ""
 	if busURL != "" {
 		cfg.Bus.URL = busURL
-		cfg.Bus.DuplicateWindow = bus.DefaultDuplicateWindow(busURL) // as a config file would get
 		cfg.Bus.Replicas = replicas
 		cfg.Cluster.Enabled = fleet
 		cfg.Cluster.Member = member

@@ -209,7 +209,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		StoreDir:             bus.StoreDir(cfg.DataDir),
 		SubjectPrefix:        cfg.Bus.SubjectPrefix,
 		Stream:               cfg.Bus.Stream,
-		DuplicateWindow:      cfg.Bus.DuplicateWindow,
+		DuplicateWindow:      cfg.Bus.Window(),
 		MaxAge:               cfg.Bus.MaxAge,
 		Replicas:             cfg.Bus.Replicas,
 		ExtraSubjects:        fleetSubjects(cfg),

@@ -113,7 +113,7 @@ func TestDeletedConsumerIsRecreatedAfterWhatWasAcked(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := bus.Open(ctx, bus.Options{StoreDir: bus.StoreDir(cfg.DataDir), Stream: cfg.Bus.Stream, SubjectPrefix: cfg.Bus.SubjectPrefix,
-		DuplicateWindow: cfg.Bus.DuplicateWindow, MaxAge: cfg.Bus.MaxAge, MACKey: key.mac, CutoverFile: bus.CutoverFile(cfg.DataDir), CheckInterval: -1})
+		DuplicateWindow: cfg.Bus.Window(), MaxAge: cfg.Bus.MaxAge, MACKey: key.mac, CutoverFile: bus.CutoverFile(cfg.DataDir), CheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func newFleet(c *Core) *fleet {
 		Sign:          c.Bus.Sign,
 		Leading:       f.leading,
 		Resign:        f.resign,
-		Announced:     func(id string) bool { return changeAnnounced(c, id) },
+		Announced:     func(ctx context.Context, id string) bool { return changeAnnounced(ctx, c, id) },
 	})
 	f.signals = autostop.Signals{Store: f.store.Autostop(), Clock: c.Clock}
 	c.HTTP.AddStatus("cluster", func() any { return f.status() })
@@ -263,14 +263,21 @@ func (l leaderOps) Activity(ctx context.Context, id string) (time.Time, error) {
 	return l.f.signals.Record(ctx, id)
 }
 
+// announcedReadTimeout bounds one read of the seen bucket by the leader's
+// poller when the commit's context has no nearer deadline.
+const announcedReadTimeout = 2 * time.Second
+
 // changeAnnounced reports whether any member's ingest announced the change
 // with this event id (the fleet's seen bucket). A failed read says no: the
 // poller's event then carries the same id, and JetStream's window drops it.
-func changeAnnounced(c *Core, eventID string) bool {
+// It runs under the fleet store's commit lock, so it reads under the
+// commit's own context (a cancelled or deadline-bound commit stops
+// waiting), and at most announcedReadTimeout in any case.
+func changeAnnounced(ctx context.Context, c *Core, eventID string) bool {
 	if c.Shared == nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, announcedReadTimeout)
 	defer cancel()
 	_, seen, err := (&cluster.Ingest{IDs: c.Shared.Seen}).Seen(ctx, ingest.FleetChangeKey(eventID))
 	return err == nil && seen

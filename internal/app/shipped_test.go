@@ -123,6 +123,22 @@ func TestShippedConfigsStartUnderServe(t *testing.T) {
 					t.Fatalf("/readyz: %d %v", resp.StatusCode, body)
 				}
 			}
+			// The stream has the duplicate window the config resolves to. A
+			// config that leaves it out gets 2m with bus.url (set here in
+			// code, as a test or bench does), 30s with the embedded server.
+			want := cfg.Bus.Window()
+			if cfg.Bus.DuplicateWindow == 0 && cfg.Bus.URL != "" && want != 2*time.Minute {
+				t.Errorf("bus.url set and bus.duplicate_window left out: window %s, want 2m", want)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			st, err := a.Core().Bus.JetStream().Stream(ctx, cfg.Bus.Stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.Duplicates; got != want {
+				t.Errorf("stream %s duplicate window %s, want %s", cfg.Bus.Stream, got, want)
+			}
 		})
 	}
 }

@@ -60,8 +60,10 @@ type Options struct {
 	// StoreDir holds the embedded JetStream store (data_dir/jetstream).
 	StoreDir string
 
-	SubjectPrefix   string
-	Stream          string
+	SubjectPrefix string
+	Stream        string
+	// DuplicateWindow of both streams. Zero: DefaultDuplicateWindow(URL),
+	// as for an unset bus.duplicate_window.
 	DuplicateWindow time.Duration
 	MaxAge          time.Duration
 	// Replicas of both streams (default 1).
@@ -141,6 +143,9 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	if opts.Stream == "" {
 		opts.Stream = "CAKEWORK"
 	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = DefaultDuplicateWindow(opts.URL)
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
@@ -152,7 +157,7 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	b.signer.Store(newSigner(opts.MACKey))
 	var err error
 	if opts.URL == "" {
-		err = b.startEmbedded()
+		err = b.startEmbedded(ctx)
 	} else {
 		err = b.connectExternal()
 	}
@@ -509,11 +514,26 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) close(ctx context.Context) error {
+	// Each background loop stops at stopEnsure; a step under way (a
+	// restart of the embedded server, a stream check) is awaited only
+	// within ctx: a restart abandons itself (restartEmbedded) and starts
+	// no server after the one taken below.
 	close(b.stopEnsure)
-	<-b.ensureDone
-	<-b.storageDone
-	<-b.watchDone
 	var errs []error
+	for _, done := range []<-chan struct{}{b.ensureDone, b.storageDone, b.watchDone} {
+		select {
+		case <-done:
+			continue
+		default:
+		}
+		select {
+		case <-done:
+			continue
+		case <-ctx.Done():
+		}
+		errs = append(errs, fmt.Errorf("bus: closed with a restart of the embedded server or a stream check still under way: %w", ctx.Err()))
+		break
+	}
 	if b.nc != nil && !b.nc.IsClosed() {
 		done := make(chan struct{})
 		b.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
@@ -528,9 +548,10 @@ func (b *Bus) close(ctx context.Context) error {
 			}
 		}
 	}
-	if srv := b.server(); srv != nil {
-		srv.Shutdown()
-		waitCtx(ctx, srv.WaitForShutdown)
+	if b.emb != nil {
+		if srv := b.emb.close(); srv != nil {
+			waitCtx(ctx, func() { srv.Shutdown(); srv.WaitForShutdown() })
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -20,9 +20,10 @@ type Config struct {
 	Embedded      EmbeddedConfig `yaml:"embedded"`
 	SubjectPrefix string         `yaml:"subject_prefix" default:"cakework"`
 	Stream        string         `yaml:"stream" default:"CAKEWORK"`
-	// DuplicateWindow: unset, 30s with the embedded server (its map is in
-	// the relay's memory) and 2m with an external NATS (see
-	// DefaultDuplicateWindow).
+	// DuplicateWindow: unset (0), 30s with the embedded server (its map is
+	// in the relay's memory) and 2m with an external NATS (see
+	// DefaultDuplicateWindow). It stays 0 after WithDefaults: read it with
+	// Window, which follows the URL the config ends up with.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	MaxAge          time.Duration `yaml:"max_age" default:"168h"`
 	// Replicas is the streams' replica count: 3 on a NATS cluster, so an
@@ -55,8 +56,9 @@ const DefaultEmbeddedListen = "127.0.0.1:4222"
 
 // Defaults is what a file is decoded over: only the embedded listen
 // address, whose default is not the zero value (a file that sets it to ""
-// means in-process only). WithDefaults fills the rest after decoding, when
-// url, which duplicate_window's default depends on, is known.
+// means in-process only). WithDefaults fills the rest after decoding;
+// duplicate_window's default depends on url, so Window resolves it when it
+// is read.
 func Defaults() Config {
 	return Config{Embedded: EmbeddedConfig{Listen: DefaultEmbeddedListen}}
 }
@@ -77,13 +79,23 @@ func DefaultDuplicateWindow(url string) time.Duration {
 }
 
 // WithDefaults is c with every unset (zero) field at its default (the
-// default tags), but Embedded.Listen (see Defaults).
+// default tags), but Embedded.Listen (see Defaults) and DuplicateWindow
+// (see Window).
 func (c Config) WithDefaults() Config {
 	confcheck.ApplyDefaults(&c)
-	if c.DuplicateWindow == 0 {
-		c.DuplicateWindow = DefaultDuplicateWindow(c.URL)
-	}
 	return c
+}
+
+// Window is bus.duplicate_window as the relay uses it: the value set, or
+// when unset DefaultDuplicateWindow of c.URL. It is resolved when read,
+// not when defaults are filled, so a config built in code that sets URL
+// after its defaults (config.Default, then Bus.URL) gets the same window
+// as a file that sets url.
+func (c Config) Window() time.Duration {
+	if c.DuplicateWindow > 0 {
+		return c.DuplicateWindow
+	}
+	return DefaultDuplicateWindow(c.URL)
 }
 
 // Validate reports what is wrong with c. It never quotes a URL.
@@ -127,9 +139,11 @@ func (c Config) Validate(v *confcheck.Checker) {
 	if c.Stream == "" || len(c.Stream) > 200 || strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") || confcheck.HasControl(c.Stream) {
 		v.Add("stream", fmt.Sprintf("%s is not a stream name; use letters, digits, - and _ (like CAKEWORK)", confcheck.Echo(c.Stream, false)))
 	}
-	v.Duration("duplicate_window", c.DuplicateWindow)
+	if c.DuplicateWindow != 0 { // 0: unset, see Window
+		v.Duration("duplicate_window", c.DuplicateWindow)
+	}
 	v.Duration("max_age", c.MaxAge)
-	if c.DuplicateWindow > 0 && c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+	if w := c.Window(); w > 0 && c.MaxAge > 0 && w > c.MaxAge {
 		v.Add("duplicate_window", "must not be longer than bus.max_age")
 	}
 }

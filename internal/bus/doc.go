@@ -27,7 +27,9 @@
 //     backoff (30 s doubling to 5 min); meanwhile a server without
 //     JetStream serves core NATS. EmbeddedRestarts counts the restarts.
 //   - Close drains the connection and shuts the embedded server down, and is
-//     safe to call twice.
+//     safe to call twice. It keeps to its context's deadline: a restart of
+//     the embedded server under way is abandoned (a start in progress is
+//     shut down, and none is installed after Close), not awaited.
 //
 // Consumers are durable pull consumers with explicit acks; a slow sink only
 // grows its own backlog in the stream, never the relay's memory.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,6 +22,10 @@ import (
 // looks at it (Ready, ClientURL, the stream syncer, Close).
 type embedded struct {
 	cur atomic.Pointer[server.Server] // nil while none runs
+	// mu orders install against close: a server a restart finishes
+	// starting after Close is shut down, never left running.
+	mu     sync.Mutex
+	closed bool
 
 	relayPW string
 	// host and port are what every start listens on: port is the one the
@@ -33,6 +38,33 @@ type embedded struct {
 
 // errRestarting is what a reconnect gets while no server runs.
 var errRestarting = errors.New("bus: the embedded NATS server is restarting")
+
+// errClosed is what a restart gets once Close has begun: the server it
+// started is shut down.
+var errClosed = errors.New("bus: closed during a restart of the embedded NATS server")
+
+// install makes srv the current server, unless the bus is closing: then
+// srv is shut down (in the background: Close does not wait for it) and
+// errClosed returned.
+func (e *embedded) install(srv *server.Server) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		go srv.Shutdown()
+		return errClosed
+	}
+	e.cur.Store(srv)
+	return nil
+}
+
+// close marks the bus closing and takes the current server (nil if a
+// restart has none): no server is installed after it.
+func (e *embedded) close() *server.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	return e.cur.Swap(nil)
+}
 
 // InProcessConn is nats.InProcessConnProvider: a connection to the
 // current server.
@@ -53,7 +85,7 @@ func (b *Bus) server() *server.Server {
 	return b.emb.cur.Load()
 }
 
-func (b *Bus) startEmbedded() error {
+func (b *Bus) startEmbedded(ctx context.Context) error {
 	if b.opts.StoreDir == "" {
 		return errors.New("bus: embedded server needs a store directory (data_dir)")
 	}
@@ -86,7 +118,7 @@ func (b *Bus) startEmbedded() error {
 	}
 	e.relayPW, b.relayPW = pw, pw
 	b.emb = e
-	srv, err := b.newServer(true, true)
+	srv, err := b.newServer(ctx, true, true)
 	if err != nil {
 		return err
 	}
@@ -113,10 +145,15 @@ func (b *Bus) startEmbedded() error {
 const embeddedMaxMemory = 64 << 20
 
 // newServer starts an embedded server on the store directory, with the
-// users and the address of b.emb, and waits until it takes connections.
+// users and the address of b.emb, and waits until it takes connections,
+// at most ReadyTimeout, and not past ctx: a start ctx abandons is shut
+// down (in the background, so a slow start does not hold the caller).
 // withJS false starts one without JetStream (core NATS only); listen false
 // one for in-process connections only, whatever bus.embedded.listen says.
-func (b *Bus) newServer(withJS, listen bool) (*server.Server, error) {
+func (b *Bus) newServer(ctx context.Context, withJS, listen bool) (*server.Server, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("bus: embedded NATS not started: %w", err)
+	}
 	e := b.emb
 	o := &server.Options{
 		ServerName: "cakework-relay",
@@ -164,6 +201,9 @@ func (b *Bus) newServer(withJS, listen bool) (*server.Server, error) {
 			return srv, nil
 		}
 	case why = <-fatal:
+	case <-ctx.Done():
+		go func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		return nil, fmt.Errorf("bus: embedded NATS start abandoned: %w", ctx.Err())
 	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
@@ -183,33 +223,48 @@ func (b *Bus) newServer(withJS, listen bool) (*server.Server, error) {
 // once (checkStorage then ensures the streams). If the new server does not start, one
 // without JetStream is put back, so the relay's control subjects and TCP
 // subscribers keep working as before, and the error is returned.
+//
+// ctx ends when Close begins (watchStorage): the restart is then
+// abandoned, whatever step it is at; a start under way is shut down, and
+// no server is installed once Close has taken the current one
+// (embedded.install), so Close is bounded by its own deadline and leaves
+// no server running.
 func (b *Bus) restartEmbedded(ctx context.Context) error {
 	if old := b.emb.cur.Swap(nil); old != nil {
 		old.Shutdown()
 		old.WaitForShutdown()
 	}
-	srv, err := b.newServer(true, true)
+	srv, err := b.newServer(ctx, true, true)
 	switch {
 	case err == nil:
 		b.listenLost.Store(nil)
+	case ctx.Err() != nil:
+		return err
 	case b.emb.port >= 0:
-		srv, err = b.inProcessOnly(err)
+		srv, err = b.inProcessOnly(ctx, err)
 	}
 	if err != nil {
-		fb, ferr := b.newServer(false, true)
-		if ferr != nil && b.emb.port >= 0 { // the address taken too: in-process
-			fb, ferr = b.newServer(false, false)
+		if ctx.Err() != nil {
+			return err
+		}
+		fb, ferr := b.newServer(ctx, false, true)
+		if ferr != nil && b.emb.port >= 0 && ctx.Err() == nil { // the address taken too: in-process
+			fb, ferr = b.newServer(ctx, false, false)
 		}
 		if ferr != nil {
 			return fmt.Errorf("%w; a server without JetStream did not start either: %v", err, ferr)
 		}
-		b.emb.cur.Store(fb)
+		if ierr := b.emb.install(fb); ierr != nil {
+			return fmt.Errorf("%w; %v", err, ierr)
+		}
 		if rerr := b.reconnect(ctx); rerr != nil {
 			return fmt.Errorf("%w; %v", err, rerr)
 		}
 		return err
 	}
-	b.emb.cur.Store(srv)
+	if err := b.emb.install(srv); err != nil {
+		return err
+	}
 	b.restarts.Add(1)
 	return b.reconnect(ctx)
 }
@@ -220,8 +275,8 @@ func (b *Bus) restartEmbedded(ctx context.Context) error {
 // relay keeps working; TCP subscribers cannot connect (and should not
 // talk to whoever holds the address), and Ready says so until the relay
 // is restarted.
-func (b *Bus) inProcessOnly(why error) (*server.Server, error) {
-	srv, err := b.newServer(true, false)
+func (b *Bus) inProcessOnly(ctx context.Context, why error) (*server.Server, error) {
+	srv, err := b.newServer(ctx, true, false)
 	if err != nil {
 		return nil, fmt.Errorf("%w; in-process only, it did not start either: %v", why, err)
 	}

@@ -419,12 +419,21 @@ func cursorIn(t *testing.T, s *cluster.Store, kind, id string) (cur, bool) {
 // webhook at any member, so it does not announce it again once past the
 // duplicate window. (Found by the session-7 review: it was always no.)
 func TestChangeAnnouncedAsksTheFleet(t *testing.T) {
+	slowCtx := make(chan context.Context, 1)
 	c := setup(t)
 	a := join(t, c, 0, "a")
 	_, t1 := leaderOf(t, 5*ttl, a)
 	s := cluster.NewStore(cluster.StoreOptions{JS: a.js, KV: a.kv, Stream: stream, SubjectPrefix: prefix,
 		Leading: func(tm cluster.Term) bool { return a.e.Leading(tm) }, Resign: func(cluster.Term) {},
-		Announced: func(id string) bool { return id == "by-webhook" }})
+		Announced: func(ctx context.Context, id string) bool {
+			if id != "slow" {
+				return id == "by-webhook"
+			}
+			// A slow read: it waits for as long as the commit's context lets it.
+			slowCtx <- ctx
+			<-ctx.Done()
+			return false
+		}})
 	if err := s.Begin(context.Background(), t1); err != nil {
 		t.Fatal(err)
 	}
@@ -437,5 +446,27 @@ func TestChangeAnnouncedAsksTheFleet(t *testing.T) {
 	}
 	if !announced || other {
 		t.Fatalf("ChangeAnnounced: by-webhook %v, by-poller %v; want true, false", announced, other)
+	}
+
+	// The read runs under the commit lock with the Update's context, so a
+	// commit that is cancelled stops waiting for it (session-7 review: it
+	// had its own 2 s timeout, added to every commit by a slow NATS).
+	type key struct{}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "the update's"))
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Update(ctx, func(tx poller.Tx) error {
+			tx.ChangeAnnounced("slow", time.Now())
+			return nil
+		})
+	}()
+	got := <-slowCtx
+	if got.Value(key{}) != "the update's" {
+		t.Fatal("Announced was not given the Update's context")
+	}
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Update after its context was cancelled: %v", err)
 	}
 }

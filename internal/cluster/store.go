@@ -78,7 +78,11 @@ type StoreOptions struct {
 	// by webhook at any member (the fleet's seen bucket), so the poller
 	// does not announce it again once past the duplicate window. Nil, or
 	// an error reading it: not announced, and the window drops repeats.
-	Announced func(eventID string) bool
+	// It is called under the commit lock with the Update's context (a
+	// View's: context.Background()), so it must stop waiting when that
+	// context ends: a cancelled or deadline-bound commit does not wait
+	// for a slow read.
+	Announced func(ctx context.Context, eventID string) bool
 }
 
 // Store is the leader's knowledge in the fleet bucket: the poller's
@@ -226,7 +230,7 @@ func (s *Store) View(fn func(poller.Tx) error) error {
 	if !active {
 		return ErrStandby
 	}
-	return fn(&tx{s: s})
+	return fn(&tx{s: s, ctx: context.Background()})
 }
 
 // Update runs fn on a transaction and commits it: its events are
@@ -242,7 +246,7 @@ func (s *Store) Update(ctx context.Context, fn func(poller.Tx) error) error {
 	if !active || !s.o.Leading(term) {
 		return ErrNotLeader
 	}
-	t := &tx{s: s, writes: map[string][]byte{}}
+	t := &tx{s: s, ctx: ctx, writes: map[string][]byte{}}
 	if err := fn(t); err != nil {
 		return err
 	}
@@ -456,6 +460,7 @@ func QueueWatch(ctx context.Context, kv jetstream.KeyValue, kind, id string) err
 // transaction's own writes; writes and events wait for the commit.
 type tx struct {
 	s      *Store
+	ctx    context.Context   // the Update's (a View's: Background); for Announced
 	writes map[string][]byte // nil value: deleted
 	order  []string
 	events []pending
@@ -677,9 +682,17 @@ func (t *tx) PutMeta(k string, v any) error         { return t.putJSON(pfxMeta+k
 // ChangeAnnounced asks the fleet's seen bucket (StoreOptions.Announced),
 // where every member's ingest marks the changes it announced. Without it,
 // the poller's event for the same change carries the same id, and
-// JetStream drops the repeat inside bus.duplicate_window.
+// JetStream drops the repeat inside bus.duplicate_window. The read runs
+// under the Update's context.
 func (t *tx) ChangeAnnounced(eventID string, _ time.Time) bool {
-	return t.s.o.Announced != nil && t.s.o.Announced(eventID)
+	if t.s.o.Announced == nil {
+		return false
+	}
+	ctx := t.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return t.s.o.Announced(ctx, eventID)
 }
 
 func (t *tx) Enqueue(subject, msgID string, payload []byte) error {

@@ -77,7 +77,7 @@ func TestDefault(t *testing.T) {
 		{"bus.embedded.listen", c.Bus.Embedded.Listen, "127.0.0.1:4222"},
 		{"bus.subject_prefix", c.Bus.SubjectPrefix, "cakework"},
 		{"bus.stream", c.Bus.Stream, "CAKEWORK"},
-		{"bus.duplicate_window", c.Bus.DuplicateWindow, 30 * time.Second},
+		{"bus.duplicate_window", c.Bus.Window(), 30 * time.Second},
 		{"bus.max_age", c.Bus.MaxAge, 168 * time.Hour},
 		{"ingest.cakework.secret", c.Ingest.Cakework.Secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
 		{"ingest.cakework.configured", c.Ingest.Cakework.Configured, false},
@@ -620,6 +620,12 @@ func TestExampleConfig(t *testing.T) {
 	d := Default(nil)
 	c.Ingest, d.Ingest = ingest.Config{}, ingest.Config{}
 	c.Sinks.Slack, c.Sinks.HTTP = nil, nil
+	// bus.duplicate_window stays unset in Default (its default follows
+	// bus.url): the example's value is the one it resolves to.
+	if cw, dw := c.Bus.Window(), d.Bus.Window(); cw != dw {
+		t.Errorf("example bus.duplicate_window %s, default %s", cw, dw)
+	}
+	c.Bus.DuplicateWindow, d.Bus.DuplicateWindow = 0, 0
 	if !reflect.DeepEqual(c, d) {
 		t.Errorf("example defaults differ from Default:\n%+v\n%+v", c, d)
 	}
@@ -828,11 +834,39 @@ func TestDuplicateWindowDefaultFollowsTheBus(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.src, err)
 		}
-		if c.Bus.DuplicateWindow != tc.want {
-			t.Errorf("%q: duplicate_window %s, want %s", tc.src, c.Bus.DuplicateWindow, tc.want)
+		if c.Bus.Window() != tc.want {
+			t.Errorf("%q: duplicate_window %s, want %s", tc.src, c.Bus.Window(), tc.want)
 		}
 	}
-	if d := Default(nil).Bus.DuplicateWindow; d != 30*time.Second {
+	if d := Default(nil).Bus.Window(); d != 30*time.Second {
 		t.Errorf("no config file: %s, want 30s", d)
+	}
+
+	// A config built in code (tests, benches, the demo) that sets Bus.URL
+	// after Default gets what a file with url gets: the default follows
+	// the final URL. (Session-7 review: it kept the embedded 30 s.)
+	c := Default(nil)
+	c.Bus.URL = "nats://n:4222"
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Bus.Window(); d != 2*time.Minute {
+		t.Errorf("Default, then Bus.URL set in code: duplicate_window %s, want 2m as from a file", d)
+	}
+	// And the other way: a file's url taken out in code is the embedded 30 s.
+	f, err := Parse([]byte("bus: {url: 'nats://n:4222'}"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Bus.URL = ""
+	if d := f.Bus.Window(); d != 30*time.Second {
+		t.Errorf("a file's url removed in code: duplicate_window %s, want 30s", d)
+	}
+	// A fleet's check (at least 3x lease_ttl) sees the default too: 2m
+	// against a lease_ttl of a minute is refused, set in code or by file.
+	c.Cluster.Enabled, c.Cluster.LeaseTTL = true, time.Minute
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "bus.duplicate_window: must be at least 3x cluster.lease_ttl") {
+		t.Errorf("fleet with lease_ttl 1m and the default window (2m): %v, want the 3x lease_ttl problem", err)
 	}
 }

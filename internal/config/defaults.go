@@ -46,8 +46,10 @@ func Default(env func(string) (string, bool)) *Config {
 // bus.embedded.listen (an explicit "" means in-process only); their
 // sections' Defaults set them.
 func preset() *Config {
-	// The rest is filled after decoding (fill): some defaults depend on
-	// what the file sets (bus.duplicate_window on bus.url).
+	// The rest is filled after decoding (fill). bus.duplicate_window's
+	// default depends on bus.url and is resolved when read (bus.Config's
+	// Window), so a config built in code that sets Bus.URL after Default
+	// gets it too.
 	return &Config{Bus: bus.Defaults(), Poller: poller.Defaults()}
 }
 

@@ -80,7 +80,10 @@
 // secrets and tokens, and booleans (logs.vms and logs.builds default to true
 // and false turns them off). Each list element (sinks.slack[i],
 // sinks.http[i], ingest.webhooks[i].hmac) gets its own defaults after
-// decoding, and an empty events list means ["*"].
+// decoding, and an empty events list means ["*"]. bus.duplicate_window's
+// default depends on bus.url, so it stays 0 in the Config and is resolved
+// where it is read (bus.Config's Window): a Config built in code that sets
+// Bus.URL after Default gets the window a file with that url gets.
 //
 // # Environment fallbacks
 //

@@ -39,7 +39,7 @@ func (c *Config) Validate() error {
 	if c.Cluster.Enabled && c.Bus.URL == "" {
 		v.Add("cluster.enabled", "needs an external NATS in bus.url: the embedded server lives and dies with this relay, so a fleet cannot share it; run NATS with JetStream (a 3-node cluster for high availability) and point every member's bus.url at it")
 	}
-	if w := c.Bus.DuplicateWindow; c.Cluster.Enabled && w > 0 && w < 3*c.Cluster.LeaseTTL {
+	if w := c.Bus.Window(); c.Cluster.Enabled && w > 0 && w < 3*c.Cluster.LeaseTTL {
 		v.Add("bus.duplicate_window", fmt.Sprintf("must be at least 3x cluster.lease_ttl (%s) in a fleet: a new leader publishes again what the last one may have stored, and JetStream drops those repeats only inside this window", 3*c.Cluster.LeaseTTL))
 	}
 	return v.Err()
