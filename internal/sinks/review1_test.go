@@ -238,3 +238,82 @@ func redeliverAfterDeadLetterCount(t *testing.T, before func(*testing.T, *Runner
 	}
 	check(t, b)
 }
+
+// BenchmarkR1DeadLetterLookMiss is one look (storedBefore) for a dead
+// letter that is not there, over 10,000 dead letters of the sink stored
+// since the event, each carrying a 1 KiB event: what every redelivered
+// event dead-lettered during such a backlog costs (the look reads whole
+// messages, bodies included).
+func BenchmarkR1DeadLetterLookMiss(b *testing.B) {
+	ctx := context.Background()
+	o := testBusOptions()
+	o.StoreDir = b.TempDir()
+	bb, err := bus.Open(ctx, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bb.Close(ctx)
+	since := time.Now()
+	body := make([]byte, 1024)
+	for from := 0; from < dlqLookMax; from += 1000 {
+		for i := from; i < from+1000; i++ {
+			h := nats.Header{}
+			h.Set(bus.HdrDLQSink, "t")
+			if _, err := bb.PublishAsync(bus.DLQSubject("t"), fmt.Sprintf("t:other%d:s%d", i, i), body, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-bb.JetStream().PublishAsyncComplete()
+	}
+	d := &deadLetters{name: "t", bus: bb}
+	b.ResetTimer()
+	for range b.N {
+		seq, err := d.storedBefore(ctx, "t:missing:s1", since)
+		if err != nil || seq != 0 {
+			b.Fatal(seq, err)
+		}
+	}
+}
+
+// Review R1 (session 8). storedBefore honours its context only in the
+// calls before the reads and when a fetch comes back empty: between
+// fetches it does not look at ctx, so a look whose deadline passed (or
+// whose stop was closed) reads on to dlqLookMax and answers "not found"
+// (0, nil) instead of ctx's error. Then the 5 s bound of README is not
+// one, a stop waits for the reads, and a slow NATS never counts as a
+// timed-out look (lookOff). (Passes vacuously on a machine fast enough
+// to read 10,000 dead letters within 500 ms.)
+func TestR1DeadLetterLookHonoursItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	o := embedded(t)
+	bb, err := bus.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close(ctx)
+	since := time.Now()
+	body := make([]byte, 1024)
+	for from := 0; from < dlqLookMax; from += 1000 {
+		for i := from; i < from+1000; i++ {
+			if _, err := bb.PublishAsync(bus.DLQSubject("t"), fmt.Sprintf("t:other%d:s%d", i, i), body, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-bb.JetStream().PublishAsyncComplete():
+		case <-time.After(30 * time.Second):
+			t.Fatal("filler dead letters not acknowledged")
+		}
+	}
+	d := &deadLetters{name: "t", bus: bb}
+	const deadline = 500 * time.Millisecond
+	lctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	t0 := time.Now()
+	seq, err := d.storedBefore(lctx, "t:missing:s1", since)
+	took := time.Since(t0)
+	if err == nil && lctx.Err() != nil {
+		t.Fatalf("the look answered (%d, nil) %v after it started, past its %v deadline; want the context's error", seq, took.Round(time.Millisecond), deadline)
+	}
+	t.Logf("look: %d, %v in %v", seq, err, took)
+}
