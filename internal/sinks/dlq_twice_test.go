@@ -47,8 +47,11 @@ func TestRedeliveredDeadLetterIsNotStoredTwice(t *testing.T) {
 	redeliverAfterDeadLetter(t, embedded(t), publishDeadLetter, nil, 1, 1)
 }
 
+// publishDeadLetter stores o's dead letter as store does: the intent in
+// the message's record, then the publish.
 func publishDeadLetter(t *testing.T, r1 *Runner, o deadLetterOut) {
-	if _, err := r1.dead.publish(context.Background(), o); err != nil {
+	a := &storedAttempts{store: r1.o.Records, sink: r1.o.Name, log: r1.log, it: &item{seq: o.streamSeq, delivered: 1}}
+	if _, err := r1.dead.put(context.Background(), a, o); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -58,7 +58,7 @@ func TestR1ForgedDeadLetterIDInsideTheWindowLosesTheEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r, err := NewRunner(refusingSender{}, Options{Name: "t", Kind: "test", Bus: b, Store: st, AckWait: 2 * time.Second,
+	r, err := NewRunner(refusingSender{}, Options{Name: "t", Kind: "test", Bus: b, Store: st, AckWait: 2 * time.Second, DeliverAll: true,
 		Retry: RetryConfig{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 1}})
 	if err != nil {
 		t.Fatal(err)
