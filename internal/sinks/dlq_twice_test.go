@@ -44,7 +44,11 @@ func (refusingSender) Send(context.Context, event.Event) Result {
 // dead letter on the DLQ: it acks, and the DLQ holds it once. (Review of
 // session 7.)
 func TestRedeliveredDeadLetterIsNotStoredTwice(t *testing.T) {
-	redeliverAfterDeadLetter(t, embedded(t), publishDeadLetter, nil, 1, 1)
+	var r2 *Runner
+	redeliverAfterDeadLetter(t, embedded(t), publishDeadLetter, func(r *Runner) { r2 = r }, 1, 1)
+	if n := r2.dead.looks.Load(); n != 1 {
+		t.Fatalf("%d looks on the DLQ, want 1 (the record says the dead letter was being stored)", n)
+	}
 }
 
 // publishDeadLetter stores o's dead letter as store does: the intent in

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,20 +14,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// Review R1 (session 8). On an external NATS someone who may read the
-// event stream and publish on relay.dlq.> (README: "the relay cannot stop
-// others from publishing") knows every dead letter's Nats-Msg-Id in
-// advance: <sink>:<event id>:s<stream seq>, all of it visible on the
-// event stream. A forged message with that id stored first, inside
-// bus.duplicate_window, makes JetStream answer the relay's real dead
-// letter as a duplicate; the relay acks the event anyway, and the DLQ holds
-// only the forged message, which GET /v1/dlq hides (unsigned). The event
-// is gone: neither delivered nor dead-lettered.
-func TestR1ForgedDeadLetterIDInsideTheWindowLosesTheEvent(t *testing.T) {
+// On an external NATS someone who may read the event stream and publish
+// on relay.dlq.> (README: "the relay cannot stop others from publishing")
+// knew every dead letter's Nats-Msg-Id in advance: <sink>:<event
+// id>:s<stream seq>, all of it visible on the event stream. A forged
+// message with that id stored first, inside bus.duplicate_window, made
+// JetStream answer the relay's real dead letter as a duplicate; the relay
+// acked the event anyway, and the DLQ held only the forged message, which
+// GET /v1/dlq hides (unsigned): the event was lost. The id is keyed now,
+// so the old, predictable one takes nothing. (Review R1, session 8.)
+func TestForgedDeadLetterIDInsideTheWindowDoesNotLoseTheEvent(t *testing.T) {
 	ctx := context.Background()
 	bo := embedded(t)
 	bo.DuplicateWindow = 2 * time.Minute // bus.url's default
@@ -94,17 +97,17 @@ func TestR1ForgedDeadLetterIDInsideTheWindowLosesTheEvent(t *testing.T) {
 	}
 }
 
-// Review R1 (session 8). The look for a redelivered event's dead letter
-// reads the sink's dead letters from the event's stream timestamp on,
-// oldest first, and stops after 10,000. When a backlog was dead-lettered
-// (a target refusing everything during a flood), the dead letters of the
-// events ahead of this one were written between its publish and its own
-// dead letter: with more than 10,000 of them the look never reaches it,
-// and a crash between the DLQ publish and the ack, with the relay down past
-// bus.duplicate_window, leaves the dead letter on the DLQ twice, contrary to
-// README ("A dead letter is written once even when the relay stops between
-// writing it and the ack ...").
-func TestR1DeadLetterLookMissesItBehindAFloodOfDeadLetters(t *testing.T) {
+// The look for a redelivered event's dead letter read the sink's dead
+// letters from the event's stream timestamp on, oldest first, and stopped
+// after 10,000. When a backlog was dead-lettered (a target refusing
+// everything during a flood), the dead letters of the events ahead of this
+// one were written between its publish and its own dead letter: with more
+// than 10,000 of them the look never reached it, and a crash between the
+// DLQ publish and the ack, with the relay down past bus.duplicate_window,
+// left the dead letter on the DLQ twice. Now the look starts at the time
+// recorded just before the publish (the intent), after the flood.
+// (Review R1, session 8.)
+func TestDeadLetterLookFindsItBehindAFloodOfDeadLetters(t *testing.T) {
 	ctx := context.Background()
 	var target string
 	var filler int
@@ -239,12 +242,12 @@ func redeliverAfterDeadLetterCount(t *testing.T, before func(*testing.T, *Runner
 	check(t, b)
 }
 
-// BenchmarkR1DeadLetterLookMiss is one look (storedBefore) for a dead
-// letter that is not there, over 10,000 dead letters of the sink stored
-// since the event, each carrying a 1 KiB event: what every redelivered
-// event dead-lettered during such a backlog costs (the look reads whole
-// messages, bodies included).
-func BenchmarkR1DeadLetterLookMiss(b *testing.B) {
+// BenchmarkDeadLetterLookMiss is one look (storedBefore) for a dead
+// letter that is not there, with 10,000 dead letters of the sink in the
+// look's time range, each carrying a 1 KiB event: the worst case, where
+// the count bound ends the look (it reads headers only). Only a
+// redelivered event whose dead letter was being stored looks at all.
+func BenchmarkDeadLetterLookMiss(b *testing.B) {
 	ctx := context.Background()
 	o := testBusOptions()
 	o.StoreDir = b.TempDir()
@@ -275,15 +278,14 @@ func BenchmarkR1DeadLetterLookMiss(b *testing.B) {
 	}
 }
 
-// Review R1 (session 8). storedBefore honours its context only in the
-// calls before the reads and when a fetch comes back empty: between
-// fetches it does not look at ctx, so a look whose deadline passed (or
-// whose stop was closed) reads on to dlqLookMax and answers "not found"
-// (0, nil) instead of ctx's error. Then the 5 s bound of README is not
-// one, a stop waits for the reads, and a slow NATS never counts as a
-// timed-out look (lookOff). (Passes vacuously on a machine fast enough
-// to read 10,000 dead letters within 500 ms.)
-func TestR1DeadLetterLookHonoursItsDeadline(t *testing.T) {
+// storedBefore honoured its context only in the calls before the reads and
+// when a fetch came back empty: a look whose deadline passed (or whose
+// stop was closed) read on to dlqLookMax and answered "not found" (0,
+// nil) instead of ctx's error, so the 5 s bound of README was not one, a
+// stop waited for the reads, and a slow NATS never counted as a timed-out
+// look (lookOff). (Review R1, session 8. Passes vacuously on a machine
+// fast enough to read 10,000 dead letters' headers within 500 ms.)
+func TestDeadLetterLookHonoursItsDeadline(t *testing.T) {
 	ctx := context.Background()
 	o := embedded(t)
 	bb, err := bus.Open(ctx, o)
@@ -316,4 +318,139 @@ func TestR1DeadLetterLookHonoursItsDeadline(t *testing.T) {
 		t.Fatalf("the look answered (%d, nil) %v after it started, past its %v deadline; want the context's error", seq, took.Round(time.Millisecond), deadline)
 	}
 	t.Logf("look: %d, %v in %v", seq, err, took)
+}
+
+// A redelivered event whose record says no dead letter was being stored
+// (the run before stopped while sending it) is dead-lettered without a
+// look: ordinary redeliveries cost no read of the DLQ.
+func TestOrdinaryRedeliveryDoesNotLookForADeadLetter(t *testing.T) {
+	var r2 *Runner
+	redeliverAfterDeadLetter(t, embedded(t), func(*testing.T, *Runner, deadLetterOut) {}, func(r *Runner) { r2 = r }, 1, 1)
+	if n := r2.dead.looks.Load(); n != 0 {
+		t.Fatalf("%d looks on the DLQ for a redelivery with no dead letter being stored, want none", n)
+	}
+}
+
+// Defence in depth, for a key that leaked (or ids that were predictable):
+// a message someone else stored under the dead letter's own id inside the
+// duplicate window gets the relay's answer "duplicate"; the relay checks
+// the message it names, finds it is not its own, and stores the dead letter
+// under a fresh id.
+func TestForgedHolderOfTheDeadLetterIDInsideTheWindowGetsItAFreshID(t *testing.T) {
+	ctx := context.Background()
+	bo := embedded(t)
+	bo.DuplicateWindow = 2 * time.Minute
+	b, err := bus.Open(ctx, bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	ev, err := event.New("build", "b1", "failed", event.ID("build", "b1", "failed", "r1"), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), map[string]any{"n": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(ev)
+	subject := ev.NATSSubject(b.SubjectPrefix())
+	ack, err := b.Publish(ctx, subject, ev.ID, raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: slog.New(slog.DiscardHandler)}
+	o := deadLetterOut{ev: ev, natsSubject: subject, data: raw, err: errors.New("target refuses this event"), attempts: 1, streamSeq: ack.Sequence}
+	m := nats.NewMsg(bus.DLQSubject("t"))
+	m.Data = []byte("forged")
+	m.Header.Set(jetstream.MsgIDHeader, d.msgID(o))
+	forged, err := b.JetStream().PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := d.publish(ctx, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq == forged.Sequence {
+		t.Fatalf("the dead letter was answered as the forged message %d", seq)
+	}
+	dls, _, err := ListDLQ(ctx, b, "t", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 1 || dls[0].ID != seq || dls[0].EventID != ev.ID {
+		t.Fatalf("the DLQ lists %+v, want the relay's dead letter %d", dls, seq)
+	}
+}
+
+// Dead-letter ids are keyed by the install key: another key gives
+// another id, and the id shows neither the event id nor the stream
+// sequence.
+func TestDeadLetterIDsAreKeyed(t *testing.T) {
+	ctx := context.Background()
+	b, err := bus.Open(ctx, embedded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	d := &deadLetters{name: "t", bus: b}
+	o := deadLetterOut{ev: event.Event{ID: "0123456789abcdef"}, streamSeq: 4711}
+	id := d.msgID(o)
+	if id != d.msgID(o) {
+		t.Fatal("the id of one failure is not stable")
+	}
+	if strings.Contains(id, o.ev.ID) || strings.Contains(id, "4711") || !strings.HasPrefix(id, "t:") {
+		t.Fatalf("id %q shows what anyone can read off the event stream", id)
+	}
+	if r := d.msgID(deadLetterOut{ev: o.ev, replayOf: 9}); r == id {
+		t.Fatal("a replay's dead letter has the id of the first one")
+	}
+	b.SetMACKey([]byte("another install"))
+	if other := d.msgID(o); other == id {
+		t.Fatal("another install key gives the same id")
+	}
+}
+
+// The intent is written before the publish and kept by a retry's record;
+// when it cannot be written, the dead letter is stored anyway.
+func TestDeadLetterIntentIsRecordedAndItsFailureDoesNotHoldTheDeadLetter(t *testing.T) {
+	ctx := context.Background()
+	b, err := bus.Open(ctx, embedded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	st, err := state.Open(state.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	log := slog.New(slog.DiscardHandler)
+	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: log}
+	o := deadLetterOut{ev: event.Event{ID: "e1"}, data: []byte("{}"), err: errors.New("refused"), attempts: 3, streamSeq: 7}
+
+	a := &storedAttempts{store: BoltRecords(st), sink: "t", log: log, it: &item{seq: 7, delivered: 1}}
+	before := time.Now()
+	if _, err := d.put(ctx, a, o); err != nil {
+		t.Fatal(err)
+	}
+	// The next run's view of the record: the intent, and a retry keeps it.
+	next := &storedAttempts{store: BoltRecords(st), sink: "t", log: log, it: &item{seq: 7, delivered: 2}}
+	next.Load()
+	next.Retrying(4, errors.New("again"))
+	last := &storedAttempts{store: BoltRecords(st), sink: "t", log: log, it: &item{seq: 7, delivered: 3}}
+	rec := last.record()
+	if rec.Attempts != 4 || rec.DeadLetter == nil || rec.DeadLetter.MsgID != d.msgID(o) || rec.DeadLetter.At.Before(before.Add(-time.Millisecond)) {
+		t.Fatalf("record %+v (intent %+v), want 4 attempts and the intent to store %s", rec, rec.DeadLetter, d.msgID(o))
+	}
+
+	// A store that refuses writes: the dead letter is stored all the same.
+	broken, err := state.Open(state.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close()
+	a = &storedAttempts{store: BoltRecords(broken), sink: "t", log: log, it: &item{seq: 8, delivered: 1}}
+	o.streamSeq = 8
+	seq, err := d.put(ctx, a, o)
+	if err != nil || seq == 0 {
+		t.Fatalf("put with an unwritable record: %d, %v; want the dead letter stored", seq, err)
+	}
 }
