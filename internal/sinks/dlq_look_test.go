@@ -70,24 +70,9 @@ func TestForgedDeadLetterIDInsideTheWindowDoesNotLoseTheEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Stop(ctx)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := b.JetStream().Consumer(ctx, "CAKEWORK", DurableName("t"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= ack.Sequence {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the event was not acked: %+v", info)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitConsumer(t, b, 10*time.Second, "the event was not acked", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= ack.Sequence
+	})
 	dls, _, err := ListDLQ(ctx, b, "t", 10)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +96,7 @@ func TestDeadLetterLookFindsItBehindAFloodOfDeadLetters(t *testing.T) {
 	ctx := context.Background()
 	var target string
 	var filler int
-	redeliverAfterDeadLetterCount(t, func(t *testing.T, r1 *Runner, o deadLetterOut) {
+	redeliverAfterDeadLetterThen(t, embedded(t), func(t *testing.T, r1 *Runner, o deadLetterOut) {
 		// The backlog ahead of the event, dead-lettered by this run
 		// before it got to the event: signed, on the sink's subject.
 		b := r1.o.Bus
@@ -132,7 +117,7 @@ func TestDeadLetterLookFindsItBehindAFloodOfDeadLetters(t *testing.T) {
 		}
 		target = r1.dead.msgID(o)
 		publishDeadLetter(t, r1, o)
-	}, func(t *testing.T, b *bus.Bus) {
+	}, nil, func(t *testing.T, b *bus.Bus, _ *Runner, _ event.Event) {
 		// Count the event's dead letters on the sink's subject.
 		s, err := b.JetStream().Stream(ctx, b.DLQStream())
 		if err != nil {
@@ -164,82 +149,6 @@ func TestDeadLetterLookFindsItBehindAFloodOfDeadLetters(t *testing.T) {
 			t.Fatalf("the event's dead letter is on the DLQ %d times, want once (the look read %d of the %d dead letters stored since the event)", n, dlqLookMax, filler+1)
 		}
 	})
-}
-
-// redeliverAfterDeadLetterCount is redeliverAfterDeadLetter with the
-// check left to check (the DLQ holds more than ListDLQ's page).
-func redeliverAfterDeadLetterCount(t *testing.T, before func(*testing.T, *Runner, deadLetterOut), check func(*testing.T, *bus.Bus)) {
-	ctx := context.Background()
-	b, err := bus.Open(ctx, embedded(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	st, err := state.Open(state.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	opts := func() Options {
-		return Options{Name: "t", Kind: "test", Bus: b, Store: st, AckWait: 2 * time.Second,
-			Retry: RetryConfig{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 3}}
-	}
-	first := &blockingSender{started: make(chan struct{})}
-	r1, err := NewRunner(first, opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r1.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := event.New("build", "b1", "failed", event.ID("build", "b1", "failed", "1"), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), map[string]any{"n": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(ev)
-	subject := ev.NATSSubject(b.SubjectPrefix())
-	ack, err := b.Publish(ctx, subject, ev.ID, raw, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-first.started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the first run never got the event")
-	}
-	before(t, r1, deadLetterOut{ev: ev, natsSubject: subject, data: raw, err: errors.New("target refuses this event"), attempts: 1, streamSeq: ack.Sequence})
-	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	_ = r1.Stop(sctx)
-	cancel()
-	waitWindow(t, b)
-
-	r2, err := NewRunner(refusingSender{}, opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r2.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Stop(ctx)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := b.JetStream().Consumer(ctx, "CAKEWORK", DurableName("t"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the redelivered event was not acked: %+v", info)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	check(t, b)
 }
 
 // BenchmarkDeadLetterLookMiss is one look (storedBefore) for a dead
