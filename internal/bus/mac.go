@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cakework-relay/cakework-relay/internal/event"
 )
 
 // HdrMAC is the header that marks a message as the relay's own: an
@@ -36,6 +38,8 @@ var ErrUnverified = errors.New("not published by this relay (no valid " + HdrMAC
 // and a buffer reused per message instead of allocated.
 type signer struct {
 	pool sync.Pool
+	// ids derives ids from the same key (KeyedID).
+	ids event.IDs
 }
 
 type macState struct {
@@ -46,7 +50,7 @@ type macState struct {
 }
 
 func newSigner(key []byte) *signer {
-	s := &signer{}
+	s := &signer{ids: event.KeyedIDs(key)}
 	s.pool.New = func() any {
 		m := hmac.New(sha256.New, key)
 		return &macState{mac: m, buf: make([]byte, 0, 256), sum: make([]byte, 0, m.Size())}
@@ -130,6 +134,15 @@ func (b *Bus) Verify(stream string, seq uint64, subject string, h nats.Header, d
 	}
 	return nil
 }
+
+// KeyedID derives an id from parts, keyed by the install key the bus signs
+// with (event.KeyedIDs): the same parts give the same id in one install
+// (and in a fleet, whose members share the key), and nobody without the
+// key can compute it. Use it for a Nats-Msg-Id others must not predict,
+// since a message stored first under an id makes JetStream drop the next
+// one with it as a duplicate. Callers put a label of their own first in
+// parts, so ids of different uses never meet.
+func (b *Bus) KeyedID(parts ...string) string { return b.signer.Load().ids.ID(parts...) }
 
 // randomKey is the key of a Bus opened without one: nothing it signs can be
 // verified by another process.

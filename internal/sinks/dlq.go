@@ -2,6 +2,8 @@ package sinks
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,21 +105,34 @@ type deadLetters struct {
 	lookOff      atomic.Bool
 	// lookTimeout, when set, replaces dlqLookTimeout (tests).
 	lookTimeout time.Duration
+	// looks counts the looks begun.
+	looks atomic.Int64
 }
 
+// msgID is the dead letter's Nats-Msg-Id: stable for one failure of one
+// message, so a publish repeated inside bus.duplicate_window (a redelivery
+// after a crash before the ack, a publish retried after a lost ack) is
+// dropped by JetStream; different for a replay that fails again, so the
+// window never drops it. It is keyed by the install key (bus.KeyedID):
+// whoever may publish on relay.dlq.> (an external NATS) and reads the
+// event stream cannot store a message under it first and have the
+// relay's dead letter dropped as a duplicate of theirs.
 func (d *deadLetters) msgID(o deadLetterOut) string {
-	// Stable for one failure of one message, so a crash between the DLQ
-	// publish and the ack doesn't store it twice (JetStream drops the
-	// repeat inside the duplicate window, alreadyStored finds it after);
-	// different for a replay that fails again, so the window never drops
-	// it.
 	if o.replayOf != 0 {
-		return fmt.Sprintf("%s:%s:r%d", d.name, o.ev.ID, o.replayOf)
+		return d.name + ":" + d.bus.KeyedID("relay.dlq", d.name, o.ev.ID, "r"+strconv.FormatUint(o.replayOf, 10))
 	}
-	return fmt.Sprintf("%s:%s:s%d", d.name, o.ev.ID, o.streamSeq)
+	return d.name + ":" + d.bus.KeyedID("relay.dlq", d.name, o.ev.ID, "s"+strconv.FormatUint(o.streamSeq, 10))
 }
 
-func (d *deadLetters) publish(ctx context.Context, o deadLetterOut) (uint64, error) {
+// freshMsgID is an id nobody used before, for a dead letter whose id was
+// taken by a message the relay did not write.
+func (d *deadLetters) freshMsgID(o deadLetterOut) string {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	return d.name + ":" + d.bus.KeyedID("relay.dlq", d.name, o.ev.ID, "n"+hex.EncodeToString(nonce[:]))
+}
+
+func (d *deadLetters) headers(o deadLetterOut) nats.Header {
 	h := nats.Header{}
 	h.Set(bus.HdrDLQSink, d.name)
 	h.Set(bus.HdrDLQError, headerValue(o.err.Error()))
@@ -133,44 +148,119 @@ func (d *deadLetters) publish(ctx context.Context, o deadLetterOut) (uint64, err
 	if o.replayOf != 0 {
 		h.Set(HdrDLQReplayOf, strconv.FormatUint(o.replayOf, 10))
 	}
-	ack, err := d.bus.Publish(ctx, bus.DLQSubject(d.name), d.msgID(o), o.data, h)
-	if err != nil {
-		return 0, fmt.Errorf("publish to %s: %w", bus.DLQSubject(d.name), err)
+	return h
+}
+
+// publish stores o on the DLQ and returns its id. before, when set, is
+// called with the msg id before each publish (store records its intent
+// there).
+//
+// JetStream answers a publish whose id it stored inside the duplicate
+// window as a duplicate, with the stored message's sequence. That is this
+// dead letter when the relay stored it before; anything else (a message
+// someone else stored under the id) does not stand for it: the dead letter
+// is published again under a fresh id, once.
+func (d *deadLetters) publish(ctx context.Context, o deadLetterOut, before func(msgID string)) (uint64, error) {
+	subj := bus.DLQSubject(d.name)
+	id := d.msgID(o)
+	for fresh := false; ; fresh = true {
+		if before != nil {
+			before(id)
+		}
+		ack, err := d.bus.Publish(ctx, subj, id, o.data, d.headers(o))
+		if err != nil {
+			return 0, fmt.Errorf("publish to %s: %w", subj, err)
+		}
+		if !ack.Duplicate {
+			return ack.Sequence, nil
+		}
+		ours, err := d.ours(ctx, ack.Sequence, id)
+		if err != nil {
+			return 0, fmt.Errorf("publish to %s: answered as a duplicate of message %d, which could not be checked: %w", subj, ack.Sequence, err)
+		}
+		if ours {
+			return ack.Sequence, nil
+		}
+		if fresh {
+			return 0, fmt.Errorf("publish to %s: answered again as a duplicate of a message the relay did not write (%d)", subj, ack.Sequence)
+		}
+		d.log.Warn("sink: a message the relay did not write holds the dead letter's id; storing it under a fresh id (someone else publishes on the DLQ subjects)",
+			"event", o.ev.ID, "stream", d.bus.DLQStream(), "seq", ack.Sequence)
+		id = d.freshMsgID(o)
 	}
-	return ack.Sequence, nil
+}
+
+// ours says whether the DLQ message at seq is this sink's dead letter
+// msgID, written by this relay (Relay-Mac verified). A message gone (by a
+// replay, or deleted by whoever wrote it) is not.
+func (d *deadLetters) ours(ctx context.Context, seq uint64, msgID string) (bool, error) {
+	s, err := d.bus.JetStream().Stream(ctx, d.bus.DLQStream())
+	if err != nil {
+		return false, fmt.Errorf("dead-letter stream %s: %w", d.bus.DLQStream(), err)
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read dead letter %d: %w", seq, err)
+	}
+	return m.Subject == bus.DLQSubject(d.name) && m.Header.Get(jetstream.MsgIDHeader) == msgID &&
+		d.bus.Verify(d.bus.DLQStream(), m.Sequence, m.Subject, m.Header, m.Data) == nil, nil
 }
 
 // Bounds of the look for a dead letter already stored (storedBefore).
 const (
-	// dlqLookMax is how many of the sink's dead letters it reads at most.
+	// dlqPublishTimeout bounds one publish of a dead letter.
+	dlqPublishTimeout = 10 * time.Second
+	// dlqLookSkew widens the look's time range on both sides: the intent
+	// time is the relay's clock, the DLQ's timestamps the NATS server's.
+	// The range is [intent - skew, intent + dlqPublishTimeout + skew).
+	dlqLookSkew = 2 * time.Second
+	// dlqLookMax is how many of the sink's dead letters in that range it
+	// reads at most (headers only), a safety net: normally it reads only
+	// those stored while the dead letter was published.
 	dlqLookMax = 10_000
 	// dlqLookTimeout bounds the whole look.
 	dlqLookTimeout = 5 * time.Second
-	// dlqLookSkew starts the look this much before the event's own
-	// stream timestamp: in a NATS cluster the two streams' leaders may
-	// stamp by clocks a little apart.
-	dlqLookSkew = 5 * time.Second
 	// dlqLookTries looks in a row that time out turn the look off.
 	dlqLookTries = 3
 )
 
 // storedBefore looks on the DLQ stream for a dead letter with id msgID
 // that this relay wrote (Relay-Mac verified), among the sink's dead
-// letters stored from since on: at most dlqLookMax of them, through an
-// ephemeral consumer filtered on the sink's subject and started by time,
-// which the relay's NATS user must be allowed to create on <stream>_DLQ.
-// It returns the dead letter's id when found, 0 when not.
-func (d *deadLetters) storedBefore(ctx context.Context, msgID string, since time.Time) (uint64, error) {
+// letters stored around at, the time its publish began: first from at to
+// at + dlqPublishTimeout + dlqLookSkew (where it is unless the relay's
+// clock is ahead of the server's; only the dead letters stored while it
+// was published are read before it), then, when not there, from
+// at - dlqLookSkew to at. It reads at most dlqLookMax dead letters in
+// all, headers only, through ephemeral consumers filtered on the sink's
+// subject and started by time, which the relay's NATS user must be
+// allowed to create on <stream>_DLQ; the one whose id matches is read
+// whole to check its MAC. It returns the dead letter's id when found, 0
+// when not, and ctx's error when ctx ended before it could tell.
+func (d *deadLetters) storedBefore(ctx context.Context, msgID string, at time.Time) (uint64, error) {
 	s, err := d.bus.JetStream().Stream(ctx, d.bus.DLQStream())
 	if err != nil {
 		return 0, fmt.Errorf("dead-letter stream %s: %w", d.bus.DLQStream(), err)
 	}
-	start := since.Add(-dlqLookSkew)
+	budget := dlqLookMax
+	seq, err := d.scan(ctx, s, msgID, at, at.Add(dlqPublishTimeout+dlqLookSkew), &budget)
+	if seq != 0 || err != nil || budget == 0 {
+		return seq, err
+	}
+	return d.scan(ctx, s, msgID, at.Add(-dlqLookSkew), at, &budget)
+}
+
+// scan reads the sink's dead letters stored from from on and before to,
+// at most *budget of them (it subtracts what it read), for msgID.
+func (d *deadLetters) scan(ctx context.Context, s jetstream.Stream, msgID string, from, to time.Time, budget *int) (uint64, error) {
 	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		FilterSubject:     bus.DLQSubject(d.name),
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
-		OptStartTime:      &start,
+		OptStartTime:      &from,
 		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
 	})
@@ -182,62 +272,84 @@ func (d *deadLetters) storedBefore(ctx context.Context, msgID string, since time
 		_ = s.DeleteConsumer(dctx, c.CachedInfo().Name)
 		cancel()
 	}()
-	left := min(c.CachedInfo().NumPending, dlqLookMax)
-	for left > 0 {
-		// At most 4 MiB at a time, whatever the dead letters' size.
-		batch, err := c.FetchBytes(4<<20, jetstream.FetchMaxWait(time.Second))
+	left := int(min(c.CachedInfo().NumPending, uint64(*budget)))
+	for left > 0 && ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		batch, err := c.Fetch(min(left, 1000), jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				break
+			}
 			return 0, fmt.Errorf("read %s on %s: %w", bus.DLQSubject(d.name), d.bus.DLQStream(), err)
 		}
 		got := 0
-		var found uint64
+		var match []uint64
 		for m := range batch.Messages() {
 			got++
-			if left == 0 || found != 0 {
+			if left == 0 {
 				continue // drain what the batch holds
 			}
-			left--
 			md, err := m.Metadata()
 			if err != nil {
 				continue
 			}
-			if m.Headers().Get(jetstream.MsgIDHeader) == msgID &&
-				d.bus.Verify(d.bus.DLQStream(), md.Sequence.Stream, m.Subject(), m.Headers(), m.Data()) == nil {
-				found = md.Sequence.Stream
+			if !md.Timestamp.Before(to) {
+				left = 0
+				continue
+			}
+			left--
+			*budget--
+			if m.Headers().Get(jetstream.MsgIDHeader) == msgID {
+				match = append(match, md.Sequence.Stream)
 			}
 			if md.NumPending == 0 {
 				left = 0
 			}
 		}
-		if found != 0 {
-			return found, nil
+		berr := batch.Error()
+		cancel()
+		for _, seq := range match {
+			ok, err := d.ours(ctx, seq, msgID)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				return seq, nil
+			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
-			return 0, fmt.Errorf("read %s on %s: %w", bus.DLQSubject(d.name), d.bus.DLQStream(), err)
+		if ctx.Err() != nil {
+			break
+		}
+		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && !errors.Is(berr, nats.ErrTimeout) && !errors.Is(berr, context.DeadlineExceeded) {
+			return 0, fmt.Errorf("read %s on %s: %w", bus.DLQSubject(d.name), d.bus.DLQStream(), berr)
 		}
 		if got == 0 {
 			// Nothing more (dead letters deleted meanwhile, by a replay).
-			return 0, ctx.Err()
+			break
 		}
 	}
-	return 0, nil
+	return 0, ctx.Err()
 }
 
 // alreadyStored reports whether a redelivered message (delivered before,
 // by this relay or another fleet member) is on the DLQ already: the run
 // that delivered it may have stored its dead letter and stopped before the
 // ack. Within bus.duplicate_window JetStream would drop the repeat; after
-// it (a relay down for longer) only this look does. A look that fails or
+// it (a relay down for longer) only this look does. It looks only when
+// the message's record says a dead letter was being stored (no record:
+// no look, so an ordinary redelivery costs nothing). A look that fails or
 // times out answers false: the dead letter is stored again (at least
 // once).
-func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, o deadLetterOut) bool {
+func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, a *storedAttempts) bool {
 	if it.delivered <= 1 || d.lookOff.Load() {
 		return false
 	}
-	md, err := it.msg.Metadata()
-	if err != nil {
+	intent := a.record().DeadLetter
+	if intent == nil {
 		return false
 	}
+	d.looks.Add(1)
 	timeout := dlqLookTimeout
 	if d.lookTimeout > 0 {
 		timeout = d.lookTimeout
@@ -251,7 +363,7 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, o deadLetter
 		case <-ctx.Done():
 		}
 	}()
-	seq, err := d.storedBefore(ctx, d.msgID(o), md.Timestamp)
+	seq, err := d.storedBefore(ctx, intent.MsgID, intent.At)
 	if err != nil {
 		off := false
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
@@ -273,14 +385,15 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, o deadLetter
 	return true
 }
 
-// store puts a held message on the DLQ, then acks it. While the bus
-// refuses, it keeps trying every second (real time: it waits for the bus,
-// not for a schedule); once stop is closed it gives up and reports false,
-// and the caller hands the message back (it comes back after restart). A
+// store puts a held message on the DLQ, then acks it; a keeps its record
+// (the caller clears it once store reports true). While the bus refuses,
+// it keeps trying every second (real time: it waits for the bus, not for a
+// schedule); once stop is closed it gives up and reports false, and the
+// caller hands the message back (it comes back after restart). A
 // redelivered message whose dead letter is there already is only acked.
-func (d *deadLetters) store(stop <-chan struct{}, it *item, cause error, attempts int) bool {
+func (d *deadLetters) store(stop <-chan struct{}, it *item, a *storedAttempts, cause error, attempts int) bool {
 	o := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
-	if d.alreadyStored(stop, it, o) {
+	if d.alreadyStored(stop, it, a) {
 		_ = it.msg.Ack()
 		d.stats.deadLetter()
 		return true
@@ -295,8 +408,8 @@ func (d *deadLetters) store(stop <-chan struct{}, it *item, cause error, attempt
 		}
 	}
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		seq, err := d.publish(ctx, o)
+		ctx, cancel := context.WithTimeout(context.Background(), dlqPublishTimeout)
+		seq, err := d.put(ctx, a, o)
 		cancel()
 		if err == nil {
 			_ = it.msg.Ack()
@@ -312,6 +425,21 @@ func (d *deadLetters) store(stop <-chan struct{}, it *item, cause error, attempt
 			return false
 		}
 	}
+}
+
+// put publishes o's dead letter, first writing into a's record, before
+// each publish, that it is being stored (the time and msg id a redelivery
+// looks for). If that write fails the dead letter is stored anyway: at
+// least once.
+func (d *deadLetters) put(ctx context.Context, a *storedAttempts, o deadLetterOut) (uint64, error) {
+	return d.publish(ctx, o, func(msgID string) {
+		// Wall clock, not d.clock: it is compared with the server's
+		// timestamps.
+		if err := a.storing(msgID, time.Now()); err != nil {
+			d.log.Warn("sink: cannot record that the dead letter is being stored; storing it anyway (should the relay stop before the ack, it may be stored twice)",
+				"event", o.ev.ID, "err", err)
+		}
+	})
 }
 
 // headerValue keeps a header value on one line and bounded.
@@ -475,7 +603,7 @@ func (r *Runner) replay(ctx context.Context, stream jetstream.Stream, m *jetstre
 		case DeadLettered:
 			out.Outcome = ReplayDeadLettered
 			out.Error = d.Err.Error()
-			newID, err := r.dead.publish(bctx, deadLetterOut{ev: ev, natsSubject: m.Header.Get(bus.HdrDLQSubject), data: m.Data, err: d.Err, attempts: d.Attempts, replayOf: m.Sequence})
+			newID, err := r.dead.publish(bctx, deadLetterOut{ev: ev, natsSubject: m.Header.Get(bus.HdrDLQSubject), data: m.Data, err: d.Err, attempts: d.Attempts, replayOf: m.Sequence}, nil)
 			if err != nil {
 				// The old entry stays: nothing is lost.
 				out.Error += "; storing it again failed, so it stays as dead letter " + strconv.FormatUint(m.Sequence, 10) + ": " + err.Error()

@@ -44,11 +44,18 @@ func (refusingSender) Send(context.Context, event.Event) Result {
 // dead letter on the DLQ: it acks, and the DLQ holds it once. (Review of
 // session 7.)
 func TestRedeliveredDeadLetterIsNotStoredTwice(t *testing.T) {
-	redeliverAfterDeadLetter(t, embedded(t), publishDeadLetter, nil, 1, 1)
+	var r2 *Runner
+	redeliverAfterDeadLetter(t, embedded(t), publishDeadLetter, func(r *Runner) { r2 = r }, 1, 1)
+	if n := r2.dead.looks.Load(); n != 1 {
+		t.Fatalf("%d looks on the DLQ, want 1 (the record says the dead letter was being stored)", n)
+	}
 }
 
+// publishDeadLetter stores o's dead letter as store does: the intent in
+// the message's record, then the publish.
 func publishDeadLetter(t *testing.T, r1 *Runner, o deadLetterOut) {
-	if _, err := r1.dead.publish(context.Background(), o); err != nil {
+	a := &storedAttempts{store: r1.o.Records, sink: r1.o.Name, log: r1.log, it: &item{seq: o.streamSeq, delivered: 1}}
+	if _, err := r1.dead.put(context.Background(), a, o); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -124,6 +131,14 @@ func embedded(t *testing.T) bus.Options {
 // messages on the sink's subject, signed of them written by the relay.
 // next, when set, sees the next run before it starts.
 func redeliverAfterDeadLetter(t *testing.T, bo bus.Options, before func(*testing.T, *Runner, deadLetterOut), next func(*Runner), signed, total int) {
+	redeliverAfterDeadLetterThen(t, bo, before, next, func(t *testing.T, b *bus.Bus, r2 *Runner, ev event.Event) {
+		checkDeadLetters(t, b, r2, ev, signed, total)
+	})
+}
+
+// redeliverAfterDeadLetterThen is redeliverAfterDeadLetter with the check
+// of the DLQ left to check.
+func redeliverAfterDeadLetterThen(t *testing.T, bo bus.Options, before func(*testing.T, *Runner, deadLetterOut), next func(*Runner), check func(t *testing.T, b *bus.Bus, r2 *Runner, ev event.Event)) {
 	ctx := context.Background()
 	b, err := bus.Open(ctx, bo)
 	if err != nil {
@@ -184,24 +199,16 @@ func redeliverAfterDeadLetter(t *testing.T, bo bus.Options, before func(*testing
 		t.Fatal(err)
 	}
 	defer r2.Stop(ctx)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := b.JetStream().Consumer(ctx, "CAKEWORK", DurableName("t"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the redelivered event was not acked: %+v", info)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitConsumer(t, b, 20*time.Second, "the redelivered event was not acked", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer == 2
+	})
+	check(t, b, r2, ev)
+}
+
+// checkDeadLetters: the DLQ stream holds total messages on the sink's
+// subject, signed of them written by the relay, and r2 counted one.
+func checkDeadLetters(t *testing.T, b *bus.Bus, r2 *Runner, ev event.Event, signed, total int) {
+	ctx := context.Background()
 	dls, _, err := ListDLQ(ctx, b, "t", 10)
 	if err != nil {
 		t.Fatal(err)
@@ -245,5 +252,30 @@ func waitWindow(t *testing.T, b *bus.Bus) {
 			t.Fatal("the duplicate window never passed")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitConsumer waits up to d until the sink's consumer satisfies done;
+// then it fails with what and the consumer's state.
+func waitConsumer(t *testing.T, b *bus.Bus, d time.Duration, what string, done func(*jetstream.ConsumerInfo) bool) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(d)
+	for {
+		c, err := b.JetStream().Consumer(ctx, "CAKEWORK", DurableName("t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done(info) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %+v", what, info)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -11,13 +11,18 @@
 //     or after it was stored on the dead-letter stream (<stream>_DLQ,
 //     subject relay.dlq.<sink>). Anything else is redelivered: naked at a
 //     clean stop, or after AckWait when the process died.
-//   - One dead letter per failure. Its Nats-Msg-Id is stable, and before
-//     dead-lettering a redelivered message (NumDelivered > 1) the stage
-//     looks for it on the DLQ (deadLetters.alreadyStored: the sink's
-//     subject from the event's timestamp on, bounded, Relay-Mac verified),
-//     so a run that stopped between the DLQ publish and the ack does not
-//     get it stored twice after bus.duplicate_window. A look that fails
-//     stores it again: at least once.
+//   - One dead letter per failure. Its Nats-Msg-Id is stable for the
+//     failure and keyed by the install key (bus.KeyedID), so nobody else
+//     can take it first; a publish answered as a duplicate of a message
+//     the relay did not sign is published again under a fresh id. Before
+//     each publish the message's attempt record gets the intent (time and
+//     msg id); a redelivered message (NumDelivered > 1) whose record has
+//     one is looked for on the DLQ (deadLetters.alreadyStored: the sink's
+//     subject around the intent's time, headers only, bounded, the match
+//     Relay-Mac verified), so a run that stopped between the DLQ publish
+//     and the ack does not get it stored twice after
+//     bus.duplicate_window. No intent, no look. A look that fails, or an
+//     intent that could not be written, stores it again: at least once.
 //   - Per-resource order. Events with the same event.OrderKey (one build,
 //     one VM) go to the same lane, and a lane sends one event at a time,
 //     retrying its head in place (kept alive on the server with

@@ -275,7 +275,10 @@ func (r *Runner) process(it *item) {
 	defer r.cons.release(it)
 	if it.decodeErr != nil {
 		r.stats.noteError(it.decodeErr)
-		if !r.dead.store(r.stopCtx.Done(), it, fmt.Errorf("not a relay event, cannot be sent: %w", it.decodeErr), 0) {
+		a := &storedAttempts{store: r.o.Records, sink: r.o.Name, log: r.log, it: it}
+		if r.dead.store(r.stopCtx.Done(), it, a, fmt.Errorf("not a relay event, cannot be sent: %w", it.decodeErr), 0) {
+			a.clear()
+		} else {
 			r.cons.handBack(it)
 		}
 		return
@@ -293,7 +296,7 @@ func (r *Runner) process(it *item) {
 		_ = it.msg.Ack()
 		a.clear()
 	case DeadLettered:
-		if r.dead.store(r.stopCtx.Done(), it, d.Err, d.Attempts) {
+		if r.dead.store(r.stopCtx.Done(), it, a, d.Err, d.Attempts) {
 			a.clear()
 		} else {
 			r.cons.handBack(it)
