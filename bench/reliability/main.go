@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,7 +74,11 @@ func soak(ctx context.Context, bin, dir string, args []string) int {
 	fs.DurationVar(&o.Sample, "sample", time.Minute, "sampling interval")
 	logPath := fs.String("relay-log", "", "copy the relay's output to this file")
 	cgroup := fs.String("cgroup", "", "run the relay in a memory cgroup of this size (say 256MiB; needs root): a container of that size, which relay serve sizes its memory limit from")
+	relayEnv := fs.String("relay-env", "", "comma-separated VAR=value added to the relay's environment (say GOMEMLIMIT=230MiB)")
 	fs.Parse(args)
+	if *relayEnv != "" {
+		o.RelayEnv = strings.Split(*relayEnv, ",")
+	}
 	if *cgroup != "" {
 		cg, err := reliability.NewMemCgroup(fmt.Sprintf("relay-soak-%d", os.Getpid()), *cgroup)
 		if err != nil {

@@ -46,6 +46,8 @@ type SoakOptions struct {
 	RelayLog *os.File
 	// Cgroup, when set, is the memory cgroup the relay runs in.
 	Cgroup *MemCgroup
+	// RelayEnv is added to the relay's environment (say GOMEMLIMIT=230MiB).
+	RelayEnv []string
 }
 
 // SoakSample is one interval's figures.
@@ -150,6 +152,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	}
 	relay.LogFile = o.RelayLog
 	relay.Cgroup = o.Cgroup
+	relay.Env = append(relay.Env, o.RelayEnv...)
 	if err := relay.Start(); err != nil {
 		return nil, err
 	}
