@@ -96,6 +96,12 @@ func (a *storedAttempts) storing(msgID string, at time.Time) error {
 		return nil
 	}
 	a.record()
+	if dl := a.rec.DeadLetter; dl != nil && dl.MsgID == msgID && a.saved {
+		// A retry of the same dead letter: the first try may be the
+		// one stored (its answer lost), so its time is what a
+		// redelivery looks from.
+		return nil
+	}
 	rec := a.rec
 	rec.DeadLetter = &deadLetterIntent{At: at.UTC(), MsgID: msgID}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -385,8 +385,8 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, a *storedAtt
 	return true
 }
 
-// store puts a held message on the DLQ, then acks it; a keeps its record
-// (the caller clears it once store reports true). While the bus refuses,
+// store puts a held message on the DLQ, then acks it (ack: a's record
+// is cleared once the server confirms the ack). While the bus refuses,
 // it keeps trying every second (real time: it waits for the bus, not for a
 // schedule); once stop is closed it gives up and reports false, and the
 // caller hands the message back (it comes back after restart). A
@@ -394,7 +394,7 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, a *storedAtt
 func (d *deadLetters) store(stop <-chan struct{}, it *item, a *storedAttempts, cause error, attempts int) bool {
 	o := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
 	if d.alreadyStored(stop, it, a) {
-		_ = it.msg.Ack()
+		d.ack(it, a)
 		d.stats.deadLetter()
 		return true
 	}
@@ -412,7 +412,7 @@ func (d *deadLetters) store(stop <-chan struct{}, it *item, a *storedAttempts, c
 		seq, err := d.put(ctx, a, o)
 		cancel()
 		if err == nil {
-			_ = it.msg.Ack()
+			d.ack(it, a)
 			d.stats.deadLetter()
 			d.log.Warn("sink: event dead-lettered", "event", it.ev.ID, "type", it.ev.ShortType(), "subject", it.ev.Subject,
 				"attempts", attempts, "dlq_id", seq, "err", cause)
@@ -426,6 +426,29 @@ func (d *deadLetters) store(stop <-chan struct{}, it *item, a *storedAttempts, c
 		}
 	}
 }
+
+// ack acks a dead-lettered message and waits for the server to confirm
+// it; only then is its record (attempts, and the intent a redelivery
+// looks for) cleared. An ack lost on the way (a connection drop) brings
+// the message back after AckWait, here or at another fleet member, and
+// the kept intent makes that redelivery find its dead letter instead of
+// storing it again. A record kept for an ack that did arrive is left
+// behind (cleared by the next ack of that sequence, or the fleet
+// bucket's TTL).
+func (d *deadLetters) ack(it *item, a *storedAttempts) {
+	ctx, cancel := context.WithTimeout(context.Background(), dlqAckTimeout)
+	defer cancel()
+	if err := it.msg.DoubleAck(ctx); err != nil {
+		d.log.Warn("sink: the ack of a dead-lettered event was not confirmed; keeping its record, so a redelivery finds the dead letter",
+			"event", it.ev.ID, "err", err)
+		return
+	}
+	a.clear()
+}
+
+// dlqAckTimeout bounds the wait for the server's confirmation of a
+// dead-lettered message's ack.
+const dlqAckTimeout = 5 * time.Second
 
 // put publishes o's dead letter, first writing into a's record, before
 // each publish, that it is being stored (the time and msg id a redelivery

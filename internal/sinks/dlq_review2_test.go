@@ -2,14 +2,22 @@ package sinks
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/clock"
+	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
-// Review R2, session 8: failing tests (not fixed here).
+// Review R2, session 8: two ways a dead letter was stored twice, fixed.
 
 // The store loop retries a dead letter's publish every second while it
-// fails, and each try rewrites the intent with its own start time
+// fails, and each try used to rewrite the intent with its own start time
 // (deadLetters.put -> storedAttempts.storing(msgID, time.Now())). A try
 // whose publish was stored but whose answer was lost (a connection drop,
 // a publish that timed out client-side and was stored) is followed by
@@ -22,36 +30,106 @@ import (
 // fails, or the clocks are more than 2 s apart.
 //
 // Simulated: the first try's publish is stored; 2.5 s later a retry of
-// the same dead letter (what store's loop does after an error) rewrites
-// the intent and is answered "duplicate" (ours); the run stops before the
-// ack.
+// the same dead letter (what store's loop does after an error) is
+// answered "duplicate" (ours); the run stops before the ack. The intent
+// now keeps the first try's time (storedAttempts.storing).
 func TestDeadLetterStoredByAnEarlierTryIsFoundAfterARetryMovedTheIntent(t *testing.T) {
 	bo := embedded(t)
 	bo.DuplicateWindow = 4 * time.Second // the retry 2.5 s later is inside it
 	redeliverAfterDeadLetter(t, bo, func(t *testing.T, r1 *Runner, o deadLetterOut) {
-		publishDeadLetter(t, r1, o) // the first try: stored (its answer lost)
+		// One record for both tries, as store's loop keeps.
+		a := &storedAttempts{store: r1.o.Records, sink: r1.o.Name, log: r1.log, it: &item{seq: o.streamSeq, delivered: 1}}
+		if _, err := r1.dead.put(context.Background(), a, o); err != nil { // the first try: stored (its answer lost)
+			t.Fatal(err)
+		}
 		time.Sleep(2500 * time.Millisecond)
-		publishDeadLetter(t, r1, o) // a later try: intent rewritten, answered duplicate
+		if _, err := r1.dead.put(context.Background(), a, o); err != nil { // a later try: answered duplicate (ours)
+			t.Fatal(err)
+		}
 	}, nil, 1, 1)
 }
 
-// store acks with msg.Ack() (not AckSync: the ack is not confirmed) and
-// the runner then clears the message's record, intent and all. When that
-// ack does not reach the server (a connection drop on an external NATS;
-// the ack is fire-and-forget) the event comes back after AckWait with no
-// record: no look (alreadyStored needs an intent since d684ef2), a fresh
-// attempt budget, and, past bus.duplicate_window, a second dead letter.
-// Before d684ef2 every redelivery looked, so this passed. (In a fleet the
-// same happens when the redelivery goes to another member.)
+// The ack of a dead-lettered message used to be fire-and-forget, and the
+// runner then cleared the message's record, intent and all. When that ack
+// did not reach the server (a connection drop on an external NATS) the
+// event came back after AckWait with no record: no look, a fresh attempt
+// budget, and, past bus.duplicate_window, a second dead letter. Now the
+// record is cleared only once the server confirms the ack
+// (deadLetters.ack, TestDeadLetterRecordIsKeptUntilItsAckIsConfirmed).
 //
-// Simulated: the dead letter is stored with its intent, the record
-// cleared as process does after the ack, and the ack lost.
+// Simulated: the dead letter is stored with its intent, and the ack is
+// lost, so the record stays (what ack does when DoubleAck fails).
 func TestDeadLetterWhoseAckWasLostIsNotStoredTwice(t *testing.T) {
 	redeliverAfterDeadLetter(t, embedded(t), func(t *testing.T, r1 *Runner, o deadLetterOut) {
 		a := &storedAttempts{store: r1.o.Records, sink: r1.o.Name, log: r1.log, it: &item{seq: o.streamSeq, delivered: 1}}
 		if _, err := r1.dead.put(context.Background(), a, o); err != nil {
 			t.Fatal(err)
 		}
-		a.clear() // what process does right after the (lost) ack
 	}, nil, 1, 1)
+}
+
+// deadLetters.ack clears the message's record only when the server
+// confirms the ack: an ack to a consumer that is gone (the connection
+// dropped, another member took the sink) keeps the intent for the
+// redelivery.
+func TestDeadLetterRecordIsKeptUntilItsAckIsConfirmed(t *testing.T) {
+	ctx := context.Background()
+	b, err := bus.Open(ctx, embedded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	st, err := state.Open(state.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	log := slog.New(slog.DiscardHandler)
+	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: log}
+	s, err := b.JetStream().Stream(ctx, b.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := func(msgID, consumer string) (*item, *storedAttempts) {
+		t.Helper()
+		ack, err := b.Publish(ctx, "cakework.build."+msgID+".failed", msgID, []byte("{}"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Name: consumer, AckPolicy: jetstream.AckExplicitPolicy,
+			FilterSubject: "cakework.build." + msgID + ".failed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := &item{msg: m, seq: ack.Sequence, delivered: 1, ev: event.Event{ID: msgID}}
+		a := &storedAttempts{store: BoltRecords(st), sink: "t", log: log, it: it}
+		if err := a.storing("dl-"+msgID, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return it, a
+	}
+	kept := func(it *item) bool {
+		a := &storedAttempts{store: BoltRecords(st), sink: "t", log: log, it: &item{seq: it.seq, delivered: 2}}
+		rec := a.record()
+		return rec.DeadLetter != nil
+	}
+
+	it, a := hold("e1", "c1")
+	d.ack(it, a)
+	if kept(it) {
+		t.Fatal("the record was kept after a confirmed ack")
+	}
+
+	it, a = hold("e2", "c2")
+	if err := s.DeleteConsumer(ctx, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	d.ack(it, a)
+	if !kept(it) {
+		t.Fatal("the record was cleared though the ack was not confirmed (the consumer was gone)")
+	}
 }

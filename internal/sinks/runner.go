@@ -276,9 +276,7 @@ func (r *Runner) process(it *item) {
 	if it.decodeErr != nil {
 		r.stats.noteError(it.decodeErr)
 		a := &storedAttempts{store: r.o.Records, sink: r.o.Name, log: r.log, it: it}
-		if r.dead.store(r.stopCtx.Done(), it, a, fmt.Errorf("not a relay event, cannot be sent: %w", it.decodeErr), 0) {
-			a.clear()
-		} else {
+		if !r.dead.store(r.stopCtx.Done(), it, a, fmt.Errorf("not a relay event, cannot be sent: %w", it.decodeErr), 0) {
 			r.cons.handBack(it)
 		}
 		return
@@ -296,9 +294,7 @@ func (r *Runner) process(it *item) {
 		_ = it.msg.Ack()
 		a.clear()
 	case DeadLettered:
-		if r.dead.store(r.stopCtx.Done(), it, a, d.Err, d.Attempts) {
-			a.clear()
-		} else {
+		if !r.dead.store(r.stopCtx.Done(), it, a, d.Err, d.Attempts) {
 			r.cons.handBack(it)
 		}
 	case Interrupted:
