@@ -321,16 +321,7 @@ func TestDeadLetterIDsAreKeyed(t *testing.T) {
 // when it cannot be written, the dead letter is stored anyway.
 func TestDeadLetterIntentIsRecordedAndItsFailureDoesNotHoldTheDeadLetter(t *testing.T) {
 	ctx := context.Background()
-	b, err := bus.Open(ctx, embedded(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	st, err := state.Open(state.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	b, st := openBusAndStore(t, embedded(t))
 	log := slog.New(slog.DiscardHandler)
 	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: log}
 	o := deadLetterOut{ev: event.Event{ID: "e1"}, data: []byte("{}"), err: errors.New("refused"), attempts: 3, streamSeq: 7}

@@ -8,10 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/clock"
 	"github.com/cakework-relay/cakework-relay/internal/event"
-	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
 // Review R2, session 8: two ways a dead letter was stored twice, fixed.
@@ -74,16 +72,7 @@ func TestDeadLetterWhoseAckWasLostIsNotStoredTwice(t *testing.T) {
 // redelivery.
 func TestDeadLetterRecordIsKeptUntilItsAckIsConfirmed(t *testing.T) {
 	ctx := context.Background()
-	b, err := bus.Open(ctx, embedded(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	st, err := state.Open(state.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	b, st := openBusAndStore(t, embedded(t))
 	log := slog.New(slog.DiscardHandler)
 	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: log}
 	s, err := b.JetStream().Stream(ctx, b.Stream())

@@ -117,6 +117,24 @@ func testBusOptions() bus.Options {
 		MACKey: []byte("dlq twice test install key")}
 }
 
+// openBusAndStore opens a bus with bo and a state store in a temporary
+// directory, both closed when the test ends.
+func openBusAndStore(t *testing.T, bo bus.Options) (*bus.Bus, *state.Store) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := bus.Open(ctx, bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(ctx) })
+	st, err := state.Open(state.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return b, st
+}
+
 // embedded is testBusOptions with an embedded server.
 func embedded(t *testing.T) bus.Options {
 	o := testBusOptions()
@@ -140,16 +158,7 @@ func redeliverAfterDeadLetter(t *testing.T, bo bus.Options, before func(*testing
 // of the DLQ left to check.
 func redeliverAfterDeadLetterThen(t *testing.T, bo bus.Options, before func(*testing.T, *Runner, deadLetterOut), next func(*Runner), check func(t *testing.T, b *bus.Bus, r2 *Runner, ev event.Event)) {
 	ctx := context.Background()
-	b, err := bus.Open(ctx, bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	st, err := state.Open(state.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	b, st := openBusAndStore(t, bo)
 	opts := func() Options {
 		return Options{Name: "t", Kind: "test", Bus: b, Store: st, AckWait: 2 * time.Second,
 			Retry: RetryConfig{Initial: time.Second, MaxInterval: time.Minute, MaxAttempts: 3}}
