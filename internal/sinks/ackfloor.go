@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -97,11 +98,45 @@ func (f *ackFloor) save() {
 	if f.store == nil {
 		return
 	}
-	if err := f.store.Update(ctx, func(tx *state.Tx) error { return tx.PutSink(f.sink, ackFloorKey, seq) }); err != nil {
+	if err := f.store.Update(ctx, func(tx *state.Tx) error {
+		if err := tx.PutSink(f.sink, ackFloorKey, seq); err != nil {
+			return err
+		}
+		return sweepAttempts(tx, f.sink, seq)
+	}); err != nil {
 		f.log.Warn("sink: keeping the ack floor", "err", err)
 		return
 	}
 	f.mu.Lock()
 	f.saved, f.recorded = seq, true
 	f.mu.Unlock()
+}
+
+// sweepMax bounds the attempt records one save deletes.
+const sweepMax = 1000
+
+// sweepAttempts deletes the sink's attempt records of messages at or
+// below the ack floor: every one of them was acked, so its record (an
+// attempt count, a dead letter's intent) is of no more use. Records are
+// normally cleared right after the ack; these are what a crash between
+// the ack and the clear, a failed clear, or an ack whose confirmation was
+// lost (deadLetters.ack keeps the record then) left behind.
+func sweepAttempts(tx *state.Tx, sink string, floor uint64) error {
+	var old []string
+	err := tx.ForEachSink(sink+"/"+attemptsPrefix, func(k string, _ []byte) error {
+		seq, err := strconv.ParseUint(k, 10, 64)
+		if err == nil && seq <= floor && len(old) < sweepMax {
+			old = append(old, attemptKey(seq))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range old {
+		if err := tx.DeleteSink(sink, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

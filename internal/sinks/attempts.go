@@ -30,7 +30,10 @@ type deadLetterIntent struct {
 	MsgID string `json:"msgId"`
 }
 
-func attemptKey(seq uint64) string { return "attempts/" + strconv.FormatUint(seq, 10) }
+func attemptKey(seq uint64) string { return attemptsPrefix + "/" + strconv.FormatUint(seq, 10) }
+
+// attemptsPrefix is the first part of every attempt record's key.
+const attemptsPrefix = "attempts"
 
 // storedAttempts is the Attempts of one held message, kept in the state
 // store under its stream sequence. It is used by one lane at a time.
