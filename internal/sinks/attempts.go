@@ -116,6 +116,11 @@ func (a *storedAttempts) storing(msgID string, at time.Time) error {
 	return nil
 }
 
+// forgetIntent makes the next storing record its own time, even for the
+// same msg id: a look did not find the dead letter the kept intent
+// names.
+func (a *storedAttempts) forgetIntent() { a.rec.DeadLetter = nil }
+
 // clear drops the record once the message is acked.
 func (a *storedAttempts) clear() {
 	if a.store == nil || !a.saved {

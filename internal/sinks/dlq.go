@@ -364,6 +364,11 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, a *storedAtt
 		}
 	}()
 	seq, err := d.storedBefore(ctx, intent.MsgID, intent.At)
+	if err != nil || seq == 0 {
+		// Not found there: the publish about to be made records its own
+		// time, so a later look finds at least that copy.
+		a.forgetIntent()
+	}
 	if err != nil {
 		off := false
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {

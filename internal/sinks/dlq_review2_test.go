@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -120,5 +121,41 @@ func TestDeadLetterRecordIsKeptUntilItsAckIsConfirmed(t *testing.T) {
 	d.ack(it, a)
 	if !kept(it) {
 		t.Fatal("the record was cleared though the ack was not confirmed (the consumer was gone)")
+	}
+}
+
+// A run that recorded its intent and stopped before publishing, then a run
+// that looked, did not find the dead letter, stored it and stopped before
+// the ack: the intent must name the second run's publish, or a third run
+// looks at the first run's time and stores the dead letter again.
+func TestDeadLetterIntentMovesToThePublishAfterALookThatFoundNothing(t *testing.T) {
+	ctx := context.Background()
+	b, st := openBusAndStore(t, embedded(t))
+	log := slog.New(slog.DiscardHandler)
+	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: log}
+	o := deadLetterOut{ev: event.Event{ID: "e1"}, data: []byte("{}"), err: errors.New("refused"), attempts: 3, streamSeq: 7}
+	run := func(delivered uint64) (*item, *storedAttempts) {
+		it := &item{seq: 7, delivered: delivered, ev: o.ev}
+		return it, &storedAttempts{store: BoltRecords(st), sink: "t", log: log, it: it}
+	}
+
+	_, a1 := run(1)
+	if err := a1.storing(d.msgID(o), time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	it2, a2 := run(2)
+	if d.alreadyStored(nil, it2, a2) {
+		t.Fatal("found a dead letter that was never stored")
+	}
+	published := time.Now()
+	if _, err := d.put(ctx, a2, o); err != nil {
+		t.Fatal(err)
+	}
+	it3, a3 := run(3)
+	if at := a3.record().DeadLetter.At; at.Before(published.Add(-time.Second)) {
+		t.Fatalf("the intent still says %s, before the publish at %s", at, published)
+	}
+	if !d.alreadyStored(nil, it3, a3) {
+		t.Fatal("the third run did not find the dead letter the second one stored")
 	}
 }
