@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,31 +31,13 @@ func TestForgedDeadLetterIDInsideTheWindowDoesNotLoseTheEvent(t *testing.T) {
 	ctx := context.Background()
 	bo := embedded(t)
 	bo.DuplicateWindow = 2 * time.Minute // bus.url's default
-	b, err := bus.Open(ctx, bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	st, err := state.Open(state.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-
-	ev, err := event.New("build", "b1", "failed", event.ID("build", "b1", "failed", "r1"), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), map[string]any{"n": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(ev)
-	ack, err := b.Publish(ctx, ev.NATSSubject(b.SubjectPrefix()), ev.ID, raw, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, st := openBusAndStore(t, bo)
+	ev, _, _, seq := publishBuildFailed(t, b, "r1")
 	// The attacker, having read the event (id and sequence) off the
 	// stream: an unsigned message with the dead letter's id.
 	m := nats.NewMsg(bus.DLQSubject("t"))
 	m.Data = []byte("forged")
-	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("t:%s:s%d", ev.ID, ack.Sequence))
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("t:%s:s%d", ev.ID, seq))
 	if _, err := b.JetStream().PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +52,7 @@ func TestForgedDeadLetterIDInsideTheWindowDoesNotLoseTheEvent(t *testing.T) {
 	}
 	defer r.Stop(ctx)
 	waitConsumer(t, b, 10*time.Second, "the event was not acked", func(info *jetstream.ConsumerInfo) bool {
-		return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= ack.Sequence
+		return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= seq
 	})
 	dls, _, err := ListDLQ(ctx, b, "t", 10)
 	if err != nil {
@@ -254,18 +235,9 @@ func TestForgedHolderOfTheDeadLetterIDInsideTheWindowGetsItAFreshID(t *testing.T
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	ev, err := event.New("build", "b1", "failed", event.ID("build", "b1", "failed", "r1"), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), map[string]any{"n": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(ev)
-	subject := ev.NATSSubject(b.SubjectPrefix())
-	ack, err := b.Publish(ctx, subject, ev.ID, raw, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev, raw, subject, seq := publishBuildFailed(t, b, "r1")
 	d := &deadLetters{name: "t", bus: b, clock: clock.Real{}, log: slog.New(slog.DiscardHandler)}
-	o := deadLetterOut{ev: ev, natsSubject: subject, data: raw, err: errors.New("target refuses this event"), attempts: 1, streamSeq: ack.Sequence}
+	o := deadLetterOut{ev: ev, natsSubject: subject, data: raw, err: errors.New("target refuses this event"), attempts: 1, streamSeq: seq}
 	m := nats.NewMsg(bus.DLQSubject("t"))
 	m.Data = []byte("forged")
 	m.Header.Set(jetstream.MsgIDHeader, d.msgID(o))
@@ -273,7 +245,7 @@ func TestForgedHolderOfTheDeadLetterIDInsideTheWindowGetsItAFreshID(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, err := d.publish(ctx, o, nil)
+	seq, err = d.publish(ctx, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

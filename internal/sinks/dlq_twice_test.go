@@ -117,6 +117,24 @@ func testBusOptions() bus.Options {
 		MACKey: []byte("dlq twice test install key")}
 }
 
+// publishBuildFailed publishes a build.failed event (key makes its id) on
+// b's stream, as the relay would, and returns it with its JSON, subject
+// and stream sequence.
+func publishBuildFailed(t *testing.T, b *bus.Bus, key string) (event.Event, []byte, string, uint64) {
+	t.Helper()
+	ev, err := event.New("build", "b1", "failed", event.ID("build", "b1", "failed", key), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), map[string]any{"n": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(ev)
+	subject := ev.NATSSubject(b.SubjectPrefix())
+	ack, err := b.Publish(context.Background(), subject, ev.ID, raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, raw, subject, ack.Sequence
+}
+
 // openBusAndStore opens a bus with bo and a state store in a temporary
 // directory, both closed when the test ends.
 func openBusAndStore(t *testing.T, bo bus.Options) (*bus.Bus, *state.Store) {
@@ -174,22 +192,13 @@ func redeliverAfterDeadLetterThen(t *testing.T, bo bus.Options, before func(*tes
 	if err := r1.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ev, err := event.New("build", "b1", "failed", event.ID("build", "b1", "failed", "1"), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), map[string]any{"n": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(ev)
-	subject := ev.NATSSubject(b.SubjectPrefix())
-	ack, err := b.Publish(ctx, subject, ev.ID, raw, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev, raw, subject, seq := publishBuildFailed(t, b, "1")
 	select {
 	case <-first.started:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the first run never got the event")
 	}
-	before(t, r1, deadLetterOut{ev: ev, natsSubject: subject, data: raw, err: errors.New("target refuses this event"), attempts: 1, streamSeq: ack.Sequence})
+	before(t, r1, deadLetterOut{ev: ev, natsSubject: subject, data: raw, err: errors.New("target refuses this event"), attempts: 1, streamSeq: seq})
 	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	_ = r1.Stop(sctx) // the send is cut off and the event handed back, unacked
 	cancel()
