@@ -11,6 +11,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/cluster"
 	"github.com/cakework-relay/cakework-relay/internal/ingest"
+	"github.com/cakework-relay/cakework-relay/internal/natstest"
 )
 
 // changeAnnounced runs under the fleet store's commit lock, so it reads the
@@ -18,15 +19,7 @@ import (
 // does not wait for the read. (Left open by the session-7 review: it used
 // its own 2 s timeout whatever the commit's context said.)
 func TestChangeAnnouncedReadsUnderTheCommitsContext(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := natstest.Start(t, server.Options{})
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/natstest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -499,8 +500,8 @@ func TestLostAckIsNotSentAgain(t *testing.T) {
 func TestStoredCheckRefusedStillPublishes(t *testing.T) {
 	dir := t.TempDir()
 	api := "$JS.API."
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), NoSigs: true,
+	srv := natstest.Start(t, server.Options{
+		StoreDir: filepath.Join(dir, "nats"),
 		Users: []*server.User{{Username: "relay", Password: "pw", Permissions: &server.Permissions{
 			Publish: &server.SubjectPermission{
 				Allow: []string{"cakework.>", "relay.dlq.>", api + "INFO", api + "STREAM.>"},
@@ -508,14 +509,6 @@ func TestStoredCheckRefusedStillPublishes(t *testing.T) {
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	defer srv.Shutdown()
 	st, err := state.Open(state.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
+	"github.com/cakework-relay/cakework-relay/internal/natstest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -19,15 +20,7 @@ import (
 // full disk) makes StoreRefusing (the "bus_store" readiness check) say so;
 // the events stay in the outbox.
 func TestStoreRefusingIsReported(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{JetStream: true, JetStreamMaxStore: 64 << 10, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := natstest.Start(t, server.Options{JetStreamMaxStore: 64 << 10})
 	st, err := state.Open(state.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

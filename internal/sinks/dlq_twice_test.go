@@ -15,6 +15,7 @@ import (
 
 	"github.com/cakework-relay/cakework-relay/internal/bus"
 	"github.com/cakework-relay/cakework-relay/internal/event"
+	"github.com/cakework-relay/cakework-relay/internal/natstest"
 	"github.com/cakework-relay/cakework-relay/internal/state"
 )
 
@@ -65,8 +66,7 @@ func publishDeadLetter(t *testing.T, r1 *Runner, o deadLetterOut) {
 // least once, not held back.
 func TestRedeliveredDeadLetterLookRefusedStoresIt(t *testing.T) {
 	api := "$JS.API."
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(t.TempDir(), "nats"), NoSigs: true,
+	srv := natstest.Start(t, server.Options{
 		Users: []*server.User{{Username: "relay", Password: "pw", Permissions: &server.Permissions{
 			Publish: &server.SubjectPermission{
 				Allow: []string{"cakework.>", "relay.dlq.>", "$JS.>"},
@@ -75,14 +75,6 @@ func TestRedeliveredDeadLetterLookRefusedStoresIt(t *testing.T) {
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	defer srv.Shutdown()
 	o := testBusOptions()
 	o.URL = "nats://relay:pw@" + srv.Addr().String()
 	var r2 *Runner
