@@ -399,8 +399,8 @@ func (d *deadLetters) alreadyStored(stop <-chan struct{}, it *item, a *storedAtt
 func (d *deadLetters) store(stop <-chan struct{}, it *item, a *storedAttempts, cause error, attempts int) bool {
 	o := deadLetterOut{ev: it.ev, natsSubject: it.msg.Subject(), data: it.msg.Data(), err: cause, attempts: attempts, streamSeq: it.seq}
 	if d.alreadyStored(stop, it, a) {
-		d.ack(it, a)
 		d.stats.deadLetter()
+		d.ack(it, a)
 		return true
 	}
 	if it.delivered > 1 {
@@ -417,8 +417,10 @@ func (d *deadLetters) store(stop <-chan struct{}, it *item, a *storedAttempts, c
 		seq, err := d.put(ctx, a, o)
 		cancel()
 		if err == nil {
-			d.ack(it, a)
+			// Counted before the ack: the dead letter is stored, and
+			// whoever sees the ack sees the count.
 			d.stats.deadLetter()
+			d.ack(it, a)
 			d.log.Warn("sink: event dead-lettered", "event", it.ev.ID, "type", it.ev.ShortType(), "subject", it.ev.Subject,
 				"attempts", attempts, "dlq_id", seq, "err", cause)
 			return true
