@@ -192,9 +192,12 @@ func FleetChaos(ctx context.Context, o FleetChaosOptions) (*FleetChaosResult, er
 	}
 	stopAppending()
 	<-appended
-	msgs, probs := settleStream(ctx, f.NATS.URL(), world, time.Now().Add(60*time.Second))
+	// The auto-stop events of VMs stopped a moment ago may still be on
+	// their way: settle on them too.
+	msgs, probs := settleStream(ctx, f.NATS.URL(), world, time.Now().Add(60*time.Second), func(msgs []StreamMsg) []string {
+		return CheckAutostops(msgs, world.Sim.StopsDone(), idle)
+	})
 	res.Problems = append(res.Problems, probs...)
-	res.Problems = append(res.Problems, CheckAutostops(msgs, world.Sim.StopsDone(), idle)...)
 	res.Messages, res.Lines = len(msgs), world.LineCount()
 	for _, m := range msgs {
 		if m.Event.ShortType() == "vm.autostopped" {

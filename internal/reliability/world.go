@@ -389,17 +389,22 @@ func diffLines(want, got []string) string {
 	return ""
 }
 
-// settleStream reads the whole CAKEWORK stream until world.Check finds no
-// problem or the deadline passes (the relay may still be publishing what it
-// recovered), and returns the last reading and its problems.
-func settleStream(ctx context.Context, natsURL string, world *World, deadline time.Time) ([]StreamMsg, []string) {
+// settleStream reads the whole CAKEWORK stream until world.Check, and each
+// of more, finds no problem or the deadline passes (the relay may still be
+// publishing what it recovered, or an event of an action just taken), and
+// returns the last reading and its problems.
+func settleStream(ctx context.Context, natsURL string, world *World, deadline time.Time, more ...func([]StreamMsg) []string) ([]StreamMsg, []string) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		msgs, err := ReadStream(rctx, natsURL, "CAKEWORK")
 		cancel()
 		var probs []string
 		if err == nil {
-			if probs = world.Check(msgs); len(probs) == 0 {
+			probs = world.Check(msgs)
+			for _, check := range more {
+				probs = append(probs, check(msgs)...)
+			}
+			if len(probs) == 0 {
 				return msgs, nil
 			}
 		} else {
